@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "DistFlashAttn",
+    products: [
+        .library(name: "DistFlashAttn", targets: ["DistFlashAttn", "DistFlashAttnCPU"]),
+        .executable(name: "distflash", targets: ["distflash"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Problem, masks, tensors, .npy files, partial results: the vocabulary every backend shares.
+        .target(name: "DistFlashAttn"),
+        // Innermost CPU micro-kernels (GEMM panels, vector exp), with AVX-512 / AVX2 / generic paths
+        // chosen at run time so one binary runs on any x86-64 machine.
+        .target(
+            name: "_CPUKernels",
+            cSettings: [.unsafeFlags(["-O3", "-ffp-contract=fast"])]
+        ),
+        // The CPU backend: tiled FlashAttention forward/backward block primitives and their merge.
+        .target(name: "DistFlashAttnCPU", dependencies: ["DistFlashAttn", "_CPUKernels"]),
+        // Naive float64 attention: the independent reference for tests and `--check`.
+        .target(name: "DistFlashAttnReference", dependencies: ["DistFlashAttn"]),
+        .executableTarget(
+            name: "distflash",
+            dependencies: [
+                "DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnReference",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "DistFlashAttnTests", dependencies: ["DistFlashAttn", "DistFlashAttnReference"]),
+        .testTarget(
+            name: "DistFlashAttnCPUTests",
+            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnReference"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,83 @@
+import DistFlashAttn
+import _CPUKernels
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CPU backend: FlashAttention block primitives on host tensors, tiled, multithreaded over (batch, head,
+/// tile), with AVX-512 / AVX2 micro-kernels picked at run time.
+///
+/// Single-device attention is these same primitives applied to one block holding the whole sequence.
+public struct CPUBackend: Sendable {
+    /// Threads the kernels use.
+    public var workers: Int
+    /// Query rows per tile (Br) and key rows per tile (Bc).
+    let queryTile = 64
+    let keyTile = 128
+
+    public init(workers: Int? = nil) {
+        self.workers = max(1, workers ?? CPUBackend.defaultWorkers)
+    }
+
+    /// `DISTFLASH_THREADS` if set, else every core.
+    public static var defaultWorkers: Int {
+        if let text = getenv("DISTFLASH_THREADS").map({ String(cString: $0) }), let n = Int(text), n >= 1 { return n }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// The vector instruction set the micro-kernels use on this machine.
+    public static var instructionSet: String { String(cString: dfa_isa_name()) }
+}
+
+/// Sizes of one block-pair call, checked against each other.
+struct BlockGeometry {
+    let batch, queries, keys, heads, kvHeads, dim: Int
+    var group: Int { heads / kvHeads }
+
+    init(query: Tensor, key: Tensor, value: Tensor, queryPositions: [Int], keyPositions: [Int]) throws {
+        guard query.shape.count == 4, key.shape.count == 4 else {
+            throw DistFlashError(.shapeMismatch, "Q \(query.shape) and K \(key.shape) must be [B, S, H, D]")
+        }
+        (batch, queries, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
+        (keys, kvHeads) = (key.shape[1], key.shape[2])
+        try key.requireShape([batch, keys, kvHeads, dim], "K")
+        try value.requireShape(key.shape, "V")
+        guard kvHeads >= 1, heads % kvHeads == 0 else {
+            throw DistFlashError(.shapeMismatch, "Q has \(heads) heads, K/V \(kvHeads): H must be a multiple of H_kv")
+        }
+        guard queryPositions.count == queries, keyPositions.count == keys else {
+            throw DistFlashError(.shapeMismatch, "\(queryPositions.count) query / \(keyPositions.count) key positions "
+                + "for \(queries) query / \(keys) key rows")
+        }
+    }
+}
+
+extension CPUBackend {
+    /// Attention over the whole sequence on one device: O and LSE.
+    public func attention(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
+        -> AttentionPartial {
+        try query.requireShape(problem.queryShape, "Q")
+        try key.requireShape(problem.keyValueShape, "K")
+        try value.requireShape(problem.keyValueShape, "V")
+        let positions = Array(0..<problem.sequence)
+        var result = AttentionPartial.empty(batch: problem.batch, sequence: problem.sequence, heads: problem.heads,
+                                            headDim: problem.headDim)
+        try forward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                    mask: problem.mask, scale: problem.scale, into: &result)
+        return result
+    }
+
+    /// Gradients of attention over the whole sequence on one device.
+    public func attentionBackward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
+                                  result: AttentionPartial, outputGrad: Tensor) throws -> AttentionGradients {
+        try outputGrad.requireShape(problem.queryShape, "dO")
+        let positions = Array(0..<problem.sequence)
+        let delta = try backwardPreprocess(output: result.output, outputGrad: outputGrad)
+        var grads = AttentionGradients.zeros(queryShape: problem.queryShape, keyValueShape: problem.keyValueShape)
+        try backward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                     mask: problem.mask, scale: problem.scale, outputGrad: outputGrad,
+                     logSumExp: result.logSumExp, delta: delta, into: &grads)
+        return grads
+    }
+}

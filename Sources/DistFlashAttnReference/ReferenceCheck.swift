@@ -1,0 +1,28 @@
+import DistFlashAttn
+
+/// Checks a full attention result (and optionally its gradients) against the float64 reference under the
+/// tolerance rule, tensor by tensor: O, LSE, then dQ, dK, dV.
+public enum ReferenceCheck {
+    public static func run(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
+                           result: AttentionPartial, outputGrad: Tensor? = nil,
+                           gradients: AttentionGradients? = nil) -> [ToleranceCheck] {
+        let ref = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Double.self)
+        let naive = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Float.self)
+        var checks = [
+            ToleranceCheck("O", ours: result.output.scalars, baseline: naive.output, reference: ref.output),
+            ToleranceCheck("LSE", ours: result.logSumExp.scalars, baseline: naive.logSumExp, reference: ref.logSumExp),
+        ]
+        if let outputGrad, let gradients {
+            let refGrad = NaiveAttention.backward(problem, query: query, key: key, value: value,
+                                                  outputGrad: outputGrad, as: Double.self)
+            let naiveGrad = NaiveAttention.backward(problem, query: query, key: key, value: value,
+                                                    outputGrad: outputGrad, as: Float.self)
+            checks += [
+                ToleranceCheck("dQ", ours: gradients.query.scalars, baseline: naiveGrad.query, reference: refGrad.query),
+                ToleranceCheck("dK", ours: gradients.key.scalars, baseline: naiveGrad.key, reference: refGrad.key),
+                ToleranceCheck("dV", ours: gradients.value.scalars, baseline: naiveGrad.value, reference: refGrad.value),
+            ]
+        }
+        return checks
+    }
+}

@@ -1,0 +1,93 @@
+import ArgumentParser
+import DistFlashAttn
+import DistFlashAttnCPU
+import DistFlashAttnReference
+import Foundation
+
+struct AttentionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attention",
+        abstract: "Run attention forward (and backward) and optionally check it against the float64 reference."
+    )
+
+    @OptionGroup var problemOptions: ProblemOptions
+    @Flag(help: "Also run the backward pass (dQ, dK, dV).") var backward = false
+    @Flag(help: "Compare with naive float64 attention; exit non-zero if the tolerance rule fails.") var check = false
+    @Option(help: "Seed for random inputs.") var seed: UInt64 = 0
+    @Option(help: "Read q.npy, k.npy, v.npy (and do.npy with --backward) from this folder.") var inputs: String?
+    @Option(help: "Write o.npy, lse.npy (and dq.npy, dk.npy, dv.npy) to this folder.") var outputs: String?
+    @Option(help: "CPU threads (default: all cores, or DISTFLASH_THREADS).") var threads: Int?
+    @Flag(help: "Print one JSON object instead of text.") var json = false
+
+    func run() throws {
+        let (problem, q, k, v, dO) = try loadInputs()
+        let backend = CPUBackend(workers: threads)
+
+        let forwardClock = ContinuousClock.now
+        let result = try backend.attention(problem, query: q, key: k, value: v)
+        let forwardTime = ContinuousClock.now - forwardClock
+        var gradients: AttentionGradients?
+        var backwardTime: Duration = .zero
+        if let dO {
+            let clock = ContinuousClock.now
+            gradients = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result,
+                                                      outputGrad: dO)
+            backwardTime = ContinuousClock.now - clock
+        }
+
+        if let outputs {
+            var arrays = [("o.npy", result.output), ("lse.npy", result.logSumExp)]
+            if let gradients { arrays += [("dq.npy", gradients.query), ("dk.npy", gradients.key), ("dv.npy", gradients.value)] }
+            try NPY.writeAll(arrays, to: URL(fileURLWithPath: outputs))
+        }
+        let checks = check ? ReferenceCheck.run(problem, query: q, key: k, value: v, result: result,
+                                                outputGrad: dO, gradients: gradients) : []
+
+        var report = RunReport(problem: problem, backend: "cpu", workers: backend.workers)
+        report.forwardSeconds = forwardTime.seconds
+        report.backwardSeconds = dO == nil ? nil : backwardTime.seconds
+        report.checks = checks
+        report.print(json: json)
+        if check && !checks.allSatisfy(\.passed) { throw ExitCode(1) }
+    }
+
+    /// Inputs from `--inputs` (shapes taken from the files) or random from `--seed`; rounded to bf16 if asked.
+    private func loadInputs() throws -> (AttentionProblem, Tensor, Tensor, Tensor, Tensor?) {
+        var problem: AttentionProblem
+        var q: Tensor, k: Tensor, v: Tensor, dO: Tensor?
+        if let inputs {
+            let folder = URL(fileURLWithPath: inputs)
+            func load(_ name: String) throws -> Tensor {
+                let tensor = try NPY.read(folder.appendingPathComponent(name))
+                guard tensor.shape.count == 4 else {
+                    throw DistFlashError(.invalidFile, "\(name) has shape \(tensor.shape): expected 4 dimensions [B, S, H, D]")
+                }
+                return tensor
+            }
+            (q, k, v) = (try load("q.npy"), try load("k.npy"), try load("v.npy"))
+            problem = try problemOptions.problem(shapes: (q.shape, k.shape))
+            try k.requireShape(problem.keyValueShape, "k.npy (for q.npy \(q.shape))")
+            try v.requireShape(problem.keyValueShape, "v.npy (for q.npy \(q.shape))")
+            if backward {
+                dO = try load("do.npy")
+                try dO!.requireShape(problem.queryShape, "do.npy")
+            }
+        } else {
+            problem = try problemOptions.problem()
+            var random = SeededRandom(seed: seed)
+            q = random.normalTensor(shape: problem.queryShape)
+            k = random.normalTensor(shape: problem.keyValueShape)
+            v = random.normalTensor(shape: problem.keyValueShape)
+            dO = backward ? random.normalTensor(shape: problem.queryShape) : nil
+        }
+        if problem.dtype == .bf16 {
+            (q, k, v) = (q.roundedToBFloat16(), k.roundedToBFloat16(), v.roundedToBFloat16())
+            dO = dO?.roundedToBFloat16()
+        }
+        return (problem, q, k, v, dO)
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

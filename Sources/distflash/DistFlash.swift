@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct DistFlash: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "distflash",
+        abstract: "Distributed, memory-efficient FlashAttention (DistFlashAttn) for long-context training.",
+        subcommands: [AttentionCommand.self, BenchCommand.self]
+    )
+}

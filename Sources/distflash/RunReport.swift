@@ -1,0 +1,76 @@
+import DistFlashAttn
+import DistFlashAttnCPU
+import DistFlashAttnReference
+import Foundation
+
+/// What one run measured, printed as text or as one JSON object (stable keys: time_ms, gflops, check_passed,
+/// max_abs_err, mean_abs_err, peak_memory_bytes, …).
+struct RunReport {
+    var problem: AttentionProblem
+    var backend: String
+    var workers: Int
+    var forwardSeconds = 0.0
+    var backwardSeconds: Double?
+    var checks: [ToleranceCheck] = []
+
+    var totalSeconds: Double { forwardSeconds + (backwardSeconds ?? 0) }
+    var flops: Double { problem.forwardFLOPs * (backwardSeconds == nil ? 1 : 3.5) }
+    var checkPassed: Bool? { checks.isEmpty ? nil : checks.allSatisfy(\.passed) }
+
+    func print(json: Bool) {
+        if json { Swift.print(jsonText()) } else { Swift.print(text()) }
+    }
+
+    func text() -> String {
+        let p = problem
+        var lines = [
+            "attention  B=\(p.batch) S=\(p.sequence) H=\(p.heads) H_kv=\(p.kvHeads) D=\(p.headDim)  "
+                + "mask \(p.mask)  \(p.dtype.rawValue)  scale \(p.scale)",
+            "backend    \(backend) (\(CPUBackend.instructionSet), \(workers) threads)",
+            String(format: "forward    %10.3f ms  %8.2f GFLOP/s", forwardSeconds * 1e3,
+                   p.forwardFLOPs / forwardSeconds / 1e9),
+        ]
+        if let backwardSeconds {
+            lines.append(String(format: "backward   %10.3f ms  %8.2f GFLOP/s", backwardSeconds * 1e3,
+                                2.5 * p.forwardFLOPs / backwardSeconds / 1e9))
+            lines.append(String(format: "total      %10.3f ms  %8.2f GFLOP/s", totalSeconds * 1e3,
+                                flops / totalSeconds / 1e9))
+        }
+        lines.append(String(format: "peak mem   %10.1f MiB", Double(PeakMemory.bytes) / 1048576))
+        for check in checks { lines.append("check      " + check.summary) }
+        if let passed = checkPassed { lines.append(passed ? "check passed" : "check FAILED") }
+        return lines.joined(separator: "\n")
+    }
+
+    func jsonText() -> String {
+        let p = problem
+        var object: [String: Any] = [
+            "batch": p.batch, "seq": p.sequence, "heads": p.heads, "kv_heads": p.kvHeads, "head_dim": p.headDim,
+            "mask": p.mask.description, "dtype": p.dtype.rawValue, "scale": Double(p.scale),
+            "backend": backend, "isa": CPUBackend.instructionSet, "threads": workers,
+            "forward_ms": forwardSeconds * 1e3, "time_ms": totalSeconds * 1e3,
+            "gflops": flops / totalSeconds / 1e9, "peak_memory_bytes": PeakMemory.bytes,
+        ]
+        if let backwardSeconds { object["backward_ms"] = backwardSeconds * 1e3 }
+        if let passed = checkPassed {
+            object["check_passed"] = passed
+            func finite(_ x: Double) -> Any { x.isFinite ? x : "\(x)" }
+            object["max_abs_err"] = Dictionary(uniqueKeysWithValues: checks.map { ($0.name, finite($0.ours.maxAbs)) })
+            object["mean_abs_err"] = Dictionary(uniqueKeysWithValues: checks.map { ($0.name, finite($0.ours.meanAbs)) })
+            object["tolerance"] = Dictionary(uniqueKeysWithValues: checks.map { ($0.name, finite($0.bound)) })
+        }
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Peak resident memory of this process (VmHWM from /proc), 0 where unavailable.
+enum PeakMemory {
+    static var bytes: Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 0 }
+        return kib * 1024
+    }
+}
