@@ -54,9 +54,9 @@ extension CPUBackend {
 
         let queries = TiledTokens(positions: queryPositions, mask: mask, tileSize: queryTile)
         let keys = TiledTokens(positions: keyPositions, mask: mask, tileSize: keyTile)
-        let keysT = PackedTiles(key, keys: keys, form: .transposed, workers: workers)
-        let valuesT = PackedTiles(value, keys: keys, form: .transposed, workers: workers)
-        let keyRows = PackedTiles(key, keys: keys, form: .rows, workers: workers)
+        let keysT = PackedTiles(key, keys: keys, form: .transposed, workers: workers, isa: isa)
+        let valuesT = PackedTiles(value, keys: keys, form: .transposed, workers: workers, isa: isa)
+        let keyRows = PackedTiles(key, keys: keys, form: .rows, workers: workers, isa: isa)
 
         let owners = geo.batch * geo.kvHeads
         let chunks = owners >= workers ? 1 : min(keys.tileCount, (2 * workers + owners - 1) / owners)
@@ -64,10 +64,10 @@ extension CPUBackend {
 
         let (br, bc, dim) = (queryTile, keyTile, geo.dim)
         let queryTiles = queries.tileCount
-        let packedRowsA = dfa_packed_a_floats(Int32(br), Int32(dim))
-        let packedRowsB = dfa_packed_b_floats(Int32(br), Int32(dim))
+        let packedRowsA = dfa_packed_a_floats(isa, Int32(br), Int32(dim))
+        let packedRowsB = dfa_packed_b_floats(isa, Int32(br), Int32(dim))
         let perQueryTile = 2 * packedRowsA + 2 * packedRowsB
-        let packedTile = max(dfa_packed_a_floats(Int32(br), Int32(bc)), dfa_packed_a_floats(Int32(bc), Int32(br)))
+        let packedTile = max(dfa_packed_a_floats(isa, Int32(br), Int32(bc)), dfa_packed_a_floats(isa, Int32(bc), Int32(br)))
         let scratch = WorkerScratch(workers: workers, floats: queryTiles * perQueryTile + 2 * br * bc + packedTile)
 
         withUnsafeBuffers(query, outputGrad, logSumExp, delta) { q, dO, lse, dlt in
@@ -93,10 +93,10 @@ extension CPUBackend {
                                         let offset = ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
                                         let slot = ws + qt * perQueryTile
                                         let m = Int32(rows.count), d = Int32(dim)
-                                        dfa_pack_a(m, d, q.base + offset, ldq, 1, slot)
-                                        dfa_pack_a(m, d, dO.base + offset, ldq, 1, slot + packedRowsA)
-                                        dfa_pack_b(m, d, q.base + offset, ldq, 1, slot + 2 * packedRowsA)
-                                        dfa_pack_b(m, d, dO.base + offset, ldq, 1, slot + 2 * packedRowsA + packedRowsB)
+                                        dfa_pack_a(isa, m, d, q.base + offset, ldq, 1, slot)
+                                        dfa_pack_a(isa, m, d, dO.base + offset, ldq, 1, slot + packedRowsA)
+                                        dfa_pack_b(isa, m, d, q.base + offset, ldq, 1, slot + 2 * packedRowsA)
+                                        dfa_pack_b(isa, m, d, dO.base + offset, ldq, 1, slot + 2 * packedRowsA + packedRowsB)
                                     }
                                     for kt in stride(from: chunk, to: keys.tileCount, by: chunks) {
                                         let cols = keys.rows(kt)
@@ -112,20 +112,20 @@ extension CPUBackend {
                                             let (qB, dOB) = (slot + 2 * packedRowsA, slot + 2 * packedRowsA + packedRowsB)
                                             let stat = (b * geo.heads + h) * geo.queries + rows.lowerBound
 
-                                            dfa_gemm_packed(m, n, d, scale, qA, keysT.tile(batch: b, kvHead: g, tile: kt), 0, s, bc)
+                                            dfa_gemm_packed(isa, m, n, d, scale, qA, keysT.tile(batch: b, kvHead: g, tile: kt), 0, s, bc)
                                             if visibility == .partial { mask.apply(to: s, ld: bc, queries, qt, keys, kt) }
-                                            dfa_gemm_packed(m, n, d, 1, dOA, valuesT.tile(batch: b, kvHead: g, tile: kt), 0, dp, bc)
-                                            dfa_softmax_backward(m, n, s, bc, dp, bc, lse.base + stat, dlt.base + stat)
+                                            dfa_gemm_packed(isa, m, n, d, 1, dOA, valuesT.tile(batch: b, kvHead: g, tile: kt), 0, dp, bc)
+                                            dfa_softmax_backward(isa, m, n, s, bc, dp, bc, lse.base + stat, dlt.base + stat)
                                             // dV += Pᵀ·dO
-                                            dfa_pack_a(n, m, s, 1, bc, pa)
-                                            dfa_gemm_packed(n, d, m, 1, pa, dOB, 1, dv.base + kvOffset, ldk)
+                                            dfa_pack_a(isa, n, m, s, 1, bc, pa)
+                                            dfa_gemm_packed(isa, n, d, m, 1, pa, dOB, 1, dv.base + kvOffset, ldk)
                                             // dK += scale·dSᵀ·Q
-                                            dfa_pack_a(n, m, dp, 1, bc, pa)
-                                            dfa_gemm_packed(n, d, m, scale, pa, qB, 1, dk.base + kvOffset, ldk)
+                                            dfa_pack_a(isa, n, m, dp, 1, bc, pa)
+                                            dfa_gemm_packed(isa, n, d, m, scale, pa, qB, 1, dk.base + kvOffset, ldk)
                                             // dQ += scale·dS·K
-                                            dfa_pack_a(m, n, dp, bc, 1, pa)
+                                            dfa_pack_a(isa, m, n, dp, bc, 1, pa)
                                             let qOffset = ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
-                                            dfa_gemm_packed(m, d, n, scale, pa, keyRows.tile(batch: b, kvHead: g, tile: kt), 1,
+                                            dfa_gemm_packed(isa, m, d, n, scale, pa, keyRows.tile(batch: b, kvHead: g, tile: kt), 1,
                                                             dqOut + qOffset, ldq)
                                         }
                                     }

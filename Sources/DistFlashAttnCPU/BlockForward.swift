@@ -26,12 +26,12 @@ extension CPUBackend {
 
         let queries = TiledTokens(positions: queryPositions, mask: mask, tileSize: queryTile)
         let keys = TiledTokens(positions: keyPositions, mask: mask, tileSize: keyTile)
-        let keysT = PackedTiles(key, keys: keys, form: .transposed, workers: workers)
-        let valueRows = PackedTiles(value, keys: keys, form: .rows, workers: workers)
+        let keysT = PackedTiles(key, keys: keys, form: .transposed, workers: workers, isa: isa)
+        let valueRows = PackedTiles(value, keys: keys, form: .rows, workers: workers, isa: isa)
 
         let (br, bc, dim) = (queryTile, keyTile, geo.dim)
-        let packedQ = dfa_packed_a_floats(Int32(br), Int32(dim))
-        let packedP = dfa_packed_a_floats(Int32(br), Int32(bc))
+        let packedQ = dfa_packed_a_floats(isa, Int32(br), Int32(dim))
+        let packedP = dfa_packed_a_floats(isa, Int32(br), Int32(bc))
         let scratch = WorkerScratch(workers: workers, floats: packedQ + br * bc + packedP + 3 * br)
         let queryTiles = queries.tileCount
 
@@ -58,7 +58,7 @@ extension CPUBackend {
                             rowMax[r] = lseBase[r]
                             rowSum[r] = lseBase[r] == -.infinity ? 0 : 1
                         }
-                        dfa_pack_a(Int32(m), Int32(dim), qBase, ld, 1, qp)
+                        dfa_pack_a(isa, Int32(m), Int32(dim), qBase, ld, 1, qp)
 
                         var touched = false
                         for kt in 0..<keys.tileCount {
@@ -66,13 +66,13 @@ extension CPUBackend {
                             if visibility == .none { continue }
                             touched = true
                             let n = Int32(keys.rows(kt).count)
-                            dfa_gemm_packed(Int32(m), n, Int32(dim), scale, qp, keysT.tile(batch: b, kvHead: g, tile: kt),
+                            dfa_gemm_packed(isa, Int32(m), n, Int32(dim), scale, qp, keysT.tile(batch: b, kvHead: g, tile: kt),
                                             0, s, bc)
                             if visibility == .partial { mask.apply(to: s, ld: bc, queries, qt, keys, kt) }
-                            dfa_online_softmax(Int32(m), n, s, bc, rowMax, rowSum, rescale)
+                            dfa_online_softmax(isa, Int32(m), n, s, bc, rowMax, rowSum, rescale)
                             for r in 0..<m where rescale[r] != 1 { dfa_scale(Int32(dim), oBase + r * ld, rescale[r]) }
-                            dfa_pack_a(Int32(m), n, s, bc, 1, pp)
-                            dfa_gemm_packed(Int32(m), Int32(dim), n, 1, pp, valueRows.tile(batch: b, kvHead: g, tile: kt),
+                            dfa_pack_a(isa, Int32(m), n, s, bc, 1, pp)
+                            dfa_gemm_packed(isa, Int32(m), Int32(dim), n, 1, pp, valueRows.tile(batch: b, kvHead: g, tile: kt),
                                             1, oBase, ld)
                         }
                         guard touched else { return }

@@ -10,24 +10,35 @@ import Glibc
 ///
 /// Single-device attention is these same primitives applied to one block holding the whole sequence.
 public struct CPUBackend: Sendable {
+    /// Vector instruction sets of the micro-kernels, widest last.
+    public enum InstructionSet: Int32, Sendable, CaseIterable, CustomStringConvertible {
+        case generic = 0, avx2 = 1, avx512 = 2
+        /// The widest this CPU supports (lowered by `DISTFLASH_CPU_ISA=generic|avx2`).
+        public static var best: InstructionSet { InstructionSet(rawValue: dfa_best_isa())! }
+        public var description: String { String(cString: dfa_isa_name(rawValue)) }
+    }
+
     /// Threads the kernels use.
     public var workers: Int
+    /// Micro-kernel path; at most `InstructionSet.best`.
+    public var instructionSet: InstructionSet
     /// Query rows per tile (Br) and key rows per tile (Bc).
     let queryTile = 64
     let keyTile = 128
 
-    public init(workers: Int? = nil) {
+    public init(workers: Int? = nil, instructionSet: InstructionSet? = nil) {
         self.workers = max(1, workers ?? CPUBackend.defaultWorkers)
+        let wanted = instructionSet ?? .best
+        self.instructionSet = wanted.rawValue <= InstructionSet.best.rawValue ? wanted : .best
     }
+
+    var isa: Int32 { instructionSet.rawValue }
 
     /// `DISTFLASH_THREADS` if set, else every core.
     public static var defaultWorkers: Int {
         if let text = getenv("DISTFLASH_THREADS").map({ String(cString: $0) }), let n = Int(text), n >= 1 { return n }
         return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
-
-    /// The vector instruction set the micro-kernels use on this machine.
-    public static var instructionSet: String { String(cString: dfa_isa_name()) }
 }
 
 /// Sizes of one block-pair call, checked against each other.
@@ -81,3 +92,4 @@ extension CPUBackend {
         return grads
     }
 }
+

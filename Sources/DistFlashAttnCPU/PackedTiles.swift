@@ -18,15 +18,15 @@ final class PackedTiles: @unchecked Sendable {
     private let kvHeads: Int
 
     /// Packs `tensor` `[B, S_k, H_kv, D]` tile by tile in `form`.
-    init(_ tensor: Tensor, keys: TiledTokens, form: Form, workers: Int) {
+    init(_ tensor: Tensor, keys: TiledTokens, form: Form, workers: Int, isa: Int32) {
         let (batch, kvHeads, dim) = (tensor.shape[0], tensor.shape[2], tensor.shape[3])
         let sequence = tensor.shape[1]
         let tileSize = keys.tileSize
         self.tiles = keys.tileCount
         self.kvHeads = kvHeads
         switch form {
-        case .transposed: slot = dfa_packed_b_floats(Int32(dim), Int32(tileSize))
-        case .rows: slot = dfa_packed_b_floats(Int32(tileSize), Int32(dim))
+        case .transposed: slot = dfa_packed_b_floats(isa, Int32(dim), Int32(tileSize))
+        case .rows: slot = dfa_packed_b_floats(isa, Int32(tileSize), Int32(dim))
         }
         let total = max(1, batch * kvHeads * tiles * slot)
         storage = .allocate(capacity: total)
@@ -41,8 +41,8 @@ final class PackedTiles: @unchecked Sendable {
                 let ld = kvHeads * dim
                 let dst = out.base + task * slot
                 switch form {
-                case .transposed: dfa_pack_b(Int32(dim), Int32(rows.count), base, 1, ld, dst)
-                case .rows: dfa_pack_b(Int32(rows.count), Int32(dim), base, ld, 1, dst)
+                case .transposed: dfa_pack_b(isa, Int32(dim), Int32(rows.count), base, 1, ld, dst)
+                case .rows: dfa_pack_b(isa, Int32(rows.count), Int32(dim), base, ld, 1, dst)
                 }
             }
         }

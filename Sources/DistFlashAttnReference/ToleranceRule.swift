@@ -24,9 +24,10 @@ public struct ErrorStats: Sendable, Equatable {
 }
 
 /// The rule from flash-attention's tests: a result passes when its worst error against the float64 reference is
-/// at most twice the worst error of naive attention computed in the same precision, plus a small absolute slack:
+/// at most twice the worst error of naive attention computed in the same precision, plus a small absolute slack
+/// (it covers the cancellation in dS = P∘(dP − δ) when the exact gradient is ~0, e.g. a row that sees one key):
 /// ```
-/// maxerr(ours − ref) ≤ 2 · maxerr(naive_same_precision − ref) + atol,   atol = 2e-6 · max(1, max|ref|)
+/// maxerr(ours − ref) ≤ 2 · maxerr(naive_same_precision − ref) + atol,   atol = 1e-5 · max(1, max|ref|)
 /// ```
 public struct ToleranceCheck: Sendable {
     public var name: String
@@ -40,7 +41,7 @@ public struct ToleranceCheck: Sendable {
         self.ours = ErrorStats(ours, reference: reference)
         self.baseline = ErrorStats(baseline, reference: reference)
         let scale = reference.lazy.filter(\.isFinite).map(abs).max() ?? 0
-        self.atol = 2e-6 * max(1, scale)
+        self.atol = 1e-5 * max(1, scale)
     }
 
     public var bound: Double { 2 * baseline.maxAbs + atol }

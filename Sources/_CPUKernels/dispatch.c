@@ -1,52 +1,38 @@
-// Chooses the ISA once, packs operands for its MR/NR, and drives the micro-kernel over the blocks of C.
+// Maps an ISA to its kernels, packs operands for its MR/NR, and drives the micro-kernel over the blocks of C.
 #include "CPUKernels.h"
 #include "isa.h"
 #include <stdlib.h>
 #include <string.h>
 
-static const dfa_isa_table *dfa_select(void) {
+int dfa_best_isa(void) {
     __builtin_cpu_init();
     int best = 0;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = 1;
-    if (__builtin_cpu_supports("avx512f")) best = 2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = 2;
     const char *wanted = getenv("DISTFLASH_CPU_ISA");
     if (wanted && strcmp(wanted, "generic") == 0) best = 0;
     if (wanted && strcmp(wanted, "avx2") == 0 && best > 1) best = 1;
-    return best == 2 ? &dfa_avx512_table : best == 1 ? &dfa_avx2_table : &dfa_generic_table;
+    return best;
 }
 
-// Every thread computes the same answer, so a racy first initialisation is harmless;
-// the atomic keeps the pointer read/write well-defined.
-static const dfa_isa_table *_Atomic dfa_current_table = 0;
-
-static const dfa_isa_table *dfa_table(void) {
-    const dfa_isa_table *t = dfa_current_table;
-    if (!t) {
-        t = dfa_select();
-        dfa_current_table = t;
-    }
-    return t;
+static const dfa_isa_table *dfa_table(int isa) {
+    return isa >= 2 ? &dfa_avx512_table : isa == 1 ? &dfa_avx2_table : &dfa_generic_table;
 }
 
-int dfa_isa(void) {
-    const dfa_isa_table *t = dfa_table();
-    return t == &dfa_avx512_table ? 2 : t == &dfa_avx2_table ? 1 : 0;
-}
+const char *dfa_isa_name(int isa) { return dfa_table(isa)->name; }
 
-const char *dfa_isa_name(void) { return dfa_table()->name; }
-
-size_t dfa_packed_a_floats(int M, int K) {
-    int mr = dfa_table()->mr;
+size_t dfa_packed_a_floats(int isa, int M, int K) {
+    int mr = dfa_table(isa)->mr;
     return (size_t)((M + mr - 1) / mr) * mr * (size_t)K;
 }
 
-size_t dfa_packed_b_floats(int K, int N) {
-    int nr = dfa_table()->nr;
+size_t dfa_packed_b_floats(int isa, int K, int N) {
+    int nr = dfa_table(isa)->nr;
     return (size_t)((N + nr - 1) / nr) * nr * (size_t)K;
 }
 
-void dfa_pack_a(int M, int K, const float *A, long rs, long cs, float *packed) {
-    int mr = dfa_table()->mr;
+void dfa_pack_a(int isa, int M, int K, const float *A, long rs, long cs, float *packed) {
+    int mr = dfa_table(isa)->mr;
     for (int i0 = 0; i0 < M; i0 += mr) {
         int m = M - i0 < mr ? M - i0 : mr;
         for (int k = 0; k < K; k++) {
@@ -59,8 +45,8 @@ void dfa_pack_a(int M, int K, const float *A, long rs, long cs, float *packed) {
     }
 }
 
-void dfa_pack_b(int K, int N, const float *B, long rs, long cs, float *packed) {
-    int nr = dfa_table()->nr;
+void dfa_pack_b(int isa, int K, int N, const float *B, long rs, long cs, float *packed) {
+    int nr = dfa_table(isa)->nr;
     for (int j0 = 0; j0 < N; j0 += nr) {
         int n = N - j0 < nr ? N - j0 : nr;
         for (int k = 0; k < K; k++) {
@@ -79,9 +65,9 @@ void dfa_pack_b(int K, int N, const float *B, long rs, long cs, float *packed) {
     }
 }
 
-void dfa_gemm_packed(int M, int N, int K, float alpha, const float *packedA, const float *packedB, float beta,
+void dfa_gemm_packed(int isa, int M, int N, int K, float alpha, const float *packedA, const float *packedB, float beta,
                      float *C, long ldc) {
-    const dfa_isa_table *t = dfa_table();
+    const dfa_isa_table *t = dfa_table(isa);
     for (int j0 = 0; j0 < N; j0 += t->nr) {
         const float *b = packedB + (size_t)(j0 / t->nr) * t->nr * K;
         int n = N - j0 < t->nr ? N - j0 : t->nr;
@@ -93,13 +79,13 @@ void dfa_gemm_packed(int M, int N, int K, float alpha, const float *packedA, con
     }
 }
 
-void dfa_online_softmax(int rows, int cols, float *S, long lds, float *m, float *l, float *rescale) {
-    dfa_table()->online_softmax(rows, cols, S, lds, m, l, rescale);
+void dfa_online_softmax(int isa, int rows, int cols, float *S, long lds, float *m, float *l, float *rescale) {
+    dfa_table(isa)->online_softmax(rows, cols, S, lds, m, l, rescale);
 }
 
-void dfa_softmax_backward(int rows, int cols, float *S, long lds, float *dP, long ldp, const float *lse,
+void dfa_softmax_backward(int isa, int rows, int cols, float *S, long lds, float *dP, long ldp, const float *lse,
                           const float *delta) {
-    dfa_table()->softmax_backward(rows, cols, S, lds, dP, ldp, lse, delta);
+    dfa_table(isa)->softmax_backward(rows, cols, S, lds, dP, ldp, lse, delta);
 }
 
 void dfa_scale(int n, float *x, float a) {

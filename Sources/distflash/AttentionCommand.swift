@@ -43,7 +43,8 @@ struct AttentionCommand: ParsableCommand {
         let checks = check ? ReferenceCheck.run(problem, query: q, key: k, value: v, result: result,
                                                 outputGrad: dO, gradients: gradients) : []
 
-        var report = RunReport(problem: problem, backend: "cpu", workers: backend.workers)
+        var report = RunReport(problem: problem, backend: "cpu", isa: backend.instructionSet.description,
+                               workers: backend.workers)
         report.forwardSeconds = forwardTime.seconds
         report.backwardSeconds = dO == nil ? nil : backwardTime.seconds
         report.checks = checks

@@ -23,7 +23,7 @@ struct CPUBench: ParsableCommand {
         let backend = CPUBackend(workers: threads)
         let kind = try AttentionMask.parseKind(mask)
         if !json {
-            print("CPU attention, \(CPUBackend.instructionSet), \(backend.workers) threads; median of \(repeats)")
+            print("CPU attention, \(backend.instructionSet), \(backend.workers) threads; median of \(repeats)")
             print("|     S | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s |")
             print("|------:|-------:|------------:|-----------:|----------------:|")
         }
@@ -46,7 +46,7 @@ struct CPUBench: ParsableCommand {
             if json {
                 let object: [String: Any] = [
                     "seq": s, "batch": batch, "heads": heads, "kv_heads": problem.kvHeads, "head_dim": headDim,
-                    "mask": mask, "threads": backend.workers, "isa": CPUBackend.instructionSet,
+                    "mask": mask, "threads": backend.workers, "isa": backend.instructionSet.description,
                     "forward_ms": forward * 1e3, "forward_gflops": f1, "fwd_bwd_ms": both * 1e3, "fwd_bwd_gflops": f2,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])

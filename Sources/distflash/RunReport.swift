@@ -8,6 +8,7 @@ import Foundation
 struct RunReport {
     var problem: AttentionProblem
     var backend: String
+    var isa: String
     var workers: Int
     var forwardSeconds = 0.0
     var backwardSeconds: Double?
@@ -26,7 +27,7 @@ struct RunReport {
         var lines = [
             "attention  B=\(p.batch) S=\(p.sequence) H=\(p.heads) H_kv=\(p.kvHeads) D=\(p.headDim)  "
                 + "mask \(p.mask)  \(p.dtype.rawValue)  scale \(p.scale)",
-            "backend    \(backend) (\(CPUBackend.instructionSet), \(workers) threads)",
+            "backend    \(backend) (\(isa), \(workers) threads)",
             String(format: "forward    %10.3f ms  %8.2f GFLOP/s", forwardSeconds * 1e3,
                    p.forwardFLOPs / forwardSeconds / 1e9),
         ]
@@ -47,7 +48,7 @@ struct RunReport {
         var object: [String: Any] = [
             "batch": p.batch, "seq": p.sequence, "heads": p.heads, "kv_heads": p.kvHeads, "head_dim": p.headDim,
             "mask": p.mask.description, "dtype": p.dtype.rawValue, "scale": Double(p.scale),
-            "backend": backend, "isa": CPUBackend.instructionSet, "threads": workers,
+            "backend": backend, "isa": isa, "threads": workers,
             "forward_ms": forwardSeconds * 1e3, "time_ms": totalSeconds * 1e3,
             "gflops": flops / totalSeconds / 1e9, "peak_memory_bytes": PeakMemory.bytes,
         ]

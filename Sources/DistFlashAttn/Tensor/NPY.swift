@@ -120,7 +120,7 @@ public enum NPY {
         do {
             for (name, tensor) in arrays {
                 let final = directory.appendingPathComponent(name)
-                let temporary = directory.appendingPathComponent(".\(name).partial")
+                let temporary = directory.appendingPathComponent(".\(name).\(UUID().uuidString).partial")
                 temporaries.append((temporary, final))
                 try Data(encode(tensor)).write(to: temporary)
             }
