@@ -34,8 +34,11 @@ extension CPUBackend {
     /// - grads: dQ `[B, S_q, H, D]` += this block's part; dK, dV `[B, S_k, H_kv, D]` += this block's part, summed
     ///   over the query heads of each group.
     ///
-    /// Per tile pair: P = exp(scale·Q·Kᵀ − LSE), dP = dO·Vᵀ, dS = P ∘ (dP − δ);
-    /// dV += Pᵀ·dO, dK += scale·dSᵀ·Q, dQ += scale·dS·K.
+    /// Per tile pair, computed transposed (keys × queries) so every GEMM reads a plain row-major A operand:
+    /// ```
+    /// Pᵀ = exp(scale·K·Qᵀ − LSE)   dPᵀ = V·dOᵀ   dSᵀ = Pᵀ ∘ (dPᵀ − δ)
+    /// dV += Pᵀ·dO   dK += scale·dSᵀ·Q   dQᵀ += scale·Kᵀ·dSᵀ
+    /// ```
     /// Work is split by (batch, kv head) so dK/dV rows have one owner and the group's dQ rows too; when that gives
     /// fewer tasks than threads, key tiles are dealt out in chunks and chunks after the first accumulate dQ into
     /// scratch copies summed at the end.
@@ -54,23 +57,22 @@ extension CPUBackend {
 
         let queries = TiledTokens(positions: queryPositions, mask: mask, tileSize: queryTile)
         let keys = TiledTokens(positions: keyPositions, mask: mask, tileSize: keyTile)
-        let keysT = PackedTiles(key, keys: keys, form: .transposed, workers: workers, isa: isa)
-        let valuesT = PackedTiles(value, keys: keys, form: .transposed, workers: workers, isa: isa)
-        let keyRows = PackedTiles(key, keys: keys, form: .rows, workers: workers, isa: isa)
-
         let owners = geo.batch * geo.kvHeads
         let chunks = owners >= workers ? 1 : min(keys.tileCount, (2 * workers + owners - 1) / owners)
         var dqScratch = [Float](repeating: 0, count: (chunks - 1) * query.count)
 
         let (br, bc, dim) = (queryTile, keyTile, geo.dim)
         let queryTiles = queries.tileCount
-        let packedRowsA = dfa_packed_a_floats(isa, Int32(br), Int32(dim))
-        let packedRowsB = dfa_packed_b_floats(isa, Int32(br), Int32(dim))
-        let perQueryTile = 2 * packedRowsA + 2 * packedRowsB
-        let packedTile = max(dfa_packed_a_floats(isa, Int32(br), Int32(bc)), dfa_packed_a_floats(isa, Int32(bc), Int32(br)))
-        let scratch = WorkerScratch(workers: workers, floats: queryTiles * perQueryTile + 2 * br * bc + packedTile)
+        // Per query tile: Qᵀ and dOᵀ packed as B (D × br), Q and dO packed as B (br × D), dQᵀ accumulator (D × br).
+        let packedT = dfa_packed_b_floats(isa, Int32(dim), Int32(br))
+        let packedRows = dfa_packed_b_floats(isa, Int32(br), Int32(dim))
+        let perQueryTile = 2 * packedT + 2 * packedRows + dim * br
+        // Per key tile: K, V rows and Kᵀ (row-major), Sᵀ and dPᵀ, dSᵀ packed as B.
+        let perKeyTile = 3 * bc * dim + 2 * bc * br + dfa_packed_b_floats(isa, Int32(bc), Int32(br))
+        let scratch = WorkerScratch(workers: workers, floats: queryTiles * perQueryTile + perKeyTile)
 
-        withUnsafeBuffers(query, outputGrad, logSumExp, delta) { q, dO, lse, dlt in
+        withUnsafeBuffers(query, outputGrad, key, value) { q, dO, k, v in
+        withUnsafeBuffers(logSumExp, delta) { lse, dlt in
             grads.query.scalars.withUnsafeMutableBufferPointer { dq in
                 grads.key.scalars.withUnsafeMutableBufferPointer { dk in
                     grads.value.scalars.withUnsafeMutableBufferPointer { dv in
@@ -83,50 +85,64 @@ extension CPUBackend {
                                 let b = task / (chunks * geo.kvHeads)
                                 let dqOut = chunk == 0 ? dq.base : extra!.base + (chunk - 1) * query.count
                                 let ws = scratch.buffer(worker)
-                                let s = ws + queryTiles * perQueryTile, dp = s + br * bc, pa = dp + br * bc
+                                let keySide = ws + queryTiles * perQueryTile
+                                let (kTile, vTile, kT) = (keySide, keySide + bc * dim, keySide + 2 * bc * dim)
+                                let (st, dpt) = (kT + bc * dim, kT + bc * dim + bc * br)
+                                let dsPacked = dpt + bc * br
                                 let ldq = geo.heads * dim, ldk = geo.kvHeads * dim
+                                let d = Int32(dim)
 
                                 for h in g * geo.group..<(g + 1) * geo.group {
                                     // Query-side operands of this head, packed once for all key tiles.
                                     for qt in 0..<queryTiles {
                                         let rows = queries.rows(qt)
                                         let offset = ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
-                                        let slot = ws + qt * perQueryTile
-                                        let m = Int32(rows.count), d = Int32(dim)
-                                        dfa_pack_a(isa, m, d, q.base + offset, ldq, 1, slot)
-                                        dfa_pack_a(isa, m, d, dO.base + offset, ldq, 1, slot + packedRowsA)
-                                        dfa_pack_b(isa, m, d, q.base + offset, ldq, 1, slot + 2 * packedRowsA)
-                                        dfa_pack_b(isa, m, d, dO.base + offset, ldq, 1, slot + 2 * packedRowsA + packedRowsB)
+                                        let slot = ws + qt * perQueryTile, m = Int32(rows.count)
+                                        dfa_pack_b(isa, d, m, q.base + offset, 1, ldq, slot)
+                                        dfa_pack_b(isa, d, m, dO.base + offset, 1, ldq, slot + packedT)
+                                        dfa_pack_b(isa, m, d, q.base + offset, ldq, 1, slot + 2 * packedT)
+                                        dfa_pack_b(isa, m, d, dO.base + offset, ldq, 1, slot + 2 * packedT + packedRows)
+                                        (slot + 2 * packedT + 2 * packedRows).update(repeating: 0, count: dim * br)
                                     }
                                     for kt in stride(from: chunk, to: keys.tileCount, by: chunks) {
                                         let cols = keys.rows(kt)
-                                        let n = Int32(cols.count), d = Int32(dim)
+                                        let n = Int32(cols.count)
                                         let kvOffset = ((b * geo.keys + cols.lowerBound) * geo.kvHeads + g) * dim
+                                        for j in 0..<cols.count {
+                                            (kTile + j * dim).update(from: k.base + kvOffset + j * ldk, count: dim)
+                                            (vTile + j * dim).update(from: v.base + kvOffset + j * ldk, count: dim)
+                                            for e in 0..<dim { kT[e * bc + j] = kTile[j * dim + e] }
+                                        }
                                         for qt in 0..<queryTiles {
                                             let visibility = mask.visibility(queries, qt, keys, kt)
                                             if visibility == .none { continue }
                                             let rows = queries.rows(qt)
                                             let m = Int32(rows.count)
                                             let slot = ws + qt * perQueryTile
-                                            let (qA, dOA) = (slot, slot + packedRowsA)
-                                            let (qB, dOB) = (slot + 2 * packedRowsA, slot + 2 * packedRowsA + packedRowsB)
+                                            let (qT, dOT) = (slot, slot + packedT)
+                                            let (qRows, dORows) = (slot + 2 * packedT, slot + 2 * packedT + packedRows)
+                                            let dqT = slot + 2 * packedT + 2 * packedRows
                                             let stat = (b * geo.heads + h) * geo.queries + rows.lowerBound
 
-                                            dfa_gemm_packed(isa, m, n, d, scale, qA, keysT.tile(batch: b, kvHead: g, tile: kt), 0, s, bc)
-                                            if visibility == .partial { mask.apply(to: s, ld: bc, queries, qt, keys, kt) }
-                                            dfa_gemm_packed(isa, m, n, d, 1, dOA, valuesT.tile(batch: b, kvHead: g, tile: kt), 0, dp, bc)
-                                            dfa_softmax_backward(isa, m, n, s, bc, dp, bc, lse.base + stat, dlt.base + stat)
-                                            // dV += Pᵀ·dO
-                                            dfa_pack_a(isa, n, m, s, 1, bc, pa)
-                                            dfa_gemm_packed(isa, n, d, m, 1, pa, dOB, 1, dv.base + kvOffset, ldk)
-                                            // dK += scale·dSᵀ·Q
-                                            dfa_pack_a(isa, n, m, dp, 1, bc, pa)
-                                            dfa_gemm_packed(isa, n, d, m, scale, pa, qB, 1, dk.base + kvOffset, ldk)
-                                            // dQ += scale·dS·K
-                                            dfa_pack_a(isa, m, n, dp, bc, 1, pa)
-                                            let qOffset = ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
-                                            dfa_gemm_packed(isa, m, d, n, scale, pa, keyRows.tile(batch: b, kvHead: g, tile: kt), 1,
-                                                            dqOut + qOffset, ldq)
+                                            dfa_gemm(isa, n, m, d, scale, kTile, dim, qT, 0, st, br)
+                                            if visibility == .partial {
+                                                mask.applyTransposed(to: st, ld: br, queries, qt, keys, kt)
+                                            }
+                                            dfa_gemm(isa, n, m, d, 1, vTile, dim, dOT, 0, dpt, br)
+                                            dfa_softmax_backward_t(isa, n, m, st, br, dpt, br, lse.base + stat, dlt.base + stat)
+                                            dfa_gemm(isa, n, d, m, 1, st, br, dORows, 1, dv.base + kvOffset, ldk)
+                                            dfa_gemm(isa, n, d, m, scale, dpt, br, qRows, 1, dk.base + kvOffset, ldk)
+                                            dfa_pack_b(isa, n, m, dpt, br, 1, dsPacked)
+                                            dfa_gemm(isa, d, m, n, scale, kT, bc, dsPacked, 1, dqT, br)
+                                        }
+                                    }
+                                    // dQ rows of this head += dQᵀ.
+                                    for qt in 0..<queryTiles {
+                                        let rows = queries.rows(qt)
+                                        let dqT = ws + qt * perQueryTile + 2 * packedT + 2 * packedRows
+                                        for (r, i) in rows.enumerated() {
+                                            let row = dqOut + ((b * geo.queries + i) * geo.heads + h) * dim
+                                            for e in 0..<dim { row[e] += dqT[e * br + r] }
                                         }
                                     }
                                 }
@@ -147,6 +163,14 @@ extension CPUBackend {
                 }
             }
         }
+        }
+    }
+}
+
+/// Read-only base pointers of two tensors for the duration of `body`.
+private func withUnsafeBuffers<R>(_ a: Tensor, _ b: Tensor, _ body: (SharedFloats, SharedFloats) -> R) -> R {
+    a.scalars.withUnsafeBufferPointer { a in
+        b.scalars.withUnsafeBufferPointer { b in body(SharedFloats(a.baseAddress!), SharedFloats(b.baseAddress!)) }
     }
 }
 

@@ -30,9 +30,7 @@ extension CPUBackend {
         let valueRows = PackedTiles(value, keys: keys, form: .rows, workers: workers, isa: isa)
 
         let (br, bc, dim) = (queryTile, keyTile, geo.dim)
-        let packedQ = dfa_packed_a_floats(isa, Int32(br), Int32(dim))
-        let packedP = dfa_packed_a_floats(isa, Int32(br), Int32(bc))
-        let scratch = WorkerScratch(workers: workers, floats: packedQ + br * bc + packedP + 3 * br)
+        let scratch = WorkerScratch(workers: workers, floats: 2 * br * dim + br * bc + 3 * br)
         let queryTiles = queries.tileCount
 
         query.scalars.withUnsafeBufferPointer { q in
@@ -47,18 +45,20 @@ extension CPUBackend {
                         let g = h / geo.group
                         let rows = queries.rows(qt)
                         let m = rows.count, ld = geo.heads * dim
-                        let qBase = q.base + ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
-                        let oBase = o.base + ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
+                        let offset = ((b * geo.queries + rows.lowerBound) * geo.heads + h) * dim
                         let lseBase = lse.base + (b * geo.heads + h) * geo.queries + rows.lowerBound
 
+                        // Q and the running output as contiguous m×D tiles (the tensor's row stride H·D is often
+                        // a multiple of 4 KiB, which would alias the rows in L1).
                         let ws = scratch.buffer(worker)
-                        let (qp, s, pp) = (ws, ws + packedQ, ws + packedQ + br * bc)
-                        let (rowMax, rowSum, rescale) = (pp + packedP, pp + packedP + br, pp + packedP + 2 * br)
+                        let (qTile, oTile, s) = (ws, ws + br * dim, ws + 2 * br * dim)
+                        let (rowMax, rowSum, rescale) = (s + br * bc, s + br * bc + br, s + br * bc + 2 * br)
                         for r in 0..<m {
+                            (qTile + r * dim).update(from: q.base + offset + r * ld, count: dim)
+                            (oTile + r * dim).update(from: o.base + offset + r * ld, count: dim)
                             rowMax[r] = lseBase[r]
                             rowSum[r] = lseBase[r] == -.infinity ? 0 : 1
                         }
-                        dfa_pack_a(isa, Int32(m), Int32(dim), qBase, ld, 1, qp)
 
                         var touched = false
                         for kt in 0..<keys.tileCount {
@@ -66,18 +66,20 @@ extension CPUBackend {
                             if visibility == .none { continue }
                             touched = true
                             let n = Int32(keys.rows(kt).count)
-                            dfa_gemm_packed(isa, Int32(m), n, Int32(dim), scale, qp, keysT.tile(batch: b, kvHead: g, tile: kt),
-                                            0, s, bc)
+                            // S = scale · Q·Kᵀ  (m × n)
+                            dfa_gemm(isa, Int32(m), n, Int32(dim), scale, qTile, dim,
+                                     keysT.tile(batch: b, kvHead: g, tile: kt), 0, s, bc)
                             if visibility == .partial { mask.apply(to: s, ld: bc, queries, qt, keys, kt) }
                             dfa_online_softmax(isa, Int32(m), n, s, bc, rowMax, rowSum, rescale)
-                            for r in 0..<m where rescale[r] != 1 { dfa_scale(Int32(dim), oBase + r * ld, rescale[r]) }
-                            dfa_pack_a(isa, Int32(m), n, s, bc, 1, pp)
-                            dfa_gemm_packed(isa, Int32(m), Int32(dim), n, 1, pp, valueRows.tile(batch: b, kvHead: g, tile: kt),
-                                            1, oBase, ld)
+                            for r in 0..<m where rescale[r] != 1 { dfa_scale(Int32(dim), oTile + r * dim, rescale[r]) }
+                            // O·l += P·V  (m × D)
+                            dfa_gemm(isa, Int32(m), Int32(dim), n, 1, s, bc,
+                                     valueRows.tile(batch: b, kvHead: g, tile: kt), 1, oTile, dim)
                         }
                         guard touched else { return }
                         for r in 0..<m {
-                            let row = oBase + r * ld
+                            let row = o.base + offset + r * ld
+                            row.update(from: oTile + r * dim, count: dim)
                             if rowSum[r] == 0 {
                                 row.update(repeating: 0, count: dim)
                                 lseBase[r] = -.infinity

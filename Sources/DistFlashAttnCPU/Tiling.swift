@@ -47,4 +47,18 @@ extension AttentionMask {
             }
         }
     }
+
+    /// Sets the masked entries of a transposed score tile (keys × queries, row stride `ld`) to −∞.
+    func applyTransposed(to scores: UnsafeMutablePointer<Float>, ld: Int,
+                         _ queries: TiledTokens, _ queryTile: Int, _ keys: TiledTokens, _ keyTile: Int) {
+        let rows = queries.rows(queryTile), cols = keys.rows(keyTile)
+        for (c, j) in cols.enumerated() {
+            let k = keys.positions[j], kd = keys.documents[j]
+            let row = scores + c * ld
+            for (r, i) in rows.enumerated()
+            where !allows(query: queries.positions[i], key: k, queryDocument: queries.documents[i], keyDocument: kd) {
+                row[r] = -.infinity
+            }
+        }
+    }
 }

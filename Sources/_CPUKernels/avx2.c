@@ -6,14 +6,15 @@
 #define TARGET __attribute__((target("avx2,fma")))
 enum { MR = 6, NR = 16 };
 
-TARGET static void ukernel(int K, const float *a, const float *b, float *C, long ldc, float alpha, float beta,
-                           int m, int n) {
+TARGET static void ukernel(int K, const float *a, long lda, const float *b, float *C, long ldc, float alpha,
+                           float beta, int m, int n) {
+    DFA_ROW_POINTERS(row, a, lda, m, MR);
     __m256 c0[MR], c1[MR];
     for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm256_setzero_ps();
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(b + k * NR), b1 = _mm256_loadu_ps(b + k * NR + 8);
         for (int i = 0; i < MR; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
+            __m256 ai = _mm256_broadcast_ss(row[i] + k);
             c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
             c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
         }
@@ -97,28 +98,26 @@ TARGET static void online_softmax(int rows, int cols, float *S, long lds, float 
     }
 }
 
-TARGET static void softmax_backward(int rows, int cols, float *S, long lds, float *dP, long ldp, const float *lse,
-                                    const float *delta) {
-    for (int r = 0; r < rows; r++) {
-        float *s = S + r * lds, *dp = dP + r * ldp;
-        float L = lse[r], d = delta[r];
-        if (L == -INFINITY) {
-            for (int j = 0; j < cols; j++) s[j] = dp[j] = 0.0f;
-            continue;
+TARGET static void softmax_backward_t(int rows, int cols, float *St, long lds, float *dPt, long ldp,
+                                      const float *lse, const float *delta) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), inf = _mm256_set1_ps(INFINITY);
+    for (int j = 0; j < rows; j++) {
+        float *s = St + j * lds, *dp = dPt + j * ldp;
+        int r = 0;
+        for (; r + 8 <= cols; r += 8) {
+            // Rows that saw no key have lse = −∞: subtracting +∞ instead makes their P exactly 0.
+            __m256 vl = _mm256_loadu_ps(lse + r);
+            vl = _mm256_blendv_ps(vl, inf, _mm256_cmp_ps(vl, ninf, _CMP_EQ_OQ));
+            __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + r), vl));
+            _mm256_storeu_ps(dp + r, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + r), _mm256_loadu_ps(delta + r))));
+            _mm256_storeu_ps(s + r, p);
         }
-        __m256 vl = _mm256_set1_ps(L), vd = _mm256_set1_ps(d);
-        int j = 0;
-        for (; j + 8 <= cols; j += 8) {
-            __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vl));
-            _mm256_storeu_ps(dp + j, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd)));
-            _mm256_storeu_ps(s + j, p);
-        }
-        for (; j < cols; j++) {
-            float p = expf(s[j] - L);
-            s[j] = p;
-            dp[j] = p * (dp[j] - d);
+        for (; r < cols; r++) {
+            float p = lse[r] == -INFINITY ? 0.0f : expf(s[r] - lse[r]);
+            s[r] = p;
+            dp[r] = p * (dp[r] - delta[r]);
         }
     }
 }
 
-const dfa_isa_table dfa_avx2_table = {"avx2", MR, NR, ukernel, online_softmax, softmax_backward};
+const dfa_isa_table dfa_avx2_table = {"avx2", MR, NR, ukernel, online_softmax, softmax_backward_t};

@@ -6,14 +6,15 @@
 #define TARGET __attribute__((target("avx512f,avx512dq,fma")))
 enum { MR = 8, NR = 32 };
 
-TARGET static void ukernel(int K, const float *a, const float *b, float *C, long ldc, float alpha, float beta,
-                           int m, int n) {
+TARGET static void ukernel(int K, const float *a, long lda, const float *b, float *C, long ldc, float alpha,
+                           float beta, int m, int n) {
+    DFA_ROW_POINTERS(row, a, lda, m, MR);
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int k = 0; k < K; k++) {
         __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + k * NR + 16);
         for (int i = 0; i < MR; i++) {
-            __m512 ai = _mm512_set1_ps(a[k * MR + i]);
+            __m512 ai = _mm512_set1_ps(row[i][k]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
         }
@@ -92,23 +93,22 @@ TARGET static void online_softmax(int rows, int cols, float *S, long lds, float 
     }
 }
 
-TARGET static void softmax_backward(int rows, int cols, float *S, long lds, float *dP, long ldp, const float *lse,
-                                    const float *delta) {
-    for (int r = 0; r < rows; r++) {
-        float *s = S + r * lds, *dp = dP + r * ldp;
-        if (lse[r] == -INFINITY) {
-            for (int j = 0; j < cols; j++) s[j] = dp[j] = 0.0f;
-            continue;
-        }
-        __m512 vl = _mm512_set1_ps(lse[r]), vd = _mm512_set1_ps(delta[r]);
-        for (int j = 0; j < cols; j += 16) {
-            __mmask16 k = tail_mask(cols - j);
-            __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vl));
-            __m512 g = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), vd));
-            _mm512_mask_storeu_ps(s + j, k, p);
-            _mm512_mask_storeu_ps(dp + j, k, g);
+TARGET static void softmax_backward_t(int rows, int cols, float *St, long lds, float *dPt, long ldp,
+                                      const float *lse, const float *delta) {
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+    for (int j = 0; j < rows; j++) {
+        float *s = St + j * lds, *dp = dPt + j * ldp;
+        for (int r = 0; r < cols; r += 16) {
+            __mmask16 k = tail_mask(cols - r);
+            // Rows that saw no key have lse = −∞: subtracting +∞ instead makes their P exactly 0.
+            __m512 vl = _mm512_maskz_loadu_ps(k, lse + r);
+            vl = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(vl, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ), vl, inf);
+            __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + r), vl));
+            __m512 g = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + r), _mm512_maskz_loadu_ps(k, delta + r)));
+            _mm512_mask_storeu_ps(s + r, k, p);
+            _mm512_mask_storeu_ps(dp + r, k, g);
         }
     }
 }
 
-const dfa_isa_table dfa_avx512_table = {"avx512", MR, NR, ukernel, online_softmax, softmax_backward};
+const dfa_isa_table dfa_avx512_table = {"avx512", MR, NR, ukernel, online_softmax, softmax_backward_t};

@@ -1,4 +1,4 @@
-// Maps an ISA to its kernels, packs operands for its MR/NR, and drives the micro-kernel over the blocks of C.
+// Maps an ISA to its kernels, packs B operands for its NR, and drives the micro-kernel over the blocks of C.
 #include "CPUKernels.h"
 #include "isa.h"
 #include <stdlib.h>
@@ -21,28 +21,9 @@ static const dfa_isa_table *dfa_table(int isa) {
 
 const char *dfa_isa_name(int isa) { return dfa_table(isa)->name; }
 
-size_t dfa_packed_a_floats(int isa, int M, int K) {
-    int mr = dfa_table(isa)->mr;
-    return (size_t)((M + mr - 1) / mr) * mr * (size_t)K;
-}
-
 size_t dfa_packed_b_floats(int isa, int K, int N) {
     int nr = dfa_table(isa)->nr;
     return (size_t)((N + nr - 1) / nr) * nr * (size_t)K;
-}
-
-void dfa_pack_a(int isa, int M, int K, const float *A, long rs, long cs, float *packed) {
-    int mr = dfa_table(isa)->mr;
-    for (int i0 = 0; i0 < M; i0 += mr) {
-        int m = M - i0 < mr ? M - i0 : mr;
-        for (int k = 0; k < K; k++) {
-            float *dst = packed + k * mr;
-            int i = 0;
-            for (; i < m; i++) dst[i] = A[(long)(i0 + i) * rs + (long)k * cs];
-            for (; i < mr; i++) dst[i] = 0.0f;
-        }
-        packed += (size_t)mr * K;
-    }
 }
 
 void dfa_pack_b(int isa, int K, int N, const float *B, long rs, long cs, float *packed) {
@@ -65,16 +46,15 @@ void dfa_pack_b(int isa, int K, int N, const float *B, long rs, long cs, float *
     }
 }
 
-void dfa_gemm_packed(int isa, int M, int N, int K, float alpha, const float *packedA, const float *packedB, float beta,
-                     float *C, long ldc) {
+void dfa_gemm(int isa, int M, int N, int K, float alpha, const float *A, long lda, const float *packedB,
+              float beta, float *C, long ldc) {
     const dfa_isa_table *t = dfa_table(isa);
     for (int j0 = 0; j0 < N; j0 += t->nr) {
         const float *b = packedB + (size_t)(j0 / t->nr) * t->nr * K;
         int n = N - j0 < t->nr ? N - j0 : t->nr;
         for (int i0 = 0; i0 < M; i0 += t->mr) {
-            const float *a = packedA + (size_t)(i0 / t->mr) * t->mr * K;
             int m = M - i0 < t->mr ? M - i0 : t->mr;
-            t->ukernel(K, a, b, C + (long)i0 * ldc + j0, ldc, alpha, beta, m, n);
+            t->ukernel(K, A + (long)i0 * lda, lda, b, C + (long)i0 * ldc + j0, ldc, alpha, beta, m, n);
         }
     }
 }
@@ -83,9 +63,9 @@ void dfa_online_softmax(int isa, int rows, int cols, float *S, long lds, float *
     dfa_table(isa)->online_softmax(rows, cols, S, lds, m, l, rescale);
 }
 
-void dfa_softmax_backward(int isa, int rows, int cols, float *S, long lds, float *dP, long ldp, const float *lse,
-                          const float *delta) {
-    dfa_table(isa)->softmax_backward(rows, cols, S, lds, dP, ldp, lse, delta);
+void dfa_softmax_backward_t(int isa, int rows, int cols, float *St, long lds, float *dPt, long ldp,
+                            const float *lse, const float *delta) {
+    dfa_table(isa)->softmax_backward_t(rows, cols, St, lds, dPt, ldp, lse, delta);
 }
 
 void dfa_scale(int n, float *x, float a) {

@@ -5,12 +5,13 @@
 
 enum { MR = 4, NR = 16 };
 
-static void ukernel(int K, const float *a, const float *b, float *C, long ldc, float alpha, float beta, int m,
-                    int n) {
+static void ukernel(int K, const float *a, long lda, const float *b, float *C, long ldc, float alpha, float beta,
+                    int m, int n) {
+    DFA_ROW_POINTERS(row, a, lda, m, MR);
     float acc[MR * NR] = {0};
     for (int k = 0; k < K; k++)
         for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) acc[i * NR + j] += a[k * MR + i] * b[k * NR + j];
+            for (int j = 0; j < NR; j++) acc[i * NR + j] += row[i][k] * b[k * NR + j];
     dfa_store_edge(acc, NR, C, ldc, alpha, beta, m, n);
 }
 
@@ -36,17 +37,16 @@ static void online_softmax(int rows, int cols, float *S, long lds, float *m, flo
     }
 }
 
-static void softmax_backward(int rows, int cols, float *S, long lds, float *dP, long ldp, const float *lse,
-                             const float *delta) {
-    for (int r = 0; r < rows; r++) {
-        float *s = S + r * lds, *dp = dP + r * ldp;
-        float L = lse[r], d = delta[r];
-        for (int j = 0; j < cols; j++) {
-            float p = L == -INFINITY ? 0.0f : expf(s[j] - L);
-            s[j] = p;
-            dp[j] = p * (dp[j] - d);
+static void softmax_backward_t(int rows, int cols, float *St, long lds, float *dPt, long ldp, const float *lse,
+                               const float *delta) {
+    for (int j = 0; j < rows; j++) {
+        float *s = St + j * lds, *dp = dPt + j * ldp;
+        for (int r = 0; r < cols; r++) {
+            float p = lse[r] == -INFINITY ? 0.0f : expf(s[r] - lse[r]);
+            s[r] = p;
+            dp[r] = p * (dp[r] - delta[r]);
         }
     }
 }
 
-const dfa_isa_table dfa_generic_table = {"generic", MR, NR, ukernel, online_softmax, softmax_backward};
+const dfa_isa_table dfa_generic_table = {"generic", MR, NR, ukernel, online_softmax, softmax_backward_t};
