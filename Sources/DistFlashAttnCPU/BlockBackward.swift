@@ -69,7 +69,10 @@ extension CPUBackend {
         let perQueryTile = 2 * packedT + 2 * packedRows + dim * br
         // Per key tile: K, V rows and Kᵀ (row-major), Sᵀ and dPᵀ, dSᵀ packed as B.
         let perKeyTile = 3 * bc * dim + 2 * bc * br + dfa_packed_b_floats(isa, Int32(bc), Int32(br))
-        let scratch = WorkerScratch(workers: workers, floats: queryTiles * perQueryTile + perKeyTile)
+        // dK and dV of every key row, accumulated over the group's heads in contiguous rows (the tensors' row
+        // stride H_kv·D is often a multiple of 4 KiB, which would alias the rows in L1), added to grads at the end.
+        let keyGradients = 2 * geo.keys * dim
+        let scratch = WorkerScratch(workers: workers, floats: queryTiles * perQueryTile + perKeyTile + keyGradients)
 
         withUnsafeBuffers(query, outputGrad, key, value) { q, dO, k, v in
         withUnsafeBuffers(logSumExp, delta) { lse, dlt in
@@ -89,8 +92,15 @@ extension CPUBackend {
                                 let (kTile, vTile, kT) = (keySide, keySide + bc * dim, keySide + 2 * bc * dim)
                                 let (st, dpt) = (kT + bc * dim, kT + bc * dim + bc * br)
                                 let dsPacked = dpt + bc * br
+                                let dkAcc = keySide + perKeyTile, dvAcc = dkAcc + geo.keys * dim
                                 let ldq = geo.heads * dim, ldk = geo.kvHeads * dim
                                 let d = Int32(dim)
+                                let ownTiles = stride(from: chunk, to: keys.tileCount, by: chunks)
+                                for kt in ownTiles {
+                                    let cols = keys.rows(kt)
+                                    (dkAcc + cols.lowerBound * dim).update(repeating: 0, count: cols.count * dim)
+                                    (dvAcc + cols.lowerBound * dim).update(repeating: 0, count: cols.count * dim)
+                                }
 
                                 for h in g * geo.group..<(g + 1) * geo.group {
                                     // Query-side operands of this head, packed once for all key tiles.
@@ -104,7 +114,7 @@ extension CPUBackend {
                                         dfa_pack_b(isa, m, d, dO.base + offset, ldq, 1, slot + 2 * packedT + packedRows)
                                         (slot + 2 * packedT + 2 * packedRows).update(repeating: 0, count: dim * br)
                                     }
-                                    for kt in stride(from: chunk, to: keys.tileCount, by: chunks) {
+                                    for kt in ownTiles {
                                         let cols = keys.rows(kt)
                                         let n = Int32(cols.count)
                                         let kvOffset = ((b * geo.keys + cols.lowerBound) * geo.kvHeads + g) * dim
@@ -130,8 +140,9 @@ extension CPUBackend {
                                             }
                                             dfa_gemm(isa, n, m, d, 1, vTile, dim, dOT, 0, dpt, br)
                                             dfa_softmax_backward_t(isa, n, m, st, br, dpt, br, lse.base + stat, dlt.base + stat)
-                                            dfa_gemm(isa, n, d, m, 1, st, br, dORows, 1, dv.base + kvOffset, ldk)
-                                            dfa_gemm(isa, n, d, m, scale, dpt, br, qRows, 1, dk.base + kvOffset, ldk)
+                                            let tileRow = cols.lowerBound * dim
+                                            dfa_gemm(isa, n, d, m, 1, st, br, dORows, 1, dvAcc + tileRow, dim)
+                                            dfa_gemm(isa, n, d, m, scale, dpt, br, qRows, 1, dkAcc + tileRow, dim)
                                             dfa_pack_b(isa, n, m, dpt, br, 1, dsPacked)
                                             dfa_gemm(isa, d, m, n, scale, kT, bc, dsPacked, 1, dqT, br)
                                         }
@@ -143,6 +154,15 @@ extension CPUBackend {
                                         for (r, i) in rows.enumerated() {
                                             let row = dqOut + ((b * geo.queries + i) * geo.heads + h) * dim
                                             for e in 0..<dim { row[e] += dqT[e * br + r] }
+                                        }
+                                    }
+                                }
+                                for kt in ownTiles {
+                                    for j in keys.rows(kt) {
+                                        let offset = ((b * geo.keys + j) * geo.kvHeads + g) * dim
+                                        for e in 0..<dim {
+                                            dk.base[offset + e] += dkAcc[j * dim + e]
+                                            dv.base[offset + e] += dvAcc[j * dim + e]
                                         }
                                     }
                                 }

@@ -22,7 +22,8 @@ public struct CPUBackend: Sendable {
     public var workers: Int
     /// Micro-kernel path; at most `InstructionSet.best`.
     public var instructionSet: InstructionSet
-    /// Query rows per tile (Br) and key rows per tile (Bc).
+    /// Query rows per tile (Br) and key rows per tile (Bc): a 64×128 score tile fills L1 (32 KiB); measured
+    /// against 48–128 × 64–256 on a 2-core Zen 4, this was among the fastest for forward and backward.
     let queryTile = 64
     let keyTile = 128
 

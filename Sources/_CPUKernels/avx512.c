@@ -4,41 +4,54 @@
 #include <math.h>
 
 #define TARGET __attribute__((target("avx512f,avx512dq,fma")))
-enum { MR = 8, NR = 32 };
+enum { MR = 12, NR = 32 };
+
+/// ROWS×32 block: ROWS·2 zmm accumulators, one broadcast of A per row and k. Instantiated for 4, 8 and 12 rows so
+/// edge blocks do only the rows they need.
+#define DFA_AVX512_BLOCK(ROWS)                                                                                    \
+    TARGET static void block##ROWS(int K, const float *const *row, const float *b, float *C, long ldc,          \
+                                   float alpha, float beta, int m, int n) {                                     \
+        __m512 c0[ROWS], c1[ROWS];                                                                                \
+        for (int i = 0; i < ROWS; i++) c0[i] = c1[i] = _mm512_setzero_ps();                                       \
+        for (int k = 0; k < K; k++) {                                                                             \
+            __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + k * NR + 16);                       \
+            for (int i = 0; i < ROWS; i++) {                                                                      \
+                __m512 ai = _mm512_set1_ps(row[i][k]);                                                            \
+                c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);                                                           \
+                c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);                                                           \
+            }                                                                                                     \
+        }                                                                                                         \
+        store(c0, c1, ROWS, C, ldc, alpha, beta, m, n);                                                           \
+    }
+
+/// Writes the top-left m×n of a rows×32 accumulator block into C (alpha·acc + beta·C; beta = 0 never reads C).
+TARGET static inline void store(const __m512 *c0, const __m512 *c1, int rows, float *C, long ldc, float alpha,
+                                float beta, int m, int n) {
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __mmask16 k0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1u);
+    __mmask16 k1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1u);
+    for (int i = 0; i < rows && i < m; i++) {
+        float *c = C + i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, c0[i]), r1 = _mm512_mul_ps(va, c1[i]);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, c), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k1, c + 16), r1);
+        }
+        _mm512_mask_storeu_ps(c, k0, r0);
+        _mm512_mask_storeu_ps(c + 16, k1, r1);
+    }
+}
+
+DFA_AVX512_BLOCK(4)
+DFA_AVX512_BLOCK(8)
+DFA_AVX512_BLOCK(12)
 
 TARGET static void ukernel(int K, const float *a, long lda, const float *b, float *C, long ldc, float alpha,
                            float beta, int m, int n) {
     DFA_ROW_POINTERS(row, a, lda, m, MR);
-    __m512 c0[MR], c1[MR];
-    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k++) {
-        __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + k * NR + 16);
-        for (int i = 0; i < MR; i++) {
-            __m512 ai = _mm512_set1_ps(row[i][k]);
-            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
-        }
-    }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    if (m == MR && n == NR) {
-        for (int i = 0; i < MR; i++) {
-            float *c = C + i * ldc;
-            __m512 r0 = _mm512_mul_ps(va, c0[i]), r1 = _mm512_mul_ps(va, c1[i]);
-            if (beta != 0.0f) {
-                r0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c), r0);
-                r1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + 16), r1);
-            }
-            _mm512_storeu_ps(c, r0);
-            _mm512_storeu_ps(c + 16, r1);
-        }
-        return;
-    }
-    float acc[MR * NR];
-    for (int i = 0; i < MR; i++) {
-        _mm512_storeu_ps(acc + i * NR, c0[i]);
-        _mm512_storeu_ps(acc + i * NR + 16, c1[i]);
-    }
-    dfa_store_edge(acc, NR, C, ldc, alpha, beta, m, n);
+    if (m <= 4) block4(K, row, b, C, ldc, alpha, beta, m, n);
+    else if (m <= 8) block8(K, row, b, C, ldc, alpha, beta, m, n);
+    else block12(K, row, b, C, ldc, alpha, beta, m, n);
 }
 
 /// exp(x) for 16 lanes, ~1 ulp on the range that matters; exactly 0 below -87.33 (and for -inf).
