@@ -21,7 +21,9 @@ struct PlanBuilder {
     private var tasks: [(step: Int, task: Plan.BlockTask)] = []
 
     init(name: String, problem: AttentionProblem, ranks: Int, layout kind: Layout.Kind, pass: Plan.Pass) throws {
-        guard ranks >= 1 else { throw DistFlashError(.invalidProblem, "plan '\(name)': ranks P = \(ranks) must be ≥ 1") }
+        guard ranks >= 1 else {
+            throw DistFlashError(.invalidProblem, "plan '\(name)': ranks P = \(ranks) must be ≥ 1")
+        }
         self.name = name
         self.problem = problem
         self.layout = try Layout(kind, sequence: problem.sequence, ranks: ranks)

@@ -51,7 +51,8 @@ struct VisiblePairCounter: Sendable {
         let keys = positions[keyShard]
         return rows.map { row in
             guard let visible = visibleKeys(of: positions[queryShard][row]) else { return 0 }
-            return firstIndex(in: keys, notBelow: visible.upperBound + 1) - firstIndex(in: keys, notBelow: visible.lowerBound)
+            return firstIndex(in: keys, notBelow: visible.upperBound + 1)
+                - firstIndex(in: keys, notBelow: visible.lowerBound)
         }
     }
 
