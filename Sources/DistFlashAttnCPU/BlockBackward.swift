@@ -116,7 +116,6 @@ extension CPUBackend {
                                     }
                                     for kt in ownTiles {
                                         let cols = keys.rows(kt)
-                                        let n = Int32(cols.count)
                                         let kvOffset = ((b * geo.keys + cols.lowerBound) * geo.kvHeads + g) * dim
                                         for j in 0..<cols.count {
                                             (kTile + j * dim).update(from: k.base + kvOffset + j * ldk, count: dim)
@@ -134,17 +133,25 @@ extension CPUBackend {
                                             let dqT = slot + 2 * packedT + 2 * packedRows
                                             let stat = (b * geo.heads + h) * geo.queries + rows.lowerBound
 
-                                            dfa_gemm(isa, n, m, d, scale, kTile, dim, qT, 0, st, br)
+                                            // Key rows k0..<k1 of the tile can be visible to this query tile.
+                                            var (k0, k1) = (0, cols.count)
                                             if visibility == .partial {
-                                                mask.applyTransposed(to: st, ld: br, queries, qt, keys, kt)
+                                                let run = mask.visibleKeys(queries, qt, keys, kt)
+                                                if run.isEmpty { continue }
+                                                (k0, k1) = (run.lowerBound, run.upperBound)
                                             }
-                                            dfa_gemm(isa, n, m, d, 1, vTile, dim, dOT, 0, dpt, br)
+                                            let n = Int32(k1 - k0)
+                                            dfa_gemm(isa, n, m, d, scale, kTile + k0 * dim, dim, qT, d, 0, st, br)
+                                            if visibility == .partial {
+                                                mask.applyTransposed(to: st, ld: br, queries, qt, keys, kt, rows: k0..<k1)
+                                            }
+                                            dfa_gemm(isa, n, m, d, 1, vTile + k0 * dim, dim, dOT, d, 0, dpt, br)
                                             dfa_softmax_backward_t(isa, n, m, st, br, dpt, br, lse.base + stat, dlt.base + stat)
-                                            let tileRow = cols.lowerBound * dim
-                                            dfa_gemm(isa, n, d, m, 1, st, br, dORows, 1, dvAcc + tileRow, dim)
-                                            dfa_gemm(isa, n, d, m, scale, dpt, br, qRows, 1, dkAcc + tileRow, dim)
+                                            let tileRow = (cols.lowerBound + k0) * dim
+                                            dfa_gemm(isa, n, d, m, 1, st, br, dORows, m, 1, dvAcc + tileRow, dim)
+                                            dfa_gemm(isa, n, d, m, scale, dpt, br, qRows, m, 1, dkAcc + tileRow, dim)
                                             dfa_pack_b(isa, n, m, dpt, br, 1, dsPacked)
-                                            dfa_gemm(isa, d, m, n, scale, kT, bc, dsPacked, 1, dqT, br)
+                                            dfa_gemm(isa, d, m, n, scale, kT + k0, bc, dsPacked, n, 1, dqT, br)
                                         }
                                     }
                                     // dQ rows of this head += dQᵀ.

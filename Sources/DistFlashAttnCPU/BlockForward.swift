@@ -32,6 +32,7 @@ extension CPUBackend {
         let (br, bc, dim) = (queryTile, keyTile, geo.dim)
         let scratch = WorkerScratch(workers: workers, floats: 2 * br * dim + br * bc + 3 * br)
         let queryTiles = queries.tileCount
+        let panel = Int(dfa_panel_width(isa))
 
         query.scalars.withUnsafeBufferPointer { q in
             partial.output.scalars.withUnsafeMutableBufferPointer { o in
@@ -65,16 +66,25 @@ extension CPUBackend {
                             let visibility = mask.visibility(queries, qt, keys, kt)
                             if visibility == .none { continue }
                             touched = true
-                            let n = Int32(keys.rows(kt).count)
+                            // Columns c0..<c1 of the key tile can be visible; c0 rounded down to a B panel.
+                            var c0 = 0, c1 = keys.rows(kt).count
+                            if visibility == .partial {
+                                let run = mask.visibleKeys(queries, qt, keys, kt)
+                                if run.isEmpty { continue }
+                                (c0, c1) = (run.lowerBound / panel * panel, run.upperBound)
+                            }
+                            let (n, tileRows) = (Int32(c1 - c0), Int32(keys.rows(kt).count))
                             // S = scale · Q·Kᵀ  (m × n)
                             dfa_gemm(isa, Int32(m), n, Int32(dim), scale, qTile, dim,
-                                     keysT.tile(batch: b, kvHead: g, tile: kt), 0, s, bc)
-                            if visibility == .partial { mask.apply(to: s, ld: bc, queries, qt, keys, kt) }
+                                     keysT.tile(batch: b, kvHead: g, tile: kt) + c0 * dim, Int32(dim), 0, s, bc)
+                            if visibility == .partial {
+                                mask.apply(to: s, ld: bc, queries, qt, keys, kt, columns: c0..<c1)
+                            }
                             dfa_online_softmax(isa, Int32(m), n, s, bc, rowMax, rowSum, rescale)
                             for r in 0..<m where rescale[r] != 1 { dfa_scale(Int32(dim), oTile + r * dim, rescale[r]) }
-                            // O·l += P·V  (m × D)
+                            // O·l += P·V  (m × D), over the key rows c0..<c1
                             dfa_gemm(isa, Int32(m), Int32(dim), n, 1, s, bc,
-                                     valueRows.tile(batch: b, kvHead: g, tile: kt), 1, oTile, dim)
+                                     valueRows.tile(batch: b, kvHead: g, tile: kt) + c0 * panel, tileRows, 1, oTile, dim)
                         }
                         guard touched else { return }
                         for r in 0..<m {

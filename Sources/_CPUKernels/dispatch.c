@@ -46,14 +46,16 @@ void dfa_pack_b(int isa, int K, int N, const float *B, long rs, long cs, float *
     }
 }
 
+int dfa_panel_width(int isa) { return dfa_table(isa)->nr; }
+
 void dfa_gemm(int isa, int M, int N, int K, float alpha, const float *A, long lda, const float *packedB,
-              float beta, float *C, long ldc) {
+              int packedK, float beta, float *C, long ldc) {
     const dfa_isa_table *t = dfa_table(isa);
     // Row blocks outer: the MR rows of A stay in L1 while the packed B panels stream past in one sequence.
     for (int i0 = 0; i0 < M; i0 += t->mr) {
         int m = M - i0 < t->mr ? M - i0 : t->mr;
         for (int j0 = 0; j0 < N; j0 += t->nr) {
-            const float *b = packedB + (size_t)(j0 / t->nr) * t->nr * K;
+            const float *b = packedB + (size_t)(j0 / t->nr) * t->nr * packedK;
             int n = N - j0 < t->nr ? N - j0 : t->nr;
             t->ukernel(K, A + (long)i0 * lda, lda, b, C + (long)i0 * ldc + j0, ldc, alpha, beta, m, n);
         }

@@ -24,14 +24,17 @@ const char *dfa_isa_name(int isa);
 
 /// Floats needed to pack a K×N B operand.
 size_t dfa_packed_b_floats(int isa, int K, int N);
+/// Columns per packed B panel (NR).
+int dfa_panel_width(int isa);
 
 /// Packs B[K×N], element (k, j) at B[k*rs + j*cs], into NR-column panels.
 void dfa_pack_b(int isa, int K, int N, const float *B, long rs, long cs, float *packed);
 
 /// C[M×N] = alpha · A·B + beta · C. A row-major with row stride lda (only its first M rows are read),
-/// B packed, C row-major with row stride ldc. beta == 0 never reads C (it may hold garbage or NaN).
+/// C row-major with row stride ldc; beta == 0 never reads C (it may hold garbage or NaN).
+/// B is packed with `packedK` rows; to use its rows k0 ..< k0+K pass packedB + k0·NR (and its first N columns).
 void dfa_gemm(int isa, int M, int N, int K, float alpha, const float *A, long lda, const float *packedB,
-              float beta, float *C, long ldc);
+              int packedK, float beta, float *C, long ldc);
 
 /// One online-softmax step for `rows` rows of a score tile S (row stride lds, `cols` valid columns).
 /// For each row r: m' = max(m[r], max_j S[r,j]); S[r,j] = exp(S[r,j] - m');
