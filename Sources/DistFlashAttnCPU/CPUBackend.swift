@@ -94,3 +94,6 @@ extension CPUBackend {
     }
 }
 
+
+/// The executor runs plans on the CPU through these same primitives.
+extension CPUBackend: AttentionBackend {}

@@ -1,0 +1,147 @@
+import Foundation
+
+/// Exact attention over P ranks following a plan: shards the inputs by the plan's layout, runs one `RankWorker`
+/// per rank on its own thread over a communicator, and gathers the results back into full tensors.
+///
+/// Any rank that fails aborts the communicator, so every other rank stops within the communicator's timeout and
+/// the call throws an error that names the failing rank and step (never a hang).
+public struct DistributedAttention: Sendable {
+    public var plan: Plan.Kind
+    public var ranks: Int
+    /// Post the sends of step t before computing it (true) or finish communication first (false: the ablation).
+    public var overlap = true
+    /// Seconds a rank may wait for a message.
+    public var timeout: TimeInterval = 60
+    /// Simulated link for the in-process communicator (nil: memory speed).
+    public var link: InProcessCommunicator.Link?
+    /// Makes `rank` fail at `step` of the forward pass (a debug aid for testing failure handling).
+    public var failure: (rank: Int, step: Int)?
+
+    public init(plan: Plan.Kind, ranks: Int) {
+        self.plan = plan
+        self.ranks = ranks
+    }
+
+    /// The result of one distributed pass: full tensors plus what each rank measured.
+    public struct Outcome<Value: Sendable>: Sendable {
+        public var value: Value
+        public var plan: Plan
+        public var statistics: [RankStatistics]
+    }
+
+    /// O and LSE of attention over the whole sequence. Query `[B, S, H, D]`, key/value `[B, S, H_kv, D]`.
+    /// `backend(rank)` gives each rank its backend (e.g. a CPU backend with its share of the cores).
+    public func forward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
+                        backend: (Int) -> any AttentionBackend) throws -> Outcome<AttentionPartial> {
+        try query.requireShape(problem.queryShape, "Q")
+        try key.requireShape(problem.keyValueShape, "K")
+        try value.requireShape(problem.keyValueShape, "V")
+        let plan = try Plan.make(self.plan, problem: problem, ranks: ranks, pass: .forward)
+        try plan.verify(problem: problem)
+        let layout = plan.layout
+        let (outputs, statistics) = try run(plan, problem, backend: backend) { rank in
+            ["Q": try layout.shard(query, rank: rank, axis: 1), "K": try layout.shard(key, rank: rank, axis: 1),
+             "V": try layout.shard(value, rank: rank, axis: 1)]
+        }
+        let result = AttentionPartial(output: try layout.unshard(outputs.map { $0["O"]! }, axis: 1),
+                                      logSumExp: try layout.unshard(outputs.map { $0["LSE"]! }, axis: 2))
+        return Outcome(value: result, plan: plan, statistics: statistics)
+    }
+
+    /// dQ, dK, dV given the forward's result and dO `[B, S, H, D]`.
+    public func backward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
+                         result: AttentionPartial, outputGrad: Tensor,
+                         backend: (Int) -> any AttentionBackend) throws -> Outcome<AttentionGradients> {
+        try outputGrad.requireShape(problem.queryShape, "dO")
+        let plan = try Plan.make(self.plan, problem: problem, ranks: ranks, pass: .backward)
+        try plan.verify(problem: problem)
+        let layout = plan.layout
+        let (outputs, statistics) = try run(plan, problem, backend: backend) { rank in
+            ["Q": try layout.shard(query, rank: rank, axis: 1), "K": try layout.shard(key, rank: rank, axis: 1),
+             "V": try layout.shard(value, rank: rank, axis: 1),
+             "O": try layout.shard(result.output, rank: rank, axis: 1),
+             "dO": try layout.shard(outputGrad, rank: rank, axis: 1),
+             "LSE": try layout.shard(result.logSumExp, rank: rank, axis: 2)]
+        }
+        let grads = AttentionGradients(query: try layout.unshard(outputs.map { $0["dQ"]! }, axis: 1),
+                                       key: try layout.unshard(outputs.map { $0["dK"]! }, axis: 1),
+                                       value: try layout.unshard(outputs.map { $0["dV"]! }, axis: 1))
+        return Outcome(value: grads, plan: plan, statistics: statistics)
+    }
+
+    /// Runs every rank on its own thread (ranks block on each other, so they cannot share a bounded pool).
+    private func run(_ plan: Plan, _ problem: AttentionProblem, backend: (Int) -> any AttentionBackend,
+                     shards: (Int) throws -> [String: Tensor]) throws -> ([[String: Tensor]], [RankStatistics]) {
+        let communicator = InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
+        let workers = try (0..<ranks).map { rank in
+            RankWorker(rank: rank, plan: plan, problem: problem, backend: backend(rank), communicator: communicator,
+                       overlap: overlap, failAt: plan.pass == .forward && failure?.rank == rank ? failure?.step : nil,
+                       own: try shards(rank))
+        }
+        let outcomes = RankOutcomes(ranks)
+        let done = DispatchGroup()
+        for (rank, worker) in workers.enumerated() {
+            done.enter()
+            let task = UncheckedBox(worker)
+            Thread.detachNewThread {
+                defer { done.leave() }
+                do {
+                    outcomes.set(rank, .success(try task.value.run()), task.value.statistics)
+                } catch {
+                    let failure = error as? DistFlashError ?? DistFlashError(.runtime, "rank \(rank): \(error)")
+                    communicator.abort(failure)
+                    outcomes.set(rank, .failure(failure), task.value.statistics)
+                }
+            }
+        }
+        done.wait()
+        return try outcomes.collect(plan)
+    }
+}
+
+/// Per-rank results written by the rank threads.
+private final class RankOutcomes: @unchecked Sendable {
+    // Invariant: `results` and `statistics` are touched only while holding `lock`.
+    private let lock = NSLock()
+    private var results: [Result<[String: Tensor], DistFlashError>?]
+    private var statistics: [RankStatistics]
+
+    init(_ ranks: Int) {
+        results = Array(repeating: nil, count: ranks)
+        statistics = Array(repeating: RankStatistics(), count: ranks)
+    }
+
+    func set(_ rank: Int, _ result: Result<[String: Tensor], DistFlashError>, _ stats: RankStatistics) {
+        lock.withLock {
+            results[rank] = result
+            statistics[rank] = stats
+        }
+    }
+
+    /// The outputs, or one error that lists every rank's failure (the root cause first).
+    func collect(_ plan: Plan) throws -> ([[String: Tensor]], [RankStatistics]) {
+        try lock.withLock {
+            let failures = results.enumerated().compactMap { rank, result -> (Int, DistFlashError)? in
+                if case .failure(let error) = result { return (rank, error) }
+                return nil
+            }
+            if !failures.isEmpty {
+                let root = failures.first { !$0.1.message.contains("stopped while waiting") } ?? failures[0]
+                let lines = failures.map { "  rank \($0.0): \($0.1.message)" }.joined(separator: "\n")
+                throw DistFlashError(.runtime, "\(plan) failed on \(failures.count) of \(results.count) ranks: "
+                    + "\(root.1.message)\n\(lines)")
+            }
+            let outputs = results.compactMap { result -> [String: Tensor]? in
+                if case .success(let value) = result { return value }
+                return nil
+            }
+            return (outputs, statistics)
+        }
+    }
+}
+
+/// Hands a non-Sendable value to exactly one other thread. Invariant: after the hand-off only that thread uses it.
+private struct UncheckedBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

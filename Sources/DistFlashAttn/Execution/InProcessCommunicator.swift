@@ -1,0 +1,86 @@
+import Foundation
+
+/// Ranks as threads of one process exchanging tensors through mailboxes — the CPU default.
+///
+/// An optional simulated link makes a message arrive `latency + bytes / bandwidth` after it is sent, with each
+/// rank's sends sharing its outgoing link in order; that lets overlap be measured on CPU workers.
+public final class InProcessCommunicator: Communicator, @unchecked Sendable {
+    // Invariant: every stored property below `timeout` is read and written only while holding `condition`.
+    public struct Link: Sendable, Equatable {
+        /// Bytes per second of one rank's outgoing link.
+        public var bandwidth: Double
+        /// Seconds added to every message.
+        public var latency: Double
+        public init(bandwidth: Double, latency: Double) {
+            self.bandwidth = bandwidth
+            self.latency = latency
+        }
+    }
+
+    private struct Address: Hashable { let from, to, tag: Int }
+    private struct Message { let payload: [Tensor]; let arrival: Date }
+
+    public let ranks: Int
+    public let timeout: TimeInterval
+    public let link: Link?
+    private let condition = NSCondition()
+    private var mailbox: [Address: Message] = [:]
+    private var linkFree: [Date]
+    private var failure: DistFlashError?
+
+    /// - timeout: seconds a `receive` may wait before the run fails.
+    public init(ranks: Int, timeout: TimeInterval = 60, link: Link? = nil) {
+        self.ranks = ranks
+        self.timeout = timeout
+        self.link = link
+        self.linkFree = [Date](repeating: .distantPast, count: ranks)
+    }
+
+    public func send(_ payload: [Tensor], from: Int, to: Int, tag: Int) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { throw failure }
+        var arrival = Date()
+        if let link {
+            let bytes = Double(payload.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size)
+            let start = max(arrival, linkFree[from])
+            linkFree[from] = start.addingTimeInterval(bytes / link.bandwidth)
+            arrival = linkFree[from].addingTimeInterval(link.latency)
+        }
+        mailbox[Address(from: from, to: to, tag: tag)] = Message(payload: payload, arrival: arrival)
+        condition.broadcast()
+    }
+
+    public func receive(from: Int, to: Int, tag: Int) throws -> [Tensor] {
+        let address = Address(from: from, to: to, tag: tag)
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let failure {
+                throw DistFlashError(.runtime, "rank \(to): stopped while waiting for message \(tag) from rank \(from) "
+                    + "because \(failure.message)")
+            }
+            let now = Date()
+            if let message = mailbox[address], message.arrival <= now {
+                mailbox[address] = nil
+                return message.payload
+            }
+            if now >= deadline {
+                let error = DistFlashError(.runtime, "rank \(to): timed out after \(timeout) s waiting for message "
+                    + "\(tag) from rank \(from)")
+                failure = failure ?? error
+                condition.broadcast()
+                throw error
+            }
+            condition.wait(until: min(deadline, mailbox[address]?.arrival ?? deadline))
+        }
+    }
+
+    public func abort(_ error: DistFlashError) {
+        condition.lock()
+        if failure == nil { failure = error }
+        condition.broadcast()
+        condition.unlock()
+    }
+}
