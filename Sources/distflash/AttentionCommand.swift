@@ -11,6 +11,7 @@ struct AttentionCommand: ParsableCommand {
     )
 
     @OptionGroup var problemOptions: ProblemOptions
+    @OptionGroup var parallel: ParallelOptions
     @Flag(help: "Also run the backward pass (dQ, dK, dV).") var backward = false
     @Flag(help: "Compare with naive float64 attention; exit non-zero if the tolerance rule fails.") var check = false
     @Option(help: "Seed for random inputs.") var seed: UInt64 = 0
@@ -22,17 +23,37 @@ struct AttentionCommand: ParsableCommand {
     func run() throws {
         let (problem, q, k, v, dO) = try loadInputs()
         let backend = CPUBackend(workers: threads)
-
-        let forwardClock = ContinuousClock.now
-        let result = try backend.attention(problem, query: q, key: k, value: v)
-        let forwardTime = ContinuousClock.now - forwardClock
+        var report = RunReport(problem: problem, backend: "cpu", isa: backend.instructionSet.description,
+                               workers: backend.workers)
+        let result: AttentionPartial
         var gradients: AttentionGradients?
-        var backwardTime: Duration = .zero
-        if let dO {
+
+        if parallel.isDistributed {
+            // Each worker's kernels get an equal share of the cores.
+            let perWorker = CPUBackend(workers: max(1, backend.workers / parallel.workers), instructionSet: backend.instructionSet)
+            let run = parallel.distributed
             let clock = ContinuousClock.now
-            gradients = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result,
-                                                      outputGrad: dO)
-            backwardTime = ContinuousClock.now - clock
+            let forward = try run.forward(problem, query: q, key: k, value: v) { _ in perWorker }
+            report.forwardSeconds = (ContinuousClock.now - clock).seconds
+            result = forward.value
+            report.plan = forward.plan.name
+            report.ranks = forward.statistics
+            if let dO {
+                let clock = ContinuousClock.now
+                let backward = try run.backward(problem, query: q, key: k, value: v, result: result, outputGrad: dO) { _ in perWorker }
+                report.backwardSeconds = (ContinuousClock.now - clock).seconds
+                gradients = backward.value
+                report.ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
+            }
+        } else {
+            let clock = ContinuousClock.now
+            result = try backend.attention(problem, query: q, key: k, value: v)
+            report.forwardSeconds = (ContinuousClock.now - clock).seconds
+            if let dO {
+                let clock = ContinuousClock.now
+                gradients = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result, outputGrad: dO)
+                report.backwardSeconds = (ContinuousClock.now - clock).seconds
+            }
         }
 
         if let outputs {
@@ -43,10 +64,6 @@ struct AttentionCommand: ParsableCommand {
         let checks = check ? ReferenceCheck.run(problem, query: q, key: k, value: v, result: result,
                                                 outputGrad: dO, gradients: gradients) : []
 
-        var report = RunReport(problem: problem, backend: "cpu", isa: backend.instructionSet.description,
-                               workers: backend.workers)
-        report.forwardSeconds = forwardTime.seconds
-        report.backwardSeconds = dO == nil ? nil : backwardTime.seconds
         report.checks = checks
         report.print(json: json)
         if check && !checks.allSatisfy(\.passed) { throw ExitCode(1) }

@@ -13,6 +13,9 @@ struct RunReport {
     var forwardSeconds = 0.0
     var backwardSeconds: Double?
     var checks: [ToleranceCheck] = []
+    /// Distributed runs: the plan and what each worker measured.
+    var plan: String?
+    var ranks: [RankStatistics] = []
 
     var totalSeconds: Double { forwardSeconds + (backwardSeconds ?? 0) }
     var flops: Double { problem.forwardFLOPs * (backwardSeconds == nil ? 1 : 3.5) }
@@ -27,7 +30,8 @@ struct RunReport {
         var lines = [
             "attention  B=\(p.batch) S=\(p.sequence) H=\(p.heads) H_kv=\(p.kvHeads) D=\(p.headDim)  "
                 + "mask \(p.mask)  \(p.dtype.rawValue)  scale \(p.scale)",
-            "backend    \(backend) (\(isa), \(workers) threads)",
+            "backend    \(backend) (\(isa), \(workers) threads)"
+                + (plan.map { ", plan \($0) on \(ranks.count) workers" } ?? ""),
             String(format: "forward    %10.3f ms  %8.2f GFLOP/s", forwardSeconds * 1e3,
                    p.forwardFLOPs / forwardSeconds / 1e9),
         ]
@@ -38,6 +42,14 @@ struct RunReport {
                                 flops / totalSeconds / 1e9))
         }
         lines.append(String(format: "peak mem   %10.1f MiB", Double(PeakMemory.bytes) / 1048576))
+        if !ranks.isEmpty {
+            lines.append("worker  compute ms  waiting ms  sent MiB  received MiB  peak extra MiB")
+            for (rank, s) in ranks.enumerated() {
+                lines.append(String(format: "%6d  %10.1f  %10.1f  %8.2f  %12.2f  %14.2f", rank, s.computeSeconds * 1e3,
+                                    s.waitSeconds * 1e3, Double(s.bytesSent) / 1048576, Double(s.bytesReceived) / 1048576,
+                                    Double(s.peakExtraBytes) / 1048576))
+            }
+        }
         for check in checks { lines.append("check      " + check.summary) }
         if let passed = checkPassed { lines.append(passed ? "check passed" : "check FAILED") }
         return lines.joined(separator: "\n")
@@ -53,6 +65,15 @@ struct RunReport {
             "gflops": flops / totalSeconds / 1e9, "peak_memory_bytes": PeakMemory.bytes,
         ]
         if let backwardSeconds { object["backward_ms"] = backwardSeconds * 1e3 }
+        if let plan {
+            object["plan"] = plan
+            object["workers"] = ranks.count
+            object["compute_ms_per_rank"] = ranks.map { $0.computeSeconds * 1e3 }
+            object["idle_ms_per_rank"] = ranks.map { $0.waitSeconds * 1e3 }
+            object["bytes_sent_per_rank"] = ranks.map(\.bytesSent)
+            object["bytes_received_per_rank"] = ranks.map(\.bytesReceived)
+            object["peak_extra_bytes_per_rank"] = ranks.map(\.peakExtraBytes)
+        }
         if let passed = checkPassed {
             object["check_passed"] = passed
             func finite(_ x: Double) -> Any { x.isFinite ? x : "\(x)" }

@@ -8,6 +8,9 @@ public protocol Communicator: Sendable {
     var ranks: Int { get }
     func send(_ payload: [Tensor], from: Int, to: Int, tag: Int) throws
     func receive(from: Int, to: Int, tag: Int) throws -> [Tensor]
+    /// Returns once every rank has called it; throws if the run was aborted or the timeout passes. A run ends
+    /// with it, so no rank reports success while another failed.
+    func barrier(rank: Int) throws
     /// Stops the run on every rank because of `error` (the first abort wins).
     func abort(_ error: DistFlashError)
 }

@@ -126,7 +126,8 @@ private final class RankOutcomes: @unchecked Sendable {
                 return nil
             }
             if !failures.isEmpty {
-                let root = failures.first { !$0.1.message.contains("stopped while waiting") } ?? failures[0]
+                // The root cause is the failure that did not merely stop because of another rank's.
+                let root = failures.first { !$0.1.message.contains(": stopped ") } ?? failures[0]
                 let lines = failures.map { "  rank \($0.0): \($0.1.message)" }.joined(separator: "\n")
                 throw DistFlashError(.runtime, "\(plan) failed on \(failures.count) of \(results.count) ranks: "
                     + "\(root.1.message)\n\(lines)")

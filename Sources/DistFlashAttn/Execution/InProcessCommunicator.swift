@@ -27,6 +27,8 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     private var mailbox: [Address: Message] = [:]
     private var linkFree: [Date]
     private var failure: DistFlashError?
+    private var arrived = 0
+    private var generation = 0
 
     /// - timeout: seconds a `receive` may wait before the run fails.
     public init(ranks: Int, timeout: TimeInterval = 60, link: Link? = nil) {
@@ -39,7 +41,10 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     public func send(_ payload: [Tensor], from: Int, to: Int, tag: Int) throws {
         condition.lock()
         defer { condition.unlock() }
-        if let failure { throw failure }
+        if let failure {
+            throw DistFlashError(.runtime, "rank \(from): stopped before sending message \(tag) to rank \(to) "
+                + "because \(failure.message)")
+        }
         var arrival = Date()
         if let link {
             let bytes = Double(payload.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size)
@@ -75,6 +80,30 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
             }
             condition.wait(until: min(deadline, mailbox[address]?.arrival ?? deadline))
         }
+    }
+
+    public func barrier(rank: Int) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        let mine = generation
+        arrived += 1
+        if arrived == ranks {
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+        }
+        while generation == mine {
+            if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
+            if Date() >= deadline {
+                let error = DistFlashError(.runtime, "rank \(rank): timed out after \(timeout) s at the final barrier")
+                failure = failure ?? error
+                condition.broadcast()
+                throw error
+            }
+            condition.wait(until: deadline)
+        }
+        if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
     }
 
     public func abort(_ error: DistFlashError) {

@@ -10,4 +10,15 @@ public struct RankStatistics: Sendable, Equatable {
     public var peakExtraBytes = 0
 
     public init() {}
+
+    /// Figures of two passes added (peak memory: the larger).
+    public static func + (a: RankStatistics, b: RankStatistics) -> RankStatistics {
+        var sum = a
+        sum.computeSeconds += b.computeSeconds
+        sum.waitSeconds += b.waitSeconds
+        sum.bytesSent += b.bytesSent
+        sum.bytesReceived += b.bytesReceived
+        sum.peakExtraBytes = max(a.peakExtraBytes, b.peakExtraBytes)
+        return sum
+    }
 }

@@ -72,6 +72,7 @@ final class RankWorker {
             statistics.peakExtraBytes = max(statistics.peakExtraBytes, extraBytes)
             for (key, last) in lastUse where last <= t { inputs[key] = nil }
         }
+        try communicator.barrier(rank: rank)
         return plan.pass == .forward ? ["O": own["O"]!, "LSE": own["LSE"]!]
             : ["dQ": own["dQ"]!, "dK": own["dK"]!, "dV": own["dV"]!]
     }
