@@ -38,6 +38,23 @@ struct DistributedTests {
         for check in checks { #expect(check.passed, "seed \(x.seed): \(check.summary)") }
     }
 
+    @Test("distflash balanced by work (documents): row pieces on any rank", arguments: [3, 4, 5])
+    func workBalancedDocuments(_ ranks: Int) throws {
+        let problem = try AttentionProblem(sequence: 200, heads: 4, kvHeads: 2, headDim: 16,
+                                           mask: .documents([150, 20, 30]))
+        let x = RandomInputs(problem)
+        let run = DistributedAttention(plan: .distflash, ranks: ranks)
+        let backend: (Int) -> any AttentionBackend = { _ in CPUBackend(workers: 1) }
+        let forward = try run.forward(problem, query: x.query, key: x.key, value: x.value, backend: backend)
+        let pieces = forward.plan.steps.flatMap(\.tasks).filter { $0.rows.count < forward.plan.layout.count(rank: $0.queryShard) }
+        #expect(!pieces.isEmpty, "expected the work-balanced schedule with row pieces")
+        let backward = try run.backward(problem, query: x.query, key: x.key, value: x.value, result: forward.value,
+                                        outputGrad: x.outputGrad, backend: backend)
+        let checks = ReferenceCheck.run(problem, query: x.query, key: x.key, value: x.value, result: forward.value,
+                                        outputGrad: x.outputGrad, gradients: backward.value)
+        for check in checks { #expect(check.passed, "seed \(x.seed): \(check.summary)") }
+    }
+
     @Test("a rank that throws mid-plan stops every rank promptly", arguments: [Plan.Kind.distflash, .ring, .ulysses])
     func failurePropagates(_ plan: Plan.Kind) throws {
         let problem = try AttentionProblem(sequence: 64, heads: 4, headDim: 8, mask: .causal)

@@ -101,9 +101,18 @@ struct PlanBuilder {
     private func inputTransfers(routing: Routing) -> [Plan.Transfer] {
         var needs = RegionSteps()
         let queryContent: Plan.Transfer.Content = pass == .forward ? .query : .backwardInputs
+        // A rank computing several row pieces of one query shard receives the rows they span once.
+        var span: [Region: Range<Int>] = [:]
+        for (_, task) in tasks where task.rank != task.queryShard {
+            let key = Region(content: queryContent, shard: task.queryShard, rows: 0..<0, heads: task.heads, rank: task.rank)
+            let rows = span[key] ?? task.rows
+            span[key] = min(rows.lowerBound, task.rows.lowerBound)..<max(rows.upperBound, task.rows.upperBound)
+        }
         for (step, task) in tasks {
             if task.rank != task.queryShard {
-                needs.note(Region(content: queryContent, shard: task.queryShard, rows: task.rows, heads: task.heads,
+                let key = Region(content: queryContent, shard: task.queryShard, rows: 0..<0, heads: task.heads,
+                                 rank: task.rank)
+                needs.note(Region(content: queryContent, shard: task.queryShard, rows: span[key]!, heads: task.heads,
                                   rank: task.rank), at: step, keep: min)
             }
             if task.rank != task.keyShard {
