@@ -4,7 +4,7 @@ import PackageDescription
 let package = Package(
     name: "DistFlashAttn",
     products: [
-        .library(name: "DistFlashAttn", targets: ["DistFlashAttn", "DistFlashAttnCPU"]),
+        .library(name: "DistFlashAttn", targets: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA"]),
         .executable(name: "distflash", targets: ["distflash"]),
     ],
     dependencies: [
@@ -22,12 +22,18 @@ let package = Package(
         ),
         // The CPU backend: tiled FlashAttention forward/backward block primitives and their merge.
         .target(name: "DistFlashAttnCPU", dependencies: ["DistFlashAttn", "_CPUKernels"]),
+        // The CUDA backend: driver, NVRTC (loaded at run time, nothing needed to build) and the attention kernels.
+        .target(
+            name: "DistFlashAttnCUDA",
+            dependencies: ["DistFlashAttn"],
+            resources: [.embedInCode("kernels/attention_simt.cu")]
+        ),
         // Naive float64 attention: the independent reference for tests and `--check`.
         .target(name: "DistFlashAttnReference", dependencies: ["DistFlashAttn"]),
         .executableTarget(
             name: "distflash",
             dependencies: [
-                "DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnReference",
+                "DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DistFlashAttn
 import DistFlashAttnCPU
+import DistFlashAttnCUDA
 import DistFlashAttnReference
 import Foundation
 
@@ -18,19 +19,27 @@ struct AttentionCommand: ParsableCommand {
     @Option(help: "Read q.npy, k.npy, v.npy (and do.npy with --backward) from this folder.") var inputs: String?
     @Option(help: "Write o.npy, lse.npy (and dq.npy, dk.npy, dv.npy) to this folder.") var outputs: String?
     @Option(help: "CPU threads (default: all cores, or DISTFLASH_THREADS).") var threads: Int?
+    @Option(help: "Backend: cpu or cuda (one GPU; Q, K, V as bf16).") var backend: BackendKind = .cpu
+    @Option(help: "GPU ordinal for --backend cuda.") var device = 0
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
+    enum BackendKind: String, ExpressibleByArgument { case cpu, cuda }
+
     func run() throws {
-        let (problem, q, k, v, dO) = try loadInputs()
-        let backend = CPUBackend(workers: threads)
-        var report = RunReport(problem: problem, backend: "cpu", isa: backend.instructionSet.description,
-                               workers: backend.workers)
+        // The GPU takes Q, K, V as bf16: round them on the host too, so the reference sees the same inputs.
+        let (problem, q, k, v, dO) = try loadInputs(dtype: backend == .cuda ? .bf16 : nil)
+        let cpu = CPUBackend(workers: threads)
+        let gpu = backend == .cuda ? try CUDABackend(device: CUDADevice(ordinal: device)) : nil
+        let single: any AttentionBackend = gpu ?? cpu
+        var report = RunReport(problem: problem, backend: gpu.map { "cuda (\($0.device.name))" } ?? "cpu",
+                               isa: cpu.instructionSet.description, workers: cpu.workers)
         let result: AttentionPartial
         var gradients: AttentionGradients?
 
         if parallel.isDistributed {
             // Each worker's kernels get an equal share of the cores.
-            let perWorker = CPUBackend(workers: max(1, backend.workers / parallel.workers), instructionSet: backend.instructionSet)
+            let perWorker: any AttentionBackend = gpu
+                ?? CPUBackend(workers: max(1, cpu.workers / parallel.workers), instructionSet: cpu.instructionSet)
             let run = parallel.distributed
             let clock = ContinuousClock.now
             let forward = try run.forward(problem, query: q, key: k, value: v) { _ in perWorker }
@@ -47,11 +56,11 @@ struct AttentionCommand: ParsableCommand {
             }
         } else {
             let clock = ContinuousClock.now
-            result = try backend.attention(problem, query: q, key: k, value: v)
+            result = try single.attention(problem, query: q, key: k, value: v)
             report.forwardSeconds = (ContinuousClock.now - clock).seconds
             if let dO {
                 let clock = ContinuousClock.now
-                gradients = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result, outputGrad: dO)
+                gradients = try single.attentionBackward(problem, query: q, key: k, value: v, result: result, outputGrad: dO)
                 report.backwardSeconds = (ContinuousClock.now - clock).seconds
             }
         }
@@ -70,7 +79,7 @@ struct AttentionCommand: ParsableCommand {
     }
 
     /// Inputs from `--inputs` (shapes taken from the files) or random from `--seed`; rounded to bf16 if asked.
-    private func loadInputs() throws -> (AttentionProblem, Tensor, Tensor, Tensor, Tensor?) {
+    private func loadInputs(dtype: AttentionProblem.DType?) throws -> (AttentionProblem, Tensor, Tensor, Tensor, Tensor?) {
         var problem: AttentionProblem
         var q: Tensor, k: Tensor, v: Tensor, dO: Tensor?
         if let inputs {
@@ -98,6 +107,7 @@ struct AttentionCommand: ParsableCommand {
             v = random.normalTensor(shape: problem.keyValueShape)
             dO = backward ? random.normalTensor(shape: problem.queryShape) : nil
         }
+        if let dtype { problem.dtype = dtype }
         if problem.dtype == .bf16 {
             (q, k, v) = (q.roundedToBFloat16(), k.roundedToBFloat16(), v.roundedToBFloat16())
             dO = dO?.roundedToBFloat16()

@@ -17,3 +17,32 @@ public protocol AttentionBackend: Sendable {
                   mask: AttentionMask, scale: Float, outputGrad: Tensor, logSumExp: Tensor, delta: Tensor,
                   into grads: inout AttentionGradients) throws
 }
+
+extension AttentionBackend {
+    /// Attention over the whole sequence on one device: the forward primitive on one block holding every token.
+    public func attention(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
+        -> AttentionPartial {
+        try query.requireShape(problem.queryShape, "Q")
+        try key.requireShape(problem.keyValueShape, "K")
+        try value.requireShape(problem.keyValueShape, "V")
+        let positions = Array(0..<problem.sequence)
+        var result = AttentionPartial.empty(batch: problem.batch, sequence: problem.sequence, heads: problem.heads,
+                                            headDim: problem.headDim)
+        try forward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                    mask: problem.mask, scale: problem.scale, into: &result)
+        return result
+    }
+
+    /// Gradients of attention over the whole sequence on one device.
+    public func attentionBackward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
+                                  result: AttentionPartial, outputGrad: Tensor) throws -> AttentionGradients {
+        try outputGrad.requireShape(problem.queryShape, "dO")
+        let positions = Array(0..<problem.sequence)
+        let delta = try backwardPreprocess(output: result.output, outputGrad: outputGrad)
+        var grads = AttentionGradients.zeros(queryShape: problem.queryShape, keyValueShape: problem.keyValueShape)
+        try backward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                     mask: problem.mask, scale: problem.scale, outputGrad: outputGrad,
+                     logSumExp: result.logSumExp, delta: delta, into: &grads)
+        return grads
+    }
+}

@@ -1,0 +1,153 @@
+import DistFlashAttn
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CUDA backend: the same block primitives as the CPU backend, computed on one GPU. Q, K and V go to the
+/// device as bf16 (so run problems with `dtype: .bf16` for the reference rule to apply); O, LSE, δ and
+/// gradients stay fp32. This first version moves host tensors in and out on every call.
+public struct CUDABackend: AttentionBackend, Sendable {
+    public let device: CUDADevice
+    /// Warps per thread block of the SIMT kernels.
+    let warps = 4
+
+    public init(device: CUDADevice) { self.device = device }
+
+    private static let source = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
+
+    public func forward(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
+                        mask: AttentionMask, scale: Float, into partial: inout AttentionPartial) throws {
+        let g = try Geometry(query: query, key: key, value: value, queryPositions: queryPositions, keyPositions: keyPositions)
+        try partial.output.requireShape(query.shape, "partial O")
+        try partial.logSumExp.requireShape([g.batch, g.heads, g.queries], "partial LSE")
+        if g.queries == 0 || g.keys == 0 { return }
+        let tokens = try TokenBuffers(device, mask, queryPositions, keyPositions)
+        let (q, k, v) = (try bf16(query), try bf16(key), try bf16(value))
+        let o = try DeviceBuffer.upload(device, partial.output.scalars)
+        let lse = try DeviceBuffer.upload(device, partial.logSumExp.scalars)
+        try device.launch(try device.kernel("attention_forward", source: Self.source),
+                          grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
+                          [.pointer(q.address), .pointer(k.address), .pointer(v.address)] + tokens.arguments
+                              + [.pointer(o.address), .pointer(lse.address), .int(Int32(g.queries)),
+                                 .int(Int32(g.keys)), .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)),
+                                 .float(scale)] + maskArguments(mask))
+        try device.synchronize()
+        partial.output.scalars = try o.download(partial.output.count, as: Float.self, initial: 0)
+        partial.logSumExp.scalars = try lse.download(partial.logSumExp.count, as: Float.self, initial: 0)
+    }
+
+    public func merge(_ partial: inout AttentionPartial, with other: AttentionPartial) throws {
+        try other.output.requireShape(partial.output.shape, "merged O")
+        try other.logSumExp.requireShape(partial.logSumExp.shape, "merged LSE")
+        // Cheap next to attention; done on the host in fp32 like the CPU merge.
+        let shape = partial.output.shape
+        let (batch, sequence, heads, dim) = (shape[0], shape[1], shape[2], shape[3])
+        for b in 0..<batch {
+            for h in 0..<heads {
+                for i in 0..<sequence {
+                    let l = (b * heads + h) * sequence + i
+                    let (a, c) = (partial.logSumExp.scalars[l], other.logSumExp.scalars[l])
+                    if c == -.infinity { continue }
+                    let top = max(a, c)
+                    let (wa, wc) = (expf(a - top), expf(c - top))
+                    let (fa, fc) = (wa / (wa + wc), wc / (wa + wc))
+                    let row = ((b * sequence + i) * heads + h) * dim
+                    for d in 0..<dim {
+                        let mine: Float = partial.output.scalars[row + d], theirs: Float = other.output.scalars[row + d]
+                        partial.output.scalars[row + d] = fa * mine + fc * theirs
+                    }
+                    partial.logSumExp.scalars[l] = top + logf(wa + wc)
+                }
+            }
+        }
+    }
+
+    public func backwardPreprocess(output: Tensor, outputGrad: Tensor) throws -> Tensor {
+        try outputGrad.requireShape(output.shape, "dO")
+        let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
+        let o = try DeviceBuffer.upload(device, output.scalars), dO = try DeviceBuffer.upload(device, outputGrad.scalars)
+        let delta = try DeviceBuffer(device, bytes: 4 * batch * heads * sequence)
+        if sequence > 0 {
+            try device.launch(try device.kernel("attention_backward_preprocess", source: Self.source),
+                              grid: ((sequence + warps - 1) / warps, heads, batch), block: 32 * warps,
+                              [.pointer(o.address), .pointer(dO.address), .pointer(delta.address),
+                               .int(Int32(sequence)), .int(Int32(heads)), .int(Int32(dim))])
+            try device.synchronize()
+        }
+        return try Tensor(shape: [batch, heads, sequence],
+                          scalars: delta.download(batch * heads * sequence, as: Float.self, initial: 0))
+    }
+
+    public func backward(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
+                         mask: AttentionMask, scale: Float, outputGrad: Tensor, logSumExp: Tensor, delta: Tensor,
+                         into grads: inout AttentionGradients) throws {
+        let g = try Geometry(query: query, key: key, value: value, queryPositions: queryPositions, keyPositions: keyPositions)
+        try grads.query.requireShape(query.shape, "dQ")
+        try grads.key.requireShape(key.shape, "dK")
+        try grads.value.requireShape(key.shape, "dV")
+        if g.queries == 0 || g.keys == 0 { return }
+        let tokens = try TokenBuffers(device, mask, queryPositions, keyPositions)
+        let (q, k, v) = (try bf16(query), try bf16(key), try bf16(value))
+        let dO = try DeviceBuffer.upload(device, outputGrad.scalars)
+        let lse = try DeviceBuffer.upload(device, logSumExp.scalars), dl = try DeviceBuffer.upload(device, delta.scalars)
+        let dq = try DeviceBuffer.upload(device, grads.query.scalars)
+        let dk = try DeviceBuffer.upload(device, grads.key.scalars), dv = try DeviceBuffer.upload(device, grads.value.scalars)
+        let shared: [CUDADevice.Argument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address),
+                                             .pointer(dO.address), .pointer(lse.address), .pointer(dl.address)]
+            + tokens.arguments
+        let sizes: [CUDADevice.Argument] = [.int(Int32(g.queries)), .int(Int32(g.keys)), .int(Int32(g.heads)),
+                                            .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)] + maskArguments(mask)
+        try device.launch(try device.kernel("attention_backward_dkdv", source: Self.source),
+                          grid: ((g.keys + warps - 1) / warps, g.kvHeads, g.batch), block: 32 * warps,
+                          shared + [.pointer(dk.address), .pointer(dv.address)] + sizes)
+        try device.launch(try device.kernel("attention_backward_dq", source: Self.source),
+                          grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
+                          shared + [.pointer(dq.address)] + sizes)
+        try device.synchronize()
+        grads.query.scalars = try dq.download(grads.query.count, as: Float.self, initial: 0)
+        grads.key.scalars = try dk.download(grads.key.count, as: Float.self, initial: 0)
+        grads.value.scalars = try dv.download(grads.value.count, as: Float.self, initial: 0)
+    }
+
+    // MARK: Helpers
+
+    private func bf16(_ tensor: Tensor) throws -> DeviceBuffer {
+        try DeviceBuffer.upload(device, tensor.scalars.map(BFloat16.bits))
+    }
+
+    private func maskArguments(_ mask: AttentionMask) -> [CUDADevice.Argument] {
+        switch mask.kind {
+        case .causal: return [.int(0), .int(0)]
+        case .full: return [.int(1), .int(0)]
+        case .window(let w): return [.int(2), .int(Int32(w))]
+        }
+    }
+
+    /// Global positions and document ids of the query and key rows, as int32 device arrays.
+    private struct TokenBuffers {
+        let buffers: [DeviceBuffer]
+        init(_ device: CUDADevice, _ mask: AttentionMask, _ queries: [Int], _ keys: [Int]) throws {
+            buffers = [try .upload(device, queries.map { Int32($0) }), try .upload(device, keys.map { Int32($0) }),
+                       try .upload(device, mask.documentIndices(of: queries)),
+                       try .upload(device, mask.documentIndices(of: keys))]
+        }
+        var arguments: [CUDADevice.Argument] { buffers.map { .pointer($0.address) } }
+    }
+
+    private struct Geometry {
+        let batch, queries, keys, heads, kvHeads, dim: Int
+        init(query: Tensor, key: Tensor, value: Tensor, queryPositions: [Int], keyPositions: [Int]) throws {
+            guard query.shape.count == 4, key.shape.count == 4 else {
+                throw DistFlashError(.shapeMismatch, "Q \(query.shape) and K \(key.shape) must be [B, S, H, D]")
+            }
+            (batch, queries, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
+            (keys, kvHeads) = (key.shape[1], key.shape[2])
+            try key.requireShape([batch, keys, kvHeads, dim], "K")
+            try value.requireShape(key.shape, "V")
+            guard heads % kvHeads == 0, dim <= 256, queryPositions.count == queries, keyPositions.count == keys else {
+                throw DistFlashError(.shapeMismatch, "Q \(query.shape), K \(key.shape), \(queryPositions.count) query "
+                    + "/ \(keyPositions.count) key positions: need H % H_kv == 0, D ≤ 256, one position per row")
+            }
+        }
+    }
+}
