@@ -15,7 +15,31 @@ public struct CUDABackend: AttentionBackend, Sendable {
 
     private static let source = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
 
+    // Each primitive stages its tensors through device memory; threads sharing the device take turns.
+
     public func forward(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
+                        mask: AttentionMask, scale: Float, into partial: inout AttentionPartial) throws {
+        try device.exclusive {
+            try forwardOnDevice(query: query, queryPositions: queryPositions, key: key, value: value,
+                                keyPositions: keyPositions, mask: mask, scale: scale, into: &partial)
+        }
+    }
+
+    public func backwardPreprocess(output: Tensor, outputGrad: Tensor) throws -> Tensor {
+        try device.exclusive { try backwardPreprocessOnDevice(output: output, outputGrad: outputGrad) }
+    }
+
+    public func backward(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
+                         mask: AttentionMask, scale: Float, outputGrad: Tensor, logSumExp: Tensor, delta: Tensor,
+                         into grads: inout AttentionGradients) throws {
+        try device.exclusive {
+            try backwardOnDevice(query: query, queryPositions: queryPositions, key: key, value: value,
+                                 keyPositions: keyPositions, mask: mask, scale: scale, outputGrad: outputGrad,
+                                 logSumExp: logSumExp, delta: delta, into: &grads)
+        }
+    }
+
+    private func forwardOnDevice(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
                         mask: AttentionMask, scale: Float, into partial: inout AttentionPartial) throws {
         let g = try Geometry(query: query, key: key, value: value, queryPositions: queryPositions, keyPositions: keyPositions)
         try partial.output.requireShape(query.shape, "partial O")
@@ -32,6 +56,8 @@ public struct CUDABackend: AttentionBackend, Sendable {
                                  .int(Int32(g.keys)), .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)),
                                  .float(scale)] + maskArguments(mask))
         try device.synchronize()
+        // Swift may release a buffer after its last use in code; the kernel uses them until the sync.
+        withExtendedLifetime((q, k, v, tokens)) {}
         partial.output.scalars = try o.download(partial.output.count, as: Float.self, initial: 0)
         partial.logSumExp.scalars = try lse.download(partial.logSumExp.count, as: Float.self, initial: 0)
     }
@@ -62,7 +88,7 @@ public struct CUDABackend: AttentionBackend, Sendable {
         }
     }
 
-    public func backwardPreprocess(output: Tensor, outputGrad: Tensor) throws -> Tensor {
+    private func backwardPreprocessOnDevice(output: Tensor, outputGrad: Tensor) throws -> Tensor {
         try outputGrad.requireShape(output.shape, "dO")
         let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
         let o = try DeviceBuffer.upload(device, output.scalars), dO = try DeviceBuffer.upload(device, outputGrad.scalars)
@@ -74,11 +100,12 @@ public struct CUDABackend: AttentionBackend, Sendable {
                                .int(Int32(sequence)), .int(Int32(heads)), .int(Int32(dim))])
             try device.synchronize()
         }
+        withExtendedLifetime((o, dO)) {}
         return try Tensor(shape: [batch, heads, sequence],
                           scalars: delta.download(batch * heads * sequence, as: Float.self, initial: 0))
     }
 
-    public func backward(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
+    private func backwardOnDevice(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
                          mask: AttentionMask, scale: Float, outputGrad: Tensor, logSumExp: Tensor, delta: Tensor,
                          into grads: inout AttentionGradients) throws {
         let g = try Geometry(query: query, key: key, value: value, queryPositions: queryPositions, keyPositions: keyPositions)
@@ -104,6 +131,7 @@ public struct CUDABackend: AttentionBackend, Sendable {
                           grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
                           shared + [.pointer(dq.address)] + sizes)
         try device.synchronize()
+        withExtendedLifetime((q, k, v, dO, lse, dl, tokens)) {}
         grads.query.scalars = try dq.download(grads.query.count, as: Float.self, initial: 0)
         grads.key.scalars = try dk.download(grads.key.count, as: Float.self, initial: 0)
         grads.value.scalars = try dv.download(grads.value.count, as: Float.self, initial: 0)

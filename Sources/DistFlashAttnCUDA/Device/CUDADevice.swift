@@ -16,6 +16,15 @@ public final class CUDADevice: @unchecked Sendable {
     private let context: OpaquePointer?
     private let lock = NSLock()
     private var modules: [String: OpaquePointer?] = [:]
+    /// Serialises whole primitives (upload, launch, download) of threads sharing this device.
+    private let useLock = NSLock()
+
+    /// Runs `body` with the device to itself.
+    func exclusive<R>(_ body: () throws -> R) rethrows -> R {
+        useLock.lock()
+        defer { useLock.unlock() }
+        return try body()
+    }
 
     /// Opens GPU `ordinal`. Throws one clear sentence when there is no driver or no such GPU.
     public init(ordinal: Int = 0) throws {

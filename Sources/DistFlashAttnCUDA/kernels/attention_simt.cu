@@ -5,6 +5,7 @@
 
 #define MAX_PER_LANE 8
 typedef unsigned short bf16_t;
+#define INFINITY __int_as_float(0x7f800000)  // no headers: the kernels need nothing but NVRTC
 
 __device__ __forceinline__ float bf16_to_float(bf16_t x) { return __uint_as_float(((unsigned)x) << 16); }
 
