@@ -43,6 +43,10 @@ let package = Package(
             name: "DistFlashAttnCPUTests",
             dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnReference"]
         ),
+        .testTarget(
+            name: "DistFlashAttnCUDATests",
+            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

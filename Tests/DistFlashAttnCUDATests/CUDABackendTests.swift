@@ -1,0 +1,45 @@
+import DistFlashAttn
+import DistFlashAttnCPU
+import DistFlashAttnCUDA
+import DistFlashAttnReference
+import Testing
+
+/// Whether this machine has a usable GPU (driver, NVRTC and a device).
+let gpu: CUDADevice? = try? CUDADevice(ordinal: 0)
+
+@Suite("CUDA backend")
+struct CUDABackendTests {
+    @Test("without a driver, opening a GPU fails with one clear sentence", .enabled(if: gpu == nil))
+    func noDriver() {
+        do {
+            _ = try CUDADevice(ordinal: 0)
+            Issue.record("opened a GPU on a machine said to have none")
+        } catch let error as DistFlashError {
+            #expect(error.code == .runtime)
+            #expect(error.message.contains("DISTFLASH_LIBCUDA") || error.message.contains("GPU"), "\(error.message)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test("equals the float64 reference (bf16 inputs)", .enabled(if: gpu != nil),
+          arguments: [AttentionMask.causal, .full, .window(37), .documents([1, 100, 88])])
+    func matchesReference(_ mask: AttentionMask) throws {
+        let backend = CUDABackend(device: gpu!)
+        for (h, hkv, d) in [(6, 2, 64), (8, 1, 128)] {
+            let problem = try AttentionProblem(batch: 2, sequence: 189, heads: h, kvHeads: hkv, headDim: d, mask: mask,
+                                               dtype: .bf16)
+            var random = SeededRandom(seed: .random(in: 0...UInt64.max))
+            let (q, k, v, dO) = (random.normalTensor(shape: problem.queryShape).roundedToBFloat16(),
+                                 random.normalTensor(shape: problem.keyValueShape).roundedToBFloat16(),
+                                 random.normalTensor(shape: problem.keyValueShape).roundedToBFloat16(),
+                                 random.normalTensor(shape: problem.queryShape).roundedToBFloat16())
+            let result = try backend.attention(problem, query: q, key: k, value: v)
+            let grads = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result, outputGrad: dO)
+            for check in ReferenceCheck.run(problem, query: q, key: k, value: v, result: result, outputGrad: dO,
+                                            gradients: grads) {
+                #expect(check.passed, "\(check.summary)")
+            }
+        }
+    }
+}
