@@ -42,28 +42,5 @@ public struct CPUBackend: Sendable {
     }
 }
 
-/// Sizes of one block-pair call, checked against each other.
-struct BlockGeometry {
-    let batch, queries, keys, heads, kvHeads, dim: Int
-    var group: Int { heads / kvHeads }
-
-    init(query: Tensor, key: Tensor, value: Tensor, queryPositions: [Int], keyPositions: [Int]) throws {
-        guard query.shape.count == 4, key.shape.count == 4 else {
-            throw DistFlashError(.shapeMismatch, "Q \(query.shape) and K \(key.shape) must be [B, S, H, D]")
-        }
-        (batch, queries, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
-        (keys, kvHeads) = (key.shape[1], key.shape[2])
-        try key.requireShape([batch, keys, kvHeads, dim], "K")
-        try value.requireShape(key.shape, "V")
-        guard kvHeads >= 1, heads % kvHeads == 0 else {
-            throw DistFlashError(.shapeMismatch, "Q has \(heads) heads, K/V \(kvHeads): H must be a multiple of H_kv")
-        }
-        guard queryPositions.count == queries, keyPositions.count == keys else {
-            throw DistFlashError(.shapeMismatch, "\(queryPositions.count) query / \(keyPositions.count) key positions "
-                + "for \(queries) query / \(keys) key rows")
-        }
-    }
-}
-
 /// The executor runs plans on the CPU through these same primitives.
 extension CPUBackend: AttentionBackend {}

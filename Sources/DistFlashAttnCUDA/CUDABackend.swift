@@ -41,7 +41,7 @@ public struct CUDABackend: AttentionBackend, Sendable {
 
     private func forwardOnDevice(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
                         mask: AttentionMask, scale: Float, into partial: inout AttentionPartial) throws {
-        let g = try Geometry(query: query, key: key, value: value, queryPositions: queryPositions, keyPositions: keyPositions)
+        let g = try geometry(query, key, value, queryPositions, keyPositions)
         try partial.output.requireShape(query.shape, "partial O")
         try partial.logSumExp.requireShape([g.batch, g.heads, g.queries], "partial LSE")
         if g.queries == 0 || g.keys == 0 { return }
@@ -108,7 +108,7 @@ public struct CUDABackend: AttentionBackend, Sendable {
     private func backwardOnDevice(query: Tensor, queryPositions: [Int], key: Tensor, value: Tensor, keyPositions: [Int],
                          mask: AttentionMask, scale: Float, outputGrad: Tensor, logSumExp: Tensor, delta: Tensor,
                          into grads: inout AttentionGradients) throws {
-        let g = try Geometry(query: query, key: key, value: value, queryPositions: queryPositions, keyPositions: keyPositions)
+        let g = try geometry(query, key, value, queryPositions, keyPositions)
         try grads.query.requireShape(query.shape, "dQ")
         try grads.key.requireShape(key.shape, "dK")
         try grads.value.requireShape(key.shape, "dV")
@@ -162,20 +162,14 @@ public struct CUDABackend: AttentionBackend, Sendable {
         var arguments: [CUDADevice.Argument] { buffers.map { .pointer($0.address) } }
     }
 
-    private struct Geometry {
-        let batch, queries, keys, heads, kvHeads, dim: Int
-        init(query: Tensor, key: Tensor, value: Tensor, queryPositions: [Int], keyPositions: [Int]) throws {
-            guard query.shape.count == 4, key.shape.count == 4 else {
-                throw DistFlashError(.shapeMismatch, "Q \(query.shape) and K \(key.shape) must be [B, S, H, D]")
-            }
-            (batch, queries, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
-            (keys, kvHeads) = (key.shape[1], key.shape[2])
-            try key.requireShape([batch, keys, kvHeads, dim], "K")
-            try value.requireShape(key.shape, "V")
-            guard heads % kvHeads == 0, dim <= 256, queryPositions.count == queries, keyPositions.count == keys else {
-                throw DistFlashError(.shapeMismatch, "Q \(query.shape), K \(key.shape), \(queryPositions.count) query "
-                    + "/ \(keyPositions.count) key positions: need H % H_kv == 0, D ≤ 256, one position per row")
-            }
+    /// The shared shape checks plus this backend's limit on D.
+    private func geometry(_ query: Tensor, _ key: Tensor, _ value: Tensor, _ queryPositions: [Int],
+                          _ keyPositions: [Int]) throws -> BlockGeometry {
+        let g = try BlockGeometry(query: query, key: key, value: value, queryPositions: queryPositions,
+                                  keyPositions: keyPositions)
+        guard g.dim <= 256 else {
+            throw DistFlashError(.shapeMismatch, "head dim D = \(g.dim): the CUDA kernels support D ≤ 256")
         }
+        return g
     }
 }

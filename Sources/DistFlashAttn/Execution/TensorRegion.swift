@@ -17,28 +17,22 @@ extension Tensor {
 
     /// Writes `values` over the sub-block at `ranges`.
     public mutating func setBlock(_ ranges: [Range<Int>], to values: Tensor) {
-        precondition(values.shape == ranges.map(\.count), "block \(ranges) does not fit \(values.shape)")
-        let shape = self.shape
-        values.scalars.withUnsafeBufferPointer { src in
-            scalars.withUnsafeMutableBufferPointer { dst in
-                var n = 0
-                Self.visit(shape: shape, ranges: ranges) { offset, run in
-                    for i in 0..<run { dst[offset + i] = src[n + i] }
-                    n += run
-                }
-            }
-        }
+        update(ranges, values) { $0 = $1 }
     }
 
     /// Adds `values` into the sub-block at `ranges`.
     public mutating func addBlock(_ ranges: [Range<Int>], _ values: Tensor) {
+        update(ranges, values) { $0 += $1 }
+    }
+
+    private mutating func update(_ ranges: [Range<Int>], _ values: Tensor, _ combine: (inout Float, Float) -> Void) {
         precondition(values.shape == ranges.map(\.count), "block \(ranges) does not fit \(values.shape)")
         let shape = self.shape
         values.scalars.withUnsafeBufferPointer { src in
             scalars.withUnsafeMutableBufferPointer { dst in
                 var n = 0
                 Self.visit(shape: shape, ranges: ranges) { offset, run in
-                    for i in 0..<run { dst[offset + i] += src[n + i] }
+                    for i in 0..<run { combine(&dst[offset + i], src[n + i]) }
                     n += run
                 }
             }
