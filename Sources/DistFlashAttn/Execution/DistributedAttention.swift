@@ -40,11 +40,11 @@ public struct DistributedAttention: Sendable {
         try plan.verify(problem: problem)
         let layout = plan.layout
         let (outputs, statistics) = try run(plan, problem, backend: backend) { rank in
-            ["Q": try layout.shard(query, rank: rank, axis: 1), "K": try layout.shard(key, rank: rank, axis: 1),
-             "V": try layout.shard(value, rank: rank, axis: 1)]
+            [.query: try layout.shard(query, rank: rank, axis: 1), .key: try layout.shard(key, rank: rank, axis: 1),
+             .value: try layout.shard(value, rank: rank, axis: 1)]
         }
-        let result = AttentionPartial(output: try layout.unshard(outputs.map { $0["O"]! }, axis: 1),
-                                      logSumExp: try layout.unshard(outputs.map { $0["LSE"]! }, axis: 2))
+        let result = AttentionPartial(output: try layout.unshard(outputs.map { $0[.output]! }, axis: 1),
+                                      logSumExp: try layout.unshard(outputs.map { $0[.logSumExp]! }, axis: 2))
         return Outcome(value: result, plan: plan, statistics: statistics)
     }
 
@@ -57,21 +57,21 @@ public struct DistributedAttention: Sendable {
         try plan.verify(problem: problem)
         let layout = plan.layout
         let (outputs, statistics) = try run(plan, problem, backend: backend) { rank in
-            ["Q": try layout.shard(query, rank: rank, axis: 1), "K": try layout.shard(key, rank: rank, axis: 1),
-             "V": try layout.shard(value, rank: rank, axis: 1),
-             "O": try layout.shard(result.output, rank: rank, axis: 1),
-             "dO": try layout.shard(outputGrad, rank: rank, axis: 1),
-             "LSE": try layout.shard(result.logSumExp, rank: rank, axis: 2)]
+            [.query: try layout.shard(query, rank: rank, axis: 1), .key: try layout.shard(key, rank: rank, axis: 1),
+             .value: try layout.shard(value, rank: rank, axis: 1),
+             .output: try layout.shard(result.output, rank: rank, axis: 1),
+             .outputGrad: try layout.shard(outputGrad, rank: rank, axis: 1),
+             .logSumExp: try layout.shard(result.logSumExp, rank: rank, axis: 2)]
         }
-        let grads = AttentionGradients(query: try layout.unshard(outputs.map { $0["dQ"]! }, axis: 1),
-                                       key: try layout.unshard(outputs.map { $0["dK"]! }, axis: 1),
-                                       value: try layout.unshard(outputs.map { $0["dV"]! }, axis: 1))
+        let grads = AttentionGradients(query: try layout.unshard(outputs.map { $0[.queryGrad]! }, axis: 1),
+                                       key: try layout.unshard(outputs.map { $0[.keyGrad]! }, axis: 1),
+                                       value: try layout.unshard(outputs.map { $0[.valueGrad]! }, axis: 1))
         return Outcome(value: grads, plan: plan, statistics: statistics)
     }
 
     /// Runs every rank on its own thread (ranks block on each other, so they cannot share a bounded pool).
     private func run(_ plan: Plan, _ problem: AttentionProblem, backend: (Int) -> any AttentionBackend,
-                     shards: (Int) throws -> [String: Tensor]) throws -> ([[String: Tensor]], [RankStatistics]) {
+                     shards: (Int) throws -> [ShardTensor: Tensor]) throws -> ([[ShardTensor: Tensor]], [RankStatistics]) {
         let communicator = InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
         let workers = try (0..<ranks).map { rank in
             RankWorker(rank: rank, plan: plan, problem: problem, backend: backend(rank), communicator: communicator,
@@ -103,7 +103,7 @@ public struct DistributedAttention: Sendable {
 private final class RankOutcomes: @unchecked Sendable {
     // Invariant: `results` and `statistics` are touched only while holding `lock`.
     private let lock = NSLock()
-    private var results: [Result<[String: Tensor], DistFlashError>?]
+    private var results: [Result<[ShardTensor: Tensor], DistFlashError>?]
     private var statistics: [RankStatistics]
 
     init(_ ranks: Int) {
@@ -111,7 +111,7 @@ private final class RankOutcomes: @unchecked Sendable {
         statistics = Array(repeating: RankStatistics(), count: ranks)
     }
 
-    func set(_ rank: Int, _ result: Result<[String: Tensor], DistFlashError>, _ stats: RankStatistics) {
+    func set(_ rank: Int, _ result: Result<[ShardTensor: Tensor], DistFlashError>, _ stats: RankStatistics) {
         lock.withLock {
             results[rank] = result
             statistics[rank] = stats
@@ -119,7 +119,7 @@ private final class RankOutcomes: @unchecked Sendable {
     }
 
     /// The outputs, or one error that lists every rank's failure (the root cause first).
-    func collect(_ plan: Plan) throws -> ([[String: Tensor]], [RankStatistics]) {
+    func collect(_ plan: Plan) throws -> ([[ShardTensor: Tensor]], [RankStatistics]) {
         try lock.withLock {
             let failures = results.enumerated().compactMap { rank, result -> (Int, DistFlashError)? in
                 if case .failure(let error) = result { return (rank, error) }
@@ -132,7 +132,7 @@ private final class RankOutcomes: @unchecked Sendable {
                 throw DistFlashError(.runtime, "\(plan) failed on \(failures.count) of \(results.count) ranks: "
                     + "\(root.1.message)\n\(lines)")
             }
-            let outputs = results.compactMap { result -> [String: Tensor]? in
+            let outputs = results.compactMap { result -> [ShardTensor: Tensor]? in
                 if case .success(let value) = result { return value }
                 return nil
             }

@@ -1,5 +1,13 @@
 import Foundation
 
+/// The tensors one rank holds for its own shard.
+enum ShardTensor: Hashable, Sendable {
+    /// Inputs: Q, O, dO `[B, n, H, D]`, K, V `[B, n, H_kv, D]`, LSE `[B, H, n]`.
+    case query, key, value, output, outputGrad, logSumExp
+    /// Backward results: dQ `[B, n, H, D]`, dK, dV `[B, n, H_kv, D]`.
+    case queryGrad, keyGrad, valueGrad
+}
+
 /// One rank running a plan: its own shards, the inputs it has received, and the partial results it computes for
 /// other ranks. `run` is the one executor loop for every plan and both passes:
 /// ```
@@ -21,7 +29,7 @@ final class RankWorker {
     let failAt: Int?
 
     /// Own shards: Q, K, V and, backward, O, dO, LSE.
-    private var own: [String: Tensor]
+    private var own: [ShardTensor: Tensor]
     /// Received inputs, by region, and the last step that uses each.
     private var inputs: [RegionKey: [Tensor]] = [:]
     private var lastUse: [RegionKey: Int] = [:]
@@ -30,7 +38,7 @@ final class RankWorker {
     private(set) var statistics = RankStatistics()
 
     init(rank: Int, plan: Plan, problem: AttentionProblem, backend: any AttentionBackend,
-         communicator: any Communicator, overlap: Bool, failAt: Int?, own: [String: Tensor]) {
+         communicator: any Communicator, overlap: Bool, failAt: Int?, own: [ShardTensor: Tensor]) {
         (self.rank, self.plan, self.problem, self.backend) = (rank, plan, problem, backend)
         (self.communicator, self.overlap, self.failAt, self.own) = (communicator, overlap, failAt, own)
         planLastUses()
@@ -38,17 +46,17 @@ final class RankWorker {
 
     // MARK: The loop
 
-    /// Runs every step; returns the own accumulators: forward "O", "LSE"; backward "dQ", "dK", "dV".
-    func run() throws -> [String: Tensor] {
+    /// Runs every step; returns the own accumulators: forward .output, .logSumExp; backward .queryGrad, .keyGrad, .valueGrad.
+    func run() throws -> [ShardTensor: Tensor] {
         let n = plan.layout.count(rank: rank)
         let (b, h, hkv, d) = (problem.batch, problem.heads, problem.kvHeads, problem.headDim)
         if plan.pass == .forward {
-            own["O"] = Tensor(shape: [b, n, h, d])
-            own["LSE"] = Tensor(shape: [b, h, n], repeating: -.infinity)
+            own[.output] = Tensor(shape: [b, n, h, d])
+            own[.logSumExp] = Tensor(shape: [b, h, n], repeating: -.infinity)
         } else {
-            own["dQ"] = Tensor(shape: [b, n, h, d])
-            own["dK"] = Tensor(shape: [b, n, hkv, d])
-            own["dV"] = Tensor(shape: [b, n, hkv, d])
+            own[.queryGrad] = Tensor(shape: [b, n, h, d])
+            own[.keyGrad] = Tensor(shape: [b, n, hkv, d])
+            own[.valueGrad] = Tensor(shape: [b, n, hkv, d])
         }
         var tag = 0
         for (t, step) in plan.steps.enumerated() {
@@ -73,8 +81,8 @@ final class RankWorker {
             for (key, last) in lastUse where last <= t { inputs[key] = nil }
         }
         try communicator.barrier(rank: rank)
-        return plan.pass == .forward ? ["O": own["O"]!, "LSE": own["LSE"]!]
-            : ["dQ": own["dQ"]!, "dK": own["dK"]!, "dV": own["dV"]!]
+        return plan.pass == .forward ? [.output: own[.output]!, .logSumExp: own[.logSumExp]!]
+            : [.queryGrad: own[.queryGrad]!, .keyGrad: own[.keyGrad]!, .valueGrad: own[.valueGrad]!]
     }
 
     private func receive(_ step: Plan.Step, tags: Range<Int>) throws {
@@ -103,15 +111,15 @@ final class RankWorker {
         let queryPositions = Array(plan.layout.positions(rank: a)[rows])
         let target = RegionKey(.partialOutput, a, rows, heads)
         var partial = a == rank
-            ? AttentionPartial(output: own["O"]!.block(tokens(rows, heads)), logSumExp: own["LSE"]!.block(stats(rows, heads)))
+            ? AttentionPartial(output: own[.output]!.block(tokens(rows, heads)), logSumExp: own[.logSumExp]!.block(stats(rows, heads)))
             : results[target].map { AttentionPartial(output: $0[0], logSumExp: $0[1]) }
                 ?? .empty(batch: problem.batch, sequence: rows.count, heads: heads.count, headDim: problem.headDim)
         try backend.forward(query: query, queryPositions: queryPositions, key: key, value: value,
                             keyPositions: plan.layout.positions(rank: b), mask: problem.mask, scale: problem.scale,
                             into: &partial)
         if a == rank {
-            own["O"]!.setBlock(tokens(rows, heads), to: partial.output)
-            own["LSE"]!.setBlock(stats(rows, heads), to: partial.logSumExp)
+            own[.output]!.setBlock(tokens(rows, heads), to: partial.output)
+            own[.logSumExp]!.setBlock(stats(rows, heads), to: partial.logSumExp)
         } else {
             results[target] = [partial.output, partial.logSumExp]
         }
@@ -130,14 +138,14 @@ final class RankWorker {
                              scale: problem.scale, outputGrad: q[2], logSumExp: q[3], delta: delta, into: &grads)
         let (dk, dv) = (foldKeyValue(grads.key, for: heads), foldKeyValue(grads.value, for: heads))
         if a == rank {
-            own["dQ"]!.addBlock(tokens(rows, heads), grads.query)
+            own[.queryGrad]!.addBlock(tokens(rows, heads), grads.query)
         } else {
             accumulate(RegionKey(.queryGradient, a, rows, heads), [grads.query])
         }
         if b == rank {
             let kvHeads = problem.keyValueHeads(serving: heads)
-            own["dK"]!.addBlock(tokens(keyRows, kvHeads), dk)
-            own["dV"]!.addBlock(tokens(keyRows, kvHeads), dv)
+            own[.keyGrad]!.addBlock(tokens(keyRows, kvHeads), dk)
+            own[.valueGrad]!.addBlock(tokens(keyRows, kvHeads), dv)
         } else {
             accumulate(RegionKey(.keyValueGradient, b, keyRows, heads), [dk, dv])
         }
@@ -181,10 +189,10 @@ final class RankWorker {
         switch region.content {
         case .keyValue:
             let kvHeads = problem.keyValueHeads(serving: heads)
-            return [own["K"]!.block(tokens(rows, kvHeads)), own["V"]!.block(tokens(rows, kvHeads))]
-        case .query: return [own["Q"]!.block(tokens(rows, heads))]
+            return [own[.key]!.block(tokens(rows, kvHeads)), own[.value]!.block(tokens(rows, kvHeads))]
+        case .query: return [own[.query]!.block(tokens(rows, heads))]
         case .backwardInputs:
-            return ["Q", "O", "dO"].map { own[$0]!.block(tokens(rows, heads)) } + [own["LSE"]!.block(stats(rows, heads))]
+            return [.query, .output, .outputGrad].map { own[$0]!.block(tokens(rows, heads)) } + [own[.logSumExp]!.block(stats(rows, heads))]
         case .partialOutput, .queryGradient, .keyValueGradient:
             return []
         }
@@ -207,17 +215,17 @@ final class RankWorker {
         case .keyValue, .query, .backwardInputs:
             inputs[RegionKey(transfer)] = payload
         case .partialOutput:
-            var mine = AttentionPartial(output: own["O"]!.block(tokens(rows, heads)),
-                                        logSumExp: own["LSE"]!.block(stats(rows, heads)))
+            var mine = AttentionPartial(output: own[.output]!.block(tokens(rows, heads)),
+                                        logSumExp: own[.logSumExp]!.block(stats(rows, heads)))
             try backend.merge(&mine, with: AttentionPartial(output: payload[0], logSumExp: payload[1]))
-            own["O"]!.setBlock(tokens(rows, heads), to: mine.output)
-            own["LSE"]!.setBlock(stats(rows, heads), to: mine.logSumExp)
+            own[.output]!.setBlock(tokens(rows, heads), to: mine.output)
+            own[.logSumExp]!.setBlock(stats(rows, heads), to: mine.logSumExp)
         case .queryGradient:
-            own["dQ"]!.addBlock(tokens(rows, heads), payload[0])
+            own[.queryGrad]!.addBlock(tokens(rows, heads), payload[0])
         case .keyValueGradient:
             let kvHeads = problem.keyValueHeads(serving: heads)
-            own["dK"]!.addBlock(tokens(rows, kvHeads), payload[0])
-            own["dV"]!.addBlock(tokens(rows, kvHeads), payload[1])
+            own[.keyGrad]!.addBlock(tokens(rows, kvHeads), payload[0])
+            own[.valueGrad]!.addBlock(tokens(rows, kvHeads), payload[1])
         }
     }
 
