@@ -37,8 +37,8 @@ struct PlanCommand: ParsableCommand {
 
     static let kindNames = Plan.Kind.allCases.map(\.rawValue).joined(separator: ", ")
     static let defaultCompareWorkers = [4, 8, 16, 64, 256, 1024]
-    /// `--seq` defaults to 1024 for every subcommand, which leaves one token per rank at P = 1024; a comparison
-    /// over large P uses 2^17 = 131072 tokens unless `--seq` is given: 128 per rank at P = 1024, and building a
+    /// `--seq` defaults to 1024, which leaves one token per rank at P = 1024; a comparison over large P uses
+    /// 2^17 = 131072 tokens unless `--seq` is given: 128 per rank at P = 1024, and building a
     /// plan costs about P · S row look-ups (2^20 tokens took 15–30 s per plan at P = 1024).
     static let defaultCompareSequence = 1 << 17
 
@@ -55,11 +55,8 @@ struct PlanCommand: ParsableCommand {
     }
 
     func run() throws {
-        var problem = try problemOptions.problem()
+        let problem = try problemOptions.problem(defaultSequence: compare ? Self.defaultCompareSequence : 1024)
         if compare {
-            if !CommandLine.arguments.contains(where: { $0 == "--seq" || $0.hasPrefix("--seq=") }) {
-                problem.sequence = Self.defaultCompareSequence
-            }
             let comparison = try PlanComparison(problem: problem, kinds: kinds(), workers: workerCounts(),
                                                 pass: parsedPass(), simulator: simulator(), verifyUpTo: verifyUpTo)
             Swift.print(json ? Self.json(comparison) : comparison.table())

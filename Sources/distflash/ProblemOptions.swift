@@ -6,7 +6,7 @@ extension AttentionProblem.DType: ExpressibleByArgument {}
 /// The flags that describe an attention problem, shared by every subcommand.
 struct ProblemOptions: ParsableArguments {
     @Option(help: "Batch size B.") var batch = 1
-    @Option(help: "Sequence length S.") var seq = 1024
+    @Option(help: "Sequence length S (default 1024).") var seq: Int?
     @Option(help: "Query heads H.") var heads = 8
     @Option(name: .customLong("kv-heads"), help: "Key/value heads H_kv (default H; GQA when smaller).") var kvHeads: Int?
     @Option(name: .customLong("head-dim"), help: "Head dimension D (1…256).") var headDim = 64
@@ -16,10 +16,11 @@ struct ProblemOptions: ParsableArguments {
     @Option(help: "Input precision: fp32 or bf16 (compute is fp32).") var dtype: AttentionProblem.DType = .fp32
 
     /// The problem these flags describe; `shapes` (from input files) replaces B, S, H, H_kv, D when given.
-    func problem(shapes: (query: [Int], keyValue: [Int])? = nil) throws -> AttentionProblem {
+    /// `defaultSequence` is S when `--seq` is not given.
+    func problem(shapes: (query: [Int], keyValue: [Int])? = nil, defaultSequence: Int = 1024) throws -> AttentionProblem {
         let kind = try AttentionMask.parseKind(mask)
         let documents = try docLens.map(Self.parseLengths)
-        var (b, s, h, hkv, d) = (batch, seq, heads, kvHeads, headDim)
+        var (b, s, h, hkv, d) = (batch, seq ?? defaultSequence, heads, kvHeads, headDim)
         if let (q, kv) = shapes { (b, s, h, hkv, d) = (q[0], q[1], q[2], kv[2], q[3]) }
         return try AttentionProblem(batch: b, sequence: s, heads: h, kvHeads: hkv, headDim: d, scale: scale,
                                     mask: AttentionMask(kind, documentLengths: documents), dtype: dtype)
