@@ -41,7 +41,7 @@ struct ParallelOptions: ParsableArguments {
         var run = DistributedAttention(plan: plan ?? .distflash, ranks: workers)
         run.overlap = !noOverlap
         run.timeout = timeout
-        run.link = linkBandwidth.map { InProcessCommunicator.Link(bandwidth: $0, latency: linkLatency) }
+        run.link = linkBandwidth.map { LinkModel(name: "simulated", bandwidth: $0, latency: linkLatency) }
         run.failure = failRank.map { (rank: $0, step: failStep) }
         return run
     }

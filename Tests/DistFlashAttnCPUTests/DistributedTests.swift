@@ -84,7 +84,7 @@ struct DistributedTests {
 
     @Test("a simulated link delays messages by latency + bytes / bandwidth")
     func simulatedLink() throws {
-        let communicator = InProcessCommunicator(ranks: 2, timeout: 5, link: .init(bandwidth: 4e6, latency: 0.05))
+        let communicator = InProcessCommunicator(ranks: 2, timeout: 5, link: LinkModel(name: "test", bandwidth: 4e6, latency: 0.05))
         let start = Date()
         try communicator.send([Tensor(shape: [100_000])], from: 0, to: 1, tag: 0)  // 400 kB → 0.1 s + 0.05 s
         _ = try communicator.receive(from: 0, to: 1, tag: 0)

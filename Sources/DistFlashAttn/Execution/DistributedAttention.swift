@@ -13,7 +13,7 @@ public struct DistributedAttention: Sendable {
     /// Seconds a rank may wait for a message.
     public var timeout: TimeInterval = 60
     /// Simulated link for the in-process communicator (nil: memory speed).
-    public var link: InProcessCommunicator.Link?
+    public var link: LinkModel?
     /// Makes `rank` fail at `step` of the forward pass (a debug aid for testing failure handling).
     public var failure: (rank: Int, step: Int)?
 

@@ -2,27 +2,16 @@ import Foundation
 
 /// Ranks as threads of one process exchanging tensors through mailboxes — the CPU default.
 ///
-/// An optional simulated link makes a message arrive `latency + bytes / bandwidth` after it is sent, with each
-/// rank's sends sharing its outgoing link in order; that lets overlap be measured on CPU workers.
+/// An optional simulated link (`LinkModel`) makes a message arrive `latency + bytes / bandwidth` after it is sent,
+/// with each rank's sends sharing its outgoing link in order; that lets overlap be measured on CPU workers.
 public final class InProcessCommunicator: Communicator, @unchecked Sendable {
-    // Invariant: every stored property below `timeout` is read and written only while holding `condition`.
-    public struct Link: Sendable, Equatable {
-        /// Bytes per second of one rank's outgoing link.
-        public var bandwidth: Double
-        /// Seconds added to every message.
-        public var latency: Double
-        public init(bandwidth: Double, latency: Double) {
-            self.bandwidth = bandwidth
-            self.latency = latency
-        }
-    }
-
     private struct Address: Hashable { let from, to, tag: Int }
     private struct Message { let payload: [Tensor]; let arrival: Date }
 
     public let ranks: Int
     public let timeout: TimeInterval
-    public let link: Link?
+    public let link: LinkModel?
+    // Invariant: the properties below are read and written only while holding `condition`.
     private let condition = NSCondition()
     private var mailbox: [Address: Message] = [:]
     private var linkFree: [Date]
@@ -31,7 +20,7 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     private var generation = 0
 
     /// - timeout: seconds a `receive` may wait before the run fails.
-    public init(ranks: Int, timeout: TimeInterval = 60, link: Link? = nil) {
+    public init(ranks: Int, timeout: TimeInterval = 60, link: LinkModel? = nil) {
         self.ranks = ranks
         self.timeout = timeout
         self.link = link
