@@ -26,7 +26,7 @@ let package = Package(
         .target(
             name: "DistFlashAttnCUDA",
             dependencies: ["DistFlashAttn"],
-            resources: [.embedInCode("kernels/attention_simt.cu")]
+            resources: [.embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu")]
         ),
         // Naive float64 attention: the independent reference for tests and `--check`.
         .target(name: "DistFlashAttnReference", dependencies: ["DistFlashAttn"]),

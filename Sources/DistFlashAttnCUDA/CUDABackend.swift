@@ -14,6 +14,13 @@ public struct CUDABackend: AttentionBackend, Sendable {
     public init(device: CUDADevice) { self.device = device }
 
     private static let source = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
+    private static let tensorCoreSource = String(decoding: PackageResources.attention_forward_mma_cu, as: UTF8.self)
+
+    /// Whether the forward runs on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P then enters P·V
+    /// as bf16). `DISTFLASH_CUDA_KERNEL=simt` forces the SIMT reference kernels.
+    public func usesTensorCores(headDim: Int) -> Bool {
+        (headDim == 64 || headDim == 128) && getenv("DISTFLASH_CUDA_KERNEL").map { String(cString: $0) } != "simt"
+    }
 
     // Each primitive stages its tensors through device memory; threads sharing the device take turns.
 
@@ -49,8 +56,14 @@ public struct CUDABackend: AttentionBackend, Sendable {
         let (q, k, v) = (try bf16(query), try bf16(key), try bf16(value))
         let o = try DeviceBuffer.upload(device, partial.output.scalars)
         let lse = try DeviceBuffer.upload(device, partial.logSumExp.scalars)
-        try device.launch(try device.kernel("attention_forward", source: Self.source),
-                          grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
+        let tensorCores = usesTensorCores(headDim: g.dim)
+        let kernel = tensorCores
+            ? try device.kernel("attention_forward_mma_d\(g.dim)", source: Self.tensorCoreSource)
+            : try device.kernel("attention_forward", source: Self.source)
+        // Tensor cores: 64 query rows per block of 4 warps; SIMT: one row per warp.
+        let rowsPerBlock = tensorCores ? 64 : warps
+        try device.launch(kernel, grid: ((g.queries + rowsPerBlock - 1) / rowsPerBlock, g.heads, g.batch),
+                          block: 32 * warps,
                           [.pointer(q.address), .pointer(k.address), .pointer(v.address)] + tokens.arguments
                               + [.pointer(o.address), .pointer(lse.address), .int(Int32(g.queries)),
                                  .int(Int32(g.keys)), .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)),

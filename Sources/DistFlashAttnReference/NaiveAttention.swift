@@ -28,8 +28,11 @@ extension Float: NaiveScalar {
 /// rather than dO∘O.
 public enum NaiveAttention {
     /// O `[B, S, H, D]` and LSE `[B, H, S]` (−∞ and O = 0 for rows that see no key).
+    /// `roundProbabilities` rounds each unnormalised probability before it weights V, as a kernel that feeds P to
+    /// bf16 tensor cores does (the sum l uses the unrounded values, as such kernels do).
     public static func forward<T: NaiveScalar>(_ p: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
-                                               as: T.Type = T.self) -> (output: [T], logSumExp: [T]) {
+                                               as: T.Type = T.self, roundProbabilities: ((T) -> T)? = nil)
+        -> (output: [T], logSumExp: [T]) {
         let (B, S, H, Hkv, D) = (p.batch, p.sequence, p.heads, p.kvHeads, p.headDim)
         let visible = visibility(p)
         var output = [T](repeating: 0, count: B * S * H * D)
@@ -53,8 +56,9 @@ public enum NaiveAttention {
                     for j in 0..<S where visible(i, j) {
                         let weight = T.exp(scores[j] - top)
                         sum += weight
+                        let used = roundProbabilities?(weight) ?? weight
                         let v = (b * S + j) * Hkv * D + g * D
-                        for d in 0..<D { output[q + d] += weight * T(value.scalars[v + d]) }
+                        for d in 0..<D { output[q + d] += used * T(value.scalars[v + d]) }
                     }
                     for d in 0..<D { output[q + d] /= sum }
                     lse[(b * H + h) * S + i] = top + T.log(sum)
@@ -64,13 +68,17 @@ public enum NaiveAttention {
         return (output, lse)
     }
 
-    /// dQ `[B, S, H, D]`, dK and dV `[B, S, H_kv, D]`.
+    /// dQ `[B, S, H, D]`, dK and dV `[B, S, H_kv, D]`. With `roundProbabilities`, δ comes from the output of the
+    /// rounded forward (δ = rowsum(dO ∘ O), as a flash backward computes it from the stored O).
     public static func backward<T: NaiveScalar>(_ p: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
-                                                outputGrad: Tensor, as: T.Type = T.self)
+                                                outputGrad: Tensor, as: T.Type = T.self,
+                                                roundProbabilities: ((T) -> T)? = nil)
         -> (query: [T], key: [T], value: [T]) {
         let (B, S, H, Hkv, D) = (p.batch, p.sequence, p.heads, p.kvHeads, p.headDim)
         let visible = visibility(p)
-        let lse = forward(p, query: query, key: key, value: value, as: T.self).logSumExp
+        let forwardResult = forward(p, query: query, key: key, value: value, as: T.self,
+                                    roundProbabilities: roundProbabilities)
+        let lse = forwardResult.logSumExp
         var dq = [T](repeating: 0, count: B * S * H * D)
         var dk = [T](repeating: 0, count: B * S * Hkv * D)
         var dv = [T](repeating: 0, count: B * S * Hkv * D)
@@ -93,6 +101,10 @@ public enum NaiveAttention {
                         probs[j] = T.exp(T(p.scale) * dot - L)
                         dprobs[j] = dotGrad
                         delta += probs[j] * dotGrad
+                    }
+                    if roundProbabilities != nil {
+                        delta = 0
+                        for d in 0..<D { delta += T(outputGrad.scalars[q + d]) * forwardResult.output[q + d] }
                     }
                     for j in 0..<S where visible(i, j) {
                         let k = (b * S + j) * Hkv * D + g * D

@@ -3,11 +3,21 @@ import DistFlashAttn
 /// Checks a full attention result (and optionally its gradients) against the float64 reference under the
 /// tolerance rule, tensor by tensor: O, LSE, then dQ, dK, dV.
 public enum ReferenceCheck {
+    /// The precision of the "naive in the same precision" baseline.
+    public enum Precision: Sendable {
+        /// Everything float32 (the CPU kernels).
+        case fp32
+        /// float32, with P rounded to bf16 before P·V (tensor-core forward kernels).
+        case bf16Probabilities
+    }
+
     public static func run(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
                            result: AttentionPartial, outputGrad: Tensor? = nil,
-                           gradients: AttentionGradients? = nil) -> [ToleranceCheck] {
+                           gradients: AttentionGradients? = nil, precision: Precision = .fp32) -> [ToleranceCheck] {
         let ref = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Double.self)
-        let naive = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Float.self)
+        let rounding: ((Float) -> Float)? = precision == .bf16Probabilities ? { BFloat16.round($0) } : nil
+        let naive = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Float.self,
+                                           roundProbabilities: rounding)
         var checks = [
             ToleranceCheck("O", ours: result.output.scalars, baseline: naive.output, reference: ref.output),
             ToleranceCheck("LSE", ours: result.logSumExp.scalars, baseline: naive.logSumExp, reference: ref.logSumExp),
@@ -16,7 +26,8 @@ public enum ReferenceCheck {
             let refGrad = NaiveAttention.backward(problem, query: query, key: key, value: value,
                                                   outputGrad: outputGrad, as: Double.self)
             let naiveGrad = NaiveAttention.backward(problem, query: query, key: key, value: value,
-                                                    outputGrad: outputGrad, as: Float.self)
+                                                    outputGrad: outputGrad, as: Float.self,
+                                                    roundProbabilities: rounding)
             checks += [
                 ToleranceCheck("dQ", ours: gradients.query.scalars, baseline: naiveGrad.query, reference: refGrad.query),
                 ToleranceCheck("dK", ours: gradients.key.scalars, baseline: naiveGrad.key, reference: refGrad.key),

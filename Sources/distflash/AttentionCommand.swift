@@ -71,7 +71,8 @@ struct AttentionCommand: ParsableCommand {
             try NPY.writeAll(arrays, to: URL(fileURLWithPath: outputs))
         }
         let checks = check ? ReferenceCheck.run(problem, query: q, key: k, value: v, result: result,
-                                                outputGrad: dO, gradients: gradients) : []
+                                                outputGrad: dO, gradients: gradients,
+                                                precision: gpu?.usesTensorCores(headDim: problem.headDim) == true ? .bf16Probabilities : .fp32) : []
 
         report.checks = checks
         report.print(json: json)

@@ -36,8 +36,9 @@ struct CUDABackendTests {
                                  random.normalTensor(shape: problem.queryShape).roundedToBFloat16())
             let result = try backend.attention(problem, query: q, key: k, value: v)
             let grads = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result, outputGrad: dO)
+            let precision: ReferenceCheck.Precision = backend.usesTensorCores(headDim: d) ? .bf16Probabilities : .fp32
             for check in ReferenceCheck.run(problem, query: q, key: k, value: v, result: result, outputGrad: dO,
-                                            gradients: grads) {
+                                            gradients: grads, precision: precision) {
                 #expect(check.passed, "\(check.summary)")
             }
         }
