@@ -56,14 +56,8 @@ public struct CUDABackend: AttentionBackend, Sendable {
         let (q, k, v) = (try bf16(query), try bf16(key), try bf16(value))
         let o = try DeviceBuffer.upload(device, partial.output.scalars)
         let lse = try DeviceBuffer.upload(device, partial.logSumExp.scalars)
-        let tensorCores = usesTensorCores(headDim: g.dim)
-        let kernel = tensorCores
-            ? try device.kernel("attention_forward_mma_d\(g.dim)", source: Self.tensorCoreSource)
-            : try device.kernel("attention_forward", source: Self.source)
-        // Tensor cores: 64 query rows per block of 4 warps; SIMT: one row per warp.
-        let rowsPerBlock = tensorCores ? 64 : warps
-        try device.launch(kernel, grid: ((g.queries + rowsPerBlock - 1) / rowsPerBlock, g.heads, g.batch),
-                          block: 32 * warps,
+        let (kernel, grid) = try forwardKernel(queries: g.queries, heads: g.heads, batch: g.batch, dim: g.dim)
+        try device.launch(kernel, grid: grid, block: 32 * warps,
                           [.pointer(q.address), .pointer(k.address), .pointer(v.address)] + tokens.arguments
                               + [.pointer(o.address), .pointer(lse.address), .int(Int32(g.queries)),
                                  .int(Int32(g.keys)), .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)),
@@ -152,11 +146,22 @@ public struct CUDABackend: AttentionBackend, Sendable {
 
     // MARK: Helpers
 
+    /// The forward kernel for head dimension `dim` and its grid: tensor cores take 64 query rows per block of
+    /// 4 warps, the SIMT kernel one row per warp.
+    func forwardKernel(queries: Int, heads: Int, batch: Int, dim: Int) throws -> (OpaquePointer?, (Int, Int, Int)) {
+        let tensorCores = usesTensorCores(headDim: dim)
+        let kernel = tensorCores
+            ? try device.kernel("attention_forward_mma_d\(dim)", source: Self.tensorCoreSource)
+            : try device.kernel("attention_forward", source: Self.source)
+        let rowsPerBlock = tensorCores ? 64 : warps
+        return (kernel, ((queries + rowsPerBlock - 1) / rowsPerBlock, heads, batch))
+    }
+
     private func bf16(_ tensor: Tensor) throws -> DeviceBuffer {
         try DeviceBuffer.upload(device, tensor.scalars.map(BFloat16.bits))
     }
 
-    private func maskArguments(_ mask: AttentionMask) -> [CUDADevice.Argument] {
+    func maskArguments(_ mask: AttentionMask) -> [CUDADevice.Argument] {
         switch mask.kind {
         case .causal: return [.int(0), .int(0)]
         case .full: return [.int(1), .int(0)]
@@ -165,7 +170,7 @@ public struct CUDABackend: AttentionBackend, Sendable {
     }
 
     /// Global positions and document ids of the query and key rows, as int32 device arrays.
-    private struct TokenBuffers {
+    struct TokenBuffers {
         let buffers: [DeviceBuffer]
         init(_ device: CUDADevice, _ mask: AttentionMask, _ queries: [Int], _ keys: [Int]) throws {
             buffers = [try .upload(device, queries.map { Int32($0) }), try .upload(device, keys.map { Int32($0) }),
