@@ -28,12 +28,14 @@ let package = Package(
             dependencies: ["DistFlashAttn"],
             resources: [.embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu")]
         ),
+        // LLaMA-style model with explicit backward, checkpointing strategies, optimizer, data, trainer.
+        .target(name: "DistFlashTrain", dependencies: ["DistFlashAttn", "DistFlashAttnCPU"]),
         // Naive float64 attention: the independent reference for tests and `--check`.
         .target(name: "DistFlashAttnReference", dependencies: ["DistFlashAttn"]),
         .executableTarget(
             name: "distflash",
             dependencies: [
-                "DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference",
+                "DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference", "DistFlashTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -46,6 +48,10 @@ let package = Package(
         .testTarget(
             name: "DistFlashAttnCUDATests",
             dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference"]
+        ),
+        .testTarget(
+            name: "DistFlashTrainTests",
+            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashTrain", "DistFlashAttnReference"]
         ),
     ],
     swiftLanguageModes: [.v6]
