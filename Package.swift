@@ -26,7 +26,10 @@ let package = Package(
         .target(
             name: "DistFlashAttnCUDA",
             dependencies: ["DistFlashAttn"],
-            resources: [.embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu")]
+            resources: [
+                .embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu"),
+                .embedInCode("kernels/attention_backward_mma.cu"), .embedInCode("kernels/mma_primitives.cuh"),
+            ]
         ),
         // LLaMA-style model with explicit backward, checkpointing strategies, optimizer, data, trainer.
         .target(name: "DistFlashTrain", dependencies: ["DistFlashAttn", "DistFlashAttnCPU"]),

@@ -13,11 +13,12 @@ public struct CUDABackend: AttentionBackend, Sendable {
 
     public init(device: CUDADevice) { self.device = device }
 
-    private static let source = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
-    private static let tensorCoreSource = String(decoding: PackageResources.attention_forward_mma_cu, as: UTF8.self)
+    static let source = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
+    private static let tensorCoreSource = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
+    private static let backwardSource = KernelSource.splicing(PackageResources.attention_backward_mma_cu)
 
-    /// Whether the forward runs on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P then enters P·V
-    /// as bf16). `DISTFLASH_CUDA_KERNEL=simt` forces the SIMT reference kernels.
+    /// Whether the forward and backward run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS
+    /// and dO then enter the mma as bf16). `DISTFLASH_CUDA_KERNEL=simt` forces the SIMT reference kernels.
     public func usesTensorCores(headDim: Int) -> Bool {
         (headDim == 64 || headDim == 128) && getenv("DISTFLASH_CUDA_KERNEL").map { String(cString: $0) } != "simt"
     }
@@ -56,15 +57,16 @@ public struct CUDABackend: AttentionBackend, Sendable {
         let (q, k, v) = (try bf16(query), try bf16(key), try bf16(value))
         let o = try DeviceBuffer.upload(device, partial.output.scalars)
         let lse = try DeviceBuffer.upload(device, partial.logSumExp.scalars)
-        let (kernel, grid) = try forwardKernel(queries: g.queries, heads: g.heads, batch: g.batch, dim: g.dim)
-        try device.launch(kernel, grid: grid, block: 32 * warps,
-                          [.pointer(q.address), .pointer(k.address), .pointer(v.address)] + tokens.arguments
-                              + [.pointer(o.address), .pointer(lse.address), .int(Int32(g.queries)),
-                                 .int(Int32(g.keys)), .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)),
-                                 .float(scale)] + maskArguments(mask))
+        let launch = try forwardLaunch(queries: g.queries, keys: g.keys, heads: g.heads, batch: g.batch, dim: g.dim,
+                                       tokens: tokens)
+        try launch.run(device, [.pointer(q.address), .pointer(k.address), .pointer(v.address)] + tokens.arguments
+                           + launch.extraArguments
+                           + [.pointer(o.address), .pointer(lse.address), .int(Int32(g.queries)), .int(Int32(g.keys)),
+                              .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)]
+                           + maskArguments(mask))
         try device.synchronize()
         // Swift may release a buffer after its last use in code; the kernel uses them until the sync.
-        withExtendedLifetime((q, k, v, tokens)) {}
+        withExtendedLifetime((q, k, v, tokens, launch)) {}
         partial.output.scalars = try o.download(partial.output.count, as: Float.self, initial: 0)
         partial.logSumExp.scalars = try lse.download(partial.logSumExp.count, as: Float.self, initial: 0)
     }
@@ -121,24 +123,35 @@ public struct CUDABackend: AttentionBackend, Sendable {
         try grads.value.requireShape(key.shape, "dV")
         if g.queries == 0 || g.keys == 0 { return }
         let tokens = try TokenBuffers(device, mask, queryPositions, keyPositions)
+        let tensorCores = usesTensorCores(headDim: g.dim)
         let (q, k, v) = (try bf16(query), try bf16(key), try bf16(value))
-        let dO = try DeviceBuffer.upload(device, outputGrad.scalars)
+        // The tensor-core kernel takes dO as bf16 (an mma operand), the SIMT kernels as fp32.
+        let dO = tensorCores ? try bf16(outputGrad) : try DeviceBuffer.upload(device, outputGrad.scalars)
         let lse = try DeviceBuffer.upload(device, logSumExp.scalars), dl = try DeviceBuffer.upload(device, delta.scalars)
         let dq = try DeviceBuffer.upload(device, grads.query.scalars)
         let dk = try DeviceBuffer.upload(device, grads.key.scalars), dv = try DeviceBuffer.upload(device, grads.value.scalars)
-        let shared: [CUDADevice.Argument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address),
+        let inputs: [CUDADevice.Argument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address),
                                              .pointer(dO.address), .pointer(lse.address), .pointer(dl.address)]
             + tokens.arguments
         let sizes: [CUDADevice.Argument] = [.int(Int32(g.queries)), .int(Int32(g.keys)), .int(Int32(g.heads)),
                                             .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)] + maskArguments(mask)
-        try device.launch(try device.kernel("attention_backward_dkdv", source: Self.source),
-                          grid: ((g.keys + warps - 1) / warps, g.kvHeads, g.batch), block: 32 * warps,
-                          shared + [.pointer(dk.address), .pointer(dv.address)] + sizes)
-        try device.launch(try device.kernel("attention_backward_dq", source: Self.source),
-                          grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
-                          shared + [.pointer(dq.address)] + sizes)
+        let outputs: [CUDADevice.Argument] = [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)]
+        var bounds: [DeviceBuffer] = []
+        if tensorCores {
+            let launch = try backwardLaunch(queries: g.queries, keys: g.keys, kvHeads: g.kvHeads, batch: g.batch,
+                                            dim: g.dim, tokens: tokens)
+            try launch.run(device, inputs + launch.boundArguments + outputs + sizes)
+            bounds = launch.bounds
+        } else {
+            try device.launch(try device.kernel("attention_backward_dkdv", source: Self.source),
+                              grid: ((g.keys + warps - 1) / warps, g.kvHeads, g.batch), block: 32 * warps,
+                              inputs + [.pointer(dk.address), .pointer(dv.address)] + sizes)
+            try device.launch(try device.kernel("attention_backward_dq", source: Self.source),
+                              grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
+                              inputs + [.pointer(dq.address)] + sizes)
+        }
         try device.synchronize()
-        withExtendedLifetime((q, k, v, dO, lse, dl, tokens)) {}
+        withExtendedLifetime((q, k, v, dO, lse, dl, tokens, bounds)) {}
         grads.query.scalars = try dq.download(grads.query.count, as: Float.self, initial: 0)
         grads.key.scalars = try dk.download(grads.key.count, as: Float.self, initial: 0)
         grads.value.scalars = try dv.download(grads.value.count, as: Float.self, initial: 0)
@@ -146,15 +159,83 @@ public struct CUDABackend: AttentionBackend, Sendable {
 
     // MARK: Helpers
 
-    /// The forward kernel for head dimension `dim` and its grid: tensor cores take 64 query rows per block of
-    /// 4 warps, the SIMT kernel one row per warp.
-    func forwardKernel(queries: Int, heads: Int, batch: Int, dim: Int) throws -> (OpaquePointer?, (Int, Int, Int)) {
-        let tensorCores = usesTensorCores(headDim: dim)
-        let kernel = tensorCores
-            ? try device.kernel("attention_forward_mma_d\(dim)", source: Self.tensorCoreSource)
-            : try device.kernel("attention_forward", source: Self.source)
-        let rowsPerBlock = tensorCores ? 64 : warps
-        return (kernel, ((queries + rowsPerBlock - 1) / rowsPerBlock, heads, batch))
+    /// The forward kernel for head dimension `dim`, ready to launch. The tensor-core kernel takes 128 query rows
+    /// per block of 4 warps and needs the bounds of each key tile, computed here first; the SIMT kernel takes one
+    /// row per warp.
+    func forwardLaunch(queries: Int, keys: Int, heads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
+        -> ForwardLaunch {
+        guard usesTensorCores(headDim: dim) else {
+            return ForwardLaunch(kernel: try device.kernel("attention_forward", source: Self.source),
+                                 grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
+                                 sharedBytes: 0, keyBounds: nil)
+        }
+        // The lab's winners (lab/results): D=128 with 64-key tiles, D=64 with 128-key tiles.
+        let (rows, keyTile) = (128, dim == 128 ? 64 : 128)
+        let kernel = try device.kernel("attention_forward_mma_d\(dim)_w4_m2_n\(keyTile)", source: Self.tensorCoreSource)
+        let sharedBytes = (rows + 2 * keyTile) * (dim + 8) * 2
+        try device.allowSharedMemory(kernel, bytes: sharedBytes)
+        let tiles = (keys + keyTile - 1) / keyTile
+        let bounds = try DeviceBuffer(device, bytes: 16 * tiles)
+        try device.launch(try device.kernel("attention_tile_bounds", source: Self.tensorCoreSource),
+                          grid: ((tiles + 127) / 128, 1, 1), block: 128,
+                          [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
+                           .pointer(bounds.address)])
+        return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: 128,
+                             sharedBytes: sharedBytes, keyBounds: bounds)
+    }
+
+    /// One forward launch: the kernel, its shape, and the key-tile bounds it reads (kept alive with it).
+    struct ForwardLaunch {
+        let kernel: OpaquePointer?
+        let grid: (Int, Int, Int)
+        let block: Int
+        let sharedBytes: Int
+        let keyBounds: DeviceBuffer?
+
+        /// Arguments the tensor-core kernel takes after the token arrays.
+        var extraArguments: [CUDADevice.Argument] { keyBounds.map { [.pointer($0.address)] } ?? [] }
+
+        func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument]) throws {
+            try device.launch(kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
+        }
+    }
+
+    /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 4 warps per
+    /// 64 keys and key/value head; the bounds of each 64-row query tile and of each key tile are computed here.
+    func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
+        -> BackwardLaunch {
+        let (warps, queryTile) = (4, 64)
+        let keyTile = 16 * warps
+        let kernel = try device.kernel("attention_backward_mma_d\(dim)_w\(warps)", source: Self.backwardSource)
+        let sharedBytes = (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4
+        try device.allowSharedMemory(kernel, bytes: sharedBytes)
+        let boundsKernel = try device.kernel("attention_tile_bounds", source: Self.backwardSource)
+        var bounds: [DeviceBuffer] = []
+        for (rows, tile, position, document) in [(queries, queryTile, 0, 2), (keys, keyTile, 1, 3)] {
+            let tiles = (rows + tile - 1) / tile
+            let buffer = try DeviceBuffer(device, bytes: 16 * tiles)
+            try device.launch(boundsKernel, grid: ((tiles + 127) / 128, 1, 1), block: 128,
+                              [tokens.arguments[position], tokens.arguments[document], .int(Int32(rows)),
+                               .int(Int32(tile)), .pointer(buffer.address)])
+            bounds.append(buffer)
+        }
+        return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, kvHeads, batch), block: 32 * warps,
+                              sharedBytes: sharedBytes, bounds: bounds)
+    }
+
+    /// One tensor-core backward launch and the tile bounds it reads (query tiles, key tiles).
+    struct BackwardLaunch {
+        let kernel: OpaquePointer?
+        let grid: (Int, Int, Int)
+        let block: Int
+        let sharedBytes: Int
+        let bounds: [DeviceBuffer]
+
+        var boundArguments: [CUDADevice.Argument] { bounds.map { .pointer($0.address) } }
+
+        func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument]) throws {
+            try device.launch(kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
+        }
     }
 
     private func bf16(_ tensor: Tensor) throws -> DeviceBuffer {

@@ -69,7 +69,8 @@ public enum NaiveAttention {
     }
 
     /// dQ `[B, S, H, D]`, dK and dV `[B, S, H_kv, D]`. With `roundProbabilities`, δ comes from the output of the
-    /// rounded forward (δ = rowsum(dO ∘ O), as a flash backward computes it from the stored O).
+    /// rounded forward (δ = rowsum(dO ∘ O), as a flash backward computes it from the stored O), and P (in dV) and
+    /// dS (in dQ, dK) are rounded as a tensor-core backward rounds them.
     public static func backward<T: NaiveScalar>(_ p: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
                                                 outputGrad: Tensor, as: T.Type = T.self,
                                                 roundProbabilities: ((T) -> T)? = nil)
@@ -108,11 +109,14 @@ public enum NaiveAttention {
                     }
                     for j in 0..<S where visible(i, j) {
                         let k = (b * S + j) * Hkv * D + g * D
-                        let ds = probs[j] * (dprobs[j] - delta) * T(p.scale)
+                        // A tensor-core kernel feeds P and dS to the mma in the rounded precision.
+                        let ds = roundProbabilities?(probs[j] * (dprobs[j] - delta) * T(p.scale))
+                            ?? probs[j] * (dprobs[j] - delta) * T(p.scale)
+                        let used = roundProbabilities?(probs[j]) ?? probs[j]
                         for d in 0..<D {
                             dq[q + d] += ds * T(key.scalars[k + d])
                             dk[k + d] += ds * T(query.scalars[q + d])
-                            dv[k + d] += probs[j] * T(outputGrad.scalars[q + d])
+                            dv[k + d] += used * T(outputGrad.scalars[q + d])
                         }
                     }
                 }

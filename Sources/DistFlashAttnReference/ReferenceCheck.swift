@@ -7,7 +7,8 @@ public enum ReferenceCheck {
     public enum Precision: Sendable {
         /// Everything float32 (the CPU kernels).
         case fp32
-        /// float32, with P rounded to bf16 before P·V (tensor-core forward kernels).
+        /// float32, with P rounded to bf16 before P·V, and P, dS rounded before the backward's products
+        /// (tensor-core kernels).
         case bf16Probabilities
     }
 

@@ -85,6 +85,13 @@ public final class CUDADevice: @unchecked Sendable {
         return handle
     }
 
+    /// Lets `kernel` use `bytes` of dynamic shared memory (above the default 48 KiB a launch may take).
+    func allowSharedMemory(_ kernel: OpaquePointer?, bytes: Int) throws {
+        let maxDynamicSharedSizeBytes: Int32 = 8  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        try driver.check(driver.cuFuncSetAttribute(kernel, maxDynamicSharedSizeBytes, Int32(bytes)),
+                         "cuFuncSetAttribute(max dynamic shared memory = \(bytes) bytes)")
+    }
+
     /// A kernel argument, passed by value.
     enum Argument {
         case pointer(UInt64)

@@ -31,6 +31,7 @@ struct CUDADriver: @unchecked Sendable {
     let cuEventRecord: @convention(c) (Handle, Handle) -> Result
     let cuEventSynchronize: @convention(c) (Handle) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Result
+    let cuEventDestroy: @convention(c) (Handle) -> Result
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
 
     init() throws {
@@ -57,6 +58,7 @@ struct CUDADriver: @unchecked Sendable {
         cuEventRecord = try library.symbol("cuEventRecord")
         cuEventSynchronize = try library.symbol("cuEventSynchronize")
         cuEventElapsedTime = try library.symbol("cuEventElapsedTime")
+        cuEventDestroy = try library.symbol("cuEventDestroy_v2")
         cuGetErrorName = try library.symbol("cuGetErrorName")
     }
 

@@ -1,201 +1,259 @@
-// Tensor-core forward (FlashAttention-2 style) for D ∈ {64, 128}: a block of 4 warps takes 64 query rows (16 per
-// warp) and walks the key tiles 64 at a time; S = Q·Kᵀ and O += P·V run on mma.sync.m16n8k16 (bf16 in, fp32
-// accumulate), operands fed from shared memory by ldmatrix. Same contract as attention_forward in
-// attention_simt.cu: fold keys into the partial (o, lse), masks from global positions and document ids, tiles the
-// mask hides entirely skipped. Self-contained (inline PTX, no headers) so NVRTC needs no include path.
+// Tensor-core forward (FlashAttention-2 style) for D ∈ {64, 128}.
+//
+// A block of WARPS warps owns BM = WARPS·16·MT query rows (each warp MT m16 row tiles) and walks the key tiles BN
+// at a time: S = Q·Kᵀ and O += P·V on mma.sync.m16n8k16 (bf16 in, fp32 accumulate), operands fed from shared
+// memory by ldmatrix. K and V tiles arrive by cp.async: V of tile j loads while S of tile j computes, K of the next
+// tile while P·V of tile j computes. Each key tile is classified against the block's query rows from precomputed
+// bounds (attention_tile_bounds): hidden tiles are skipped, fully visible tiles take no mask work, only the
+// others (the diagonal, a window's edge, document borders, ragged ends) test each pair.
+//
+// Contract (same as attention_forward in attention_simt.cu): fold the keys into the partial (o, lse), where o is
+// normalised and lse its log-sum-exp; masks from global positions and document ids. Softmax runs in base 2 with
+// the scale folded in. The PTX wrappers live in mma_primitives.cuh.
 
-typedef unsigned short bf16_t;
-typedef unsigned int u32;
-#define NEG_INF __int_as_float(0xff800000)
+#include "mma_primitives.cuh"
 
-struct __align__(16) Vec16 { u32 x, y, z, w; };
-
-__device__ __forceinline__ u32 shared_address(const void *pointer) {
-    u32 address;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(address) : "l"(pointer));
-    return address;
-}
-
-__device__ __forceinline__ void ldmatrix_x4(u32 *r, const void *pointer) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(pointer)));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(u32 *r, const void *pointer) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(pointer)));
-}
-
-// c (16×8 fp32) += a (16×16 bf16, row) · b (16×8 bf16, col)
-__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as bf16x2, `low` in the low half (the element with the smaller column index).
-__device__ __forceinline__ u32 pack_bf16(float low, float high) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(high), "f"(low));
-    return r;
-}
-
-__device__ __forceinline__ bool visible(int q, int k, int qd, int kd, int kind, int window) {
-    if (qd != kd) return false;
-    if (kind == 1) return true;
-    return k <= q && (kind != 2 || k > q - window);
-}
-
-template <int D>
+template <int D, int WARPS, int MT, int BN, bool Q_IN_REGISTERS>
 __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
-                            const int *qdoc, const int *kdoc, float *o, float *lse, int Sq, int Sk, int H, int Hkv,
-                            float scale, int kind, int window) {
-    constexpr int BM = 64, BN = 64, LD = D + 8;  // padded rows: ldmatrix reads hit distinct banks
-    __shared__ __align__(16) bf16_t sK[BN * LD];
-    __shared__ __align__(16) bf16_t sV[BN * LD];
-    __shared__ int bounds[4];  // key tile: min/max position, min/max document
+                            const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
+                            int Sk, int H, int Hkv, float scale, int kind, int window) {
+    constexpr int BM = WARPS * 16 * MT, LD = D + 8;  // padded rows: ldmatrix and cp.async hit distinct banks
+    constexpr int THREADS = WARPS * 32, CHUNKS = D / 8;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    bf16_t *sQ = (bf16_t *)shared_bytes, *sK = sQ + BM * LD, *sV = sK + BN * LD;
+    __shared__ int4 query_bounds;
+    __shared__ int tile_range[2];
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
-    const int row0 = blockIdx.x * BM;
+    const int row0 = (gridDim.x - 1 - blockIdx.x) * BM;  // heaviest (latest) query tiles first under causal masks
+    const int key_tiles = (Sk + BN - 1) / BN;
+    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const bf16_t *q_base = q + ((size_t)b * Sq * H + h) * D;
+    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
 
-    // Q tile through shared memory (sK) into registers: the A fragments of this warp's 16 rows.
-    for (int idx = tid; idx < BM * D / 8; idx += blockDim.x) {
-        int r = idx / (D / 8), c = idx % (D / 8), i = row0 + r;
-        Vec16 value = {0, 0, 0, 0};
-        if (i < Sq) value = *(const Vec16 *)(q + ((size_t)(b * Sq + i) * H + h) * D + c * 8);
-        *(Vec16 *)(sK + r * LD + c * 8) = value;
+    // Q tile → shared memory (async), then the block's query bounds and the range of key tiles it must visit.
+    for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
+        int r = idx / CHUNKS, c = idx % CHUNKS, i = row0 + r;
+        cp_async16(sQ + r * LD + c * 8, q_base + (size_t)min(i, Sq - 1) * q_stride + c * 8, i < Sq);
+    }
+    cp_async_commit();
+    if (tid == 0) {
+        query_bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
+        tile_range[0] = key_tiles;
+        tile_range[1] = -1;
     }
     __syncthreads();
-    u32 qf[D / 16][4];
-    for (int kk = 0; kk < D / 16; kk++)
-        ldmatrix_x4(qf[kk], sK + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
-
-    // This thread's two rows and the running state (seeded from the partial).
-    int rows[2] = {row0 + warp * 16 + g, row0 + warp * 16 + g + 8};
-    int qp[2], qd[2];
-    float m[2], l[2], acc[D / 8][4];
-    for (int s = 0; s < 2; s++) {
-        bool valid = rows[s] < Sq;
-        qp[s] = valid ? qpos[rows[s]] : 0;
-        qd[s] = valid ? qdoc[rows[s]] : -1;
-        m[s] = valid ? lse[((size_t)b * H + h) * Sq + rows[s]] : NEG_INF;
-        l[s] = m[s] == NEG_INF ? 0.f : 1.f;
+    for (int i = row0 + tid; i < min(row0 + BM, Sq); i += THREADS) {
+        atomicMin(&query_bounds.x, qpos[i]); atomicMax(&query_bounds.y, qpos[i]);
+        atomicMin(&query_bounds.z, qdoc[i]); atomicMax(&query_bounds.w, qdoc[i]);
     }
-    for (int n = 0; n < D / 8; n++)
-        for (int e = 0; e < 4; e++) {
-            int i = rows[e >> 1], d = n * 8 + t * 2 + (e & 1);
-            acc[n][e] = i < Sq ? o[((size_t)(b * Sq + i) * H + h) * D + d] : 0.f;
+    __syncthreads();
+    const int4 qb = query_bounds;
+    for (int j = tid; j < key_tiles; j += THREADS)
+        if (classify(qb, key_bounds[j], false, kind, window) != HIDDEN) {
+            atomicMin(&tile_range[0], j);
+            atomicMax(&tile_range[1], j);
+        }
+    __syncthreads();
+    const int first = tile_range[0], last = tile_range[1];
+
+    auto load_tile = [&](bf16_t *destination, const bf16_t *base, int key0) {
+        for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
+            int r = idx / CHUNKS, c = idx % CHUNKS, j = key0 + r;
+            cp_async16(destination + r * LD + c * 8, base + (size_t)min(j, Sk - 1) * kv_stride + c * 8, j < Sk);
+        }
+        cp_async_commit();
+    };
+    auto class_of = [&](int j) {
+        return classify(qb, key_bounds[j], (j + 1) * BN > Sk, kind, window);
+    };
+    auto next_tile = [&](int j) {
+        do j++; while (j <= last && class_of(j) == HIDDEN);
+        return j;
+    };
+    if (first <= last) load_tile(sK, k_base, first * BN);
+
+    // This thread's rows (two per m16 tile) and the running state, seeded from the partial; m in base-2 units.
+    const float scale2 = scale * LOG2E;
+    int rows[MT][2], qp[MT][2], qd[MT][2];
+    float m[MT][2], l[MT][2], acc[MT][D / 8][4];
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        #pragma unroll
+        for (int s = 0; s < 2; s++) {
+            int i = row0 + (warp * MT + mt) * 16 + g + 8 * s;
+            bool valid = i < Sq;
+            rows[mt][s] = i;
+            qp[mt][s] = valid ? qpos[i] : 0;
+            qd[mt][s] = valid ? qdoc[i] : -1;
+            float start = valid ? lse[((size_t)b * H + h) * Sq + i] : NEG_INF;
+            m[mt][s] = start == NEG_INF ? NEG_INF : start * LOG2E;
+            l[mt][s] = start == NEG_INF ? 0.f : 1.f;
+            #pragma unroll
+            for (int n = 0; n < D / 8; n++)
+                #pragma unroll
+                for (int c = 0; c < 2; c++)
+                    acc[mt][n][2 * s + c] = start == NEG_INF ? 0.f : o[(size_t)(b * Sq + i) * q_stride + h * D + n * 8 + t * 2 + c];
         }
 
-    // Bounds of the block's queries, for skipping key tiles.
-    int qlo = 0x7fffffff, qhi = -0x7fffffff, dlo = 0x7fffffff, dhi = -0x7fffffff;
-    for (int i = row0; i < min(row0 + BM, Sq); i++) {
-        qlo = min(qlo, qpos[i]); qhi = max(qhi, qpos[i]);
-        dlo = min(dlo, qdoc[i]); dhi = max(dhi, qdoc[i]);
-    }
+    cp_async_wait_all();
+    __syncthreads();
+    u32 qf[Q_IN_REGISTERS ? MT : 1][Q_IN_REGISTERS ? D / 16 : 1][4];
+    if (Q_IN_REGISTERS)
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            #pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                ldmatrix_x4(qf[mt][kk], sQ + ((warp * MT + mt) * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
 
-    for (int key0 = 0; key0 < Sk; key0 += BN) {
-        __syncthreads();  // everyone is done with the previous tile
-        if (tid == 0) {
-            int klo = 0x7fffffff, khi = -0x7fffffff, elo = 0x7fffffff, ehi = -0x7fffffff;
-            for (int j = key0; j < min(key0 + BN, Sk); j++) {
-                klo = min(klo, kpos[j]); khi = max(khi, kpos[j]);
-                elo = min(elo, kdoc[j]); ehi = max(ehi, kdoc[j]);
+    for (int j = first; j <= last;) {
+        // sK holds tile j; sV is free. Fetch V_j while S_j computes.
+        const int key0 = j * BN, tile_class = class_of(j);
+        load_tile(sV, v_base, key0);
+
+        float s[MT][BN / 8][4];
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            #pragma unroll
+            for (int n = 0; n < BN / 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+        #pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            u32 qa[MT][4];
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                if (Q_IN_REGISTERS) {
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) qa[mt][e] = qf[Q_IN_REGISTERS ? mt : 0][Q_IN_REGISTERS ? kk : 0][e];
+                } else {
+                    ldmatrix_x4(qa[mt], sQ + ((warp * MT + mt) * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+                }
             }
-            bounds[0] = klo; bounds[1] = khi; bounds[2] = elo; bounds[3] = ehi;
-        }
-        __syncthreads();
-        bool none = bounds[3] < dlo || bounds[2] > dhi || (kind != 1 && bounds[0] > qhi)
-                    || (kind == 2 && bounds[1] <= qlo - window);
-        if (none) continue;
-        for (int idx = tid; idx < BN * D / 8; idx += blockDim.x) {
-            int r = idx / (D / 8), c = idx % (D / 8), j = key0 + r;
-            Vec16 kv = {0, 0, 0, 0}, vv = {0, 0, 0, 0};
-            if (j < Sk) {
-                size_t offset = ((size_t)(b * Sk + j) * Hkv + kvh) * D + c * 8;
-                kv = *(const Vec16 *)(k + offset);
-                vv = *(const Vec16 *)(v + offset);
-            }
-            *(Vec16 *)(sK + r * LD + c * 8) = kv;
-            *(Vec16 *)(sV + r * LD + c * 8) = vv;
-        }
-        __syncthreads();
-
-        // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
-        float s[BN / 8][4];
-        for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-        for (int np = 0; np < BN / 16; np++)
-            for (int kk = 0; kk < D / 16; kk++) {
+            #pragma unroll
+            for (int np = 0; np < BN / 16; np++) {
                 u32 bf[4];
                 int m8 = lane >> 3;
                 ldmatrix_x4(bf, sK + (np * 16 + (m8 >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (m8 & 1) * 8);
-                mma_bf16(s[2 * np], qf[kk], bf[0], bf[1]);
-                mma_bf16(s[2 * np + 1], qf[kk], bf[2], bf[3]);
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(s[mt][2 * np], qa[mt], bf[0], bf[1]);
+                    mma_bf16(s[mt][2 * np + 1], qa[mt], bf[2], bf[3]);
+                }
             }
+        }
 
-        // Scale, mask, online softmax (each row is shared by the 4 threads of a quad).
-        float top[2] = {m[0], m[1]};
-        for (int n = 0; n < BN / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                int r = e >> 1, j = key0 + n * 8 + t * 2 + (e & 1);
-                bool ok = rows[r] < Sq && j < Sk && visible(qp[r], kpos[j], qd[r], kdoc[j], kind, window);
-                s[n][e] = ok ? s[n][e] * scale : NEG_INF;
-                top[r] = fmaxf(top[r], s[n][e]);
+        // Scale (base 2), mask where the tile needs it, online softmax (a row is shared by the 4 threads of a quad).
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float top[2] = {m[mt][0], m[mt][1]};
+            #pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = e >> 1;
+                    float x = s[mt][n][e] * scale2;
+                    if (tile_class == PARTIAL) {
+                        int jj = key0 + n * 8 + t * 2 + (e & 1);
+                        bool ok = rows[mt][r] < Sq && jj < Sk
+                                  && visible(qp[mt][r], kpos[jj], qd[mt][r], kdoc[jj], kind, window);
+                        x = ok ? x : NEG_INF;
+                    }
+                    s[mt][n][e] = x;
+                    top[r] = fmaxf(top[r], x);
+                }
+            float sum[2] = {0.f, 0.f};
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 1));
+                top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 2));
+                float base = top[r] == NEG_INF ? 0.f : top[r];
+                float alpha = exp2_approx(m[mt][r] - base);
+                m[mt][r] = top[r];
+                top[r] = base;
+                l[mt][r] *= alpha;
+                #pragma unroll
+                for (int n = 0; n < D / 8; n++) {
+                    acc[mt][n][2 * r] *= alpha;
+                    acc[mt][n][2 * r + 1] *= alpha;
+                }
             }
-        float alpha[2], sum[2] = {0.f, 0.f};
-        for (int r = 0; r < 2; r++) {
-            top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 1));
-            top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 2));
-            float base = top[r] == NEG_INF ? 0.f : top[r];
-            alpha[r] = __expf(m[r] - base);
-            m[r] = top[r];
-            top[r] = base;
-        }
-        for (int n = 0; n < BN / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                s[n][e] = __expf(s[n][e] - top[e >> 1]);
-                sum[e >> 1] += s[n][e];
+            #pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[mt][n][e] = exp2_approx(s[mt][n][e] - top[e >> 1]);
+                    sum[e >> 1] += s[mt][n][e];
+                }
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+                sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+                l[mt][r] += sum[r];
             }
-        for (int r = 0; r < 2; r++) {
-            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
-            sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
-            l[r] = l[r] * alpha[r] + sum[r];
         }
-        for (int n = 0; n < D / 8; n++)
-            for (int e = 0; e < 4; e++) acc[n][e] *= alpha[e >> 1];
+
+        // V_j has landed and every warp is done with sK: fetch K of the next tile while P·V runs.
+        cp_async_wait_all();
+        __syncthreads();
+        const int next = next_tile(j);
+        if (next <= last) load_tile(sK, k_base, next * BN);
 
         // O += P·V: P's accumulator layout is the A layout of the next mma (two 8-key tiles per 16 keys).
+        #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            u32 pf[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                         pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            u32 pf[MT][4];
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pf[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pf[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pf[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pf[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+            #pragma unroll
             for (int dp = 0; dp < D / 16; dp++) {
                 u32 bf[4];
                 int m8 = lane >> 3;
                 ldmatrix_x4_trans(bf, sV + (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + dp * 16 + (m8 >> 1) * 8);
-                mma_bf16(acc[2 * dp], pf, bf[0], bf[1]);
-                mma_bf16(acc[2 * dp + 1], pf, bf[2], bf[3]);
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(acc[mt][2 * dp], pf[mt], bf[0], bf[1]);
+                    mma_bf16(acc[mt][2 * dp + 1], pf[mt], bf[2], bf[3]);
+                }
             }
         }
+        // K of the next tile has landed and every warp is done with sV.
+        cp_async_wait_all();
+        __syncthreads();
+        j = next;
     }
 
-    for (int r = 0; r < 2; r++) {
-        if (rows[r] >= Sq) continue;
-        float inverse = l[r] == 0.f ? 0.f : 1.f / l[r];
-        for (int n = 0; n < D / 8; n++)
-            for (int c = 0; c < 2; c++)
-                o[((size_t)(b * Sq + rows[r]) * H + h) * D + n * 8 + t * 2 + c] = acc[n][r * 2 + c] * inverse;
-        if (t == 0) lse[((size_t)b * H + h) * Sq + rows[r]] = l[r] == 0.f ? NEG_INF : m[r] + logf(l[r]);
-    }
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int i = rows[mt][r];
+            if (i >= Sq) continue;
+            float inverse = l[mt][r] == 0.f ? 0.f : 1.f / l[mt][r];
+            float *row = o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2;
+            #pragma unroll
+            for (int n = 0; n < D / 8; n++)
+                *(float2 *)(row + n * 8) = make_float2(acc[mt][n][2 * r] * inverse, acc[mt][n][2 * r + 1] * inverse);
+            if (t == 0)
+                lse[((size_t)b * H + h) * Sq + i] = l[mt][r] == 0.f ? NEG_INF : (m[mt][r] + __log2f(l[mt][r])) * LN2;
+        }
 }
 
-#define FORWARD_MMA(D)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(128) attention_forward_mma_d##D(                                 \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos, const int *qdoc,  \
-        const int *kdoc, float *o, float *lse, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,  \
-        int window) {                                                                                           \
-        forward_mma<D>(q, k, v, qpos, kpos, qdoc, kdoc, o, lse, Sq, Sk, H, Hkv, scale, kind, window);           \
+// Kernel name: attention_forward_mma_d<D>_w<WARPS>_m<MT>_n<BN>[_qr]; dynamic shared memory
+// (BM + 2·BN)·(D + 8)·2 bytes with BM = WARPS·16·MT.
+#define FORWARD_MMA(D, WARPS, MT, BN, QR, SUFFIX)                                                               \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
+        attention_forward_mma_d##D##_w##WARPS##_m##MT##_n##BN##SUFFIX(                                          \
+            const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,                \
+            const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk,     \
+            int H, int Hkv, int dim, float scale, int kind, int window) {                                       \
+        forward_mma<D, WARPS, MT, BN, QR>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv,  \
+                                          scale, kind, window);                                                 \
     }
-FORWARD_MMA(64)
-FORWARD_MMA(128)
+// The lab's winners on H100 (lab/results): 4 warps × 2 row tiles (128 rows), Q read from shared memory.
+FORWARD_MMA(64, 4, 2, 128, false, )
+FORWARD_MMA(128, 4, 2, 64, false, )

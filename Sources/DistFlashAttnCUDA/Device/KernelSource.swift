@@ -1,0 +1,12 @@
+/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh` through an `#include` line
+/// (which nvcc in the kernel lab resolves itself); NVRTC gets one self-contained text with the header spliced in.
+enum KernelSource {
+    static let headers = ["mma_primitives.cuh": String(decoding: PackageResources.mma_primitives_cuh, as: UTF8.self)]
+
+    static func splicing(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            for (name, text) in headers where line == "#include \"\(name)\"" { return text }
+            return String(line)
+        }.joined(separator: "\n")
+    }
+}

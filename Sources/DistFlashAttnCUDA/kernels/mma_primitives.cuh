@@ -1,0 +1,87 @@
+// Shared pieces of the tensor-core kernels: PTX wrappers (cp.async, ldmatrix, mma.sync bf16), the mask rule, and
+// the classification of a (query tile, key tile) pair from position/document bounds. Self-contained (no CUDA
+// headers): the backend splices it into each kernel source in place of its #include line.
+#pragma once
+
+typedef unsigned short bf16_t;
+typedef unsigned int u32;
+#define NEG_INF __int_as_float(0xff800000)
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+struct __align__(16) Vec16 { u32 x, y, z, w; };
+
+__device__ __forceinline__ u32 shared_address(const void *pointer) {
+    u32 address;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(address) : "l"(pointer));
+    return address;
+}
+
+// 16 bytes global → shared without passing through registers; `valid == false` writes zeros.
+__device__ __forceinline__ void cp_async16(void *destination, const void *source, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                 :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4(u32 *r, const void *pointer) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(pointer)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 *r, const void *pointer) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(pointer)));
+}
+
+// c (16×8 fp32) += a (16×16 bf16, row) · b (16×8 bf16, col)
+__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as bf16x2, `low` in the low half (the element with the smaller column index).
+__device__ __forceinline__ u32 pack_bf16(float low, float high) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(high), "f"(low));
+    return r;
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ bool visible(int q, int k, int qd, int kd, int kind, int window) {
+    if (qd != kd) return false;
+    if (kind == 1) return true;
+    return k <= q && (kind != 2 || k > q - window);
+}
+
+// Position and document bounds of `tile` consecutive rows: (min pos, max pos, min doc, max doc).
+extern "C" __global__ void attention_tile_bounds(const int *pos, const int *doc, int n, int tile, int4 *bounds) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t * tile >= n) return;
+    int4 b = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
+    for (int i = t * tile; i < min(n, (t + 1) * tile); i++) {
+        b.x = min(b.x, pos[i]); b.y = max(b.y, pos[i]);
+        b.z = min(b.z, doc[i]); b.w = max(b.w, doc[i]);
+    }
+    bounds[t] = b;
+}
+
+enum TileClass { HIDDEN = 0, PARTIAL = 1, VISIBLE = 2 };
+
+// How a key tile with bounds `k` relates to query rows with bounds `q`.
+__device__ __forceinline__ int classify(int4 q, int4 k, bool ragged, int kind, int window) {
+    if (k.w < q.z || k.z > q.w) return HIDDEN;
+    if (kind != 1 && k.x > q.y) return HIDDEN;
+    if (kind == 2 && k.y <= q.x - window) return HIDDEN;
+    bool one_document = q.z == q.w && k.z == k.w && q.z == k.z;
+    bool inside = kind == 1 || (k.y <= q.x && (kind != 2 || k.x > q.y - window));
+    return one_document && inside && !ragged ? VISIBLE : PARTIAL;
+}

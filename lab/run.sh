@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds a lab harness with nvcc for the card in this machine and runs it (correctness, then timings).
+# Usage: lab/run.sh forward|backward [harness arguments]; the log also goes to $OUT/<name>-lab.txt when OUT is set.
+set -euo pipefail
+cd "$(dirname "$0")"
+name=$1
+shift
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+[ "$arch" = 90 ] && arch=90a
+build=${TMPDIR:-/tmp}/distflash-lab
+mkdir -p "$build"
+nvcc -O3 -std=c++17 -lineinfo -arch=sm_$arch -o "$build/$name" "harness/${name}_harness.cu" -Xptxas -v \
+    2>"$build/$name-ptxas.txt" || { cat "$build/$name-ptxas.txt"; exit 1; }
+"$build/$name" "$@" | tee "${OUT:-$build}/$name-lab.txt"
