@@ -200,11 +200,12 @@ public struct CUDABackend: AttentionBackend, Sendable {
         }
     }
 
-    /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 4 warps per
-    /// 64 keys and key/value head; the bounds of each 64-row query tile and of each key tile are computed here.
+    /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 8 warps per
+    /// 128 keys and key/value head (the lab's winner over 4 warps: lab/results); the bounds of each 64-row query
+    /// tile and of each key tile are computed here.
     func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> BackwardLaunch {
-        let (warps, queryTile) = (4, 64)
+        let (warps, queryTile) = (8, 64)
         let keyTile = 16 * warps
         let kernel = try device.kernel("attention_backward_mma_d\(dim)_w\(warps)", source: Self.backwardSource)
         let sharedBytes = (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4
