@@ -69,80 +69,26 @@ public struct DistributedAttention: Sendable {
         return Outcome(value: grads, plan: plan, statistics: statistics)
     }
 
-    /// Runs every rank on its own thread (ranks block on each other, so they cannot share a bounded pool).
+    /// Runs every rank of `plan` on its own thread over a fresh in-process communicator.
     private func run(_ plan: Plan, _ problem: AttentionProblem, backend: (Int) -> any AttentionBackend,
                      shards: (Int) throws -> [ShardTensor: Tensor]) throws -> ([[ShardTensor: Tensor]], [RankStatistics]) {
         let communicator = InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
         let workers = try (0..<ranks).map { rank in
-            RankWorker(rank: rank, plan: plan, problem: problem, backend: backend(rank), communicator: communicator,
-                       overlap: overlap, failAt: plan.pass == .forward && failure?.rank == rank ? failure?.step : nil,
-                       own: try shards(rank))
+            UncheckedBox(RankWorker(rank: rank, plan: plan, problem: problem, backend: backend(rank),
+                                    communicator: communicator, overlap: overlap,
+                                    failAt: plan.pass == .forward && failure?.rank == rank ? failure?.step : nil,
+                                    own: try shards(rank)))
         }
-        let outcomes = RankOutcomes(ranks)
-        let done = DispatchGroup()
-        for (rank, worker) in workers.enumerated() {
-            done.enter()
-            let task = UncheckedBox(worker)
-            Thread.detachNewThread {
-                defer { done.leave() }
-                do {
-                    outcomes.set(rank, .success(try task.value.run()), task.value.statistics)
-                } catch {
-                    let failure = error as? DistFlashError ?? DistFlashError(.runtime, "rank \(rank): \(error)")
-                    communicator.abort(failure)
-                    outcomes.set(rank, .failure(failure), task.value.statistics)
-                }
-            }
+        let results = try RankThreads.run(ranks: ranks, communicator: communicator, what: "\(plan)") { rank in
+            let worker = workers[rank].value
+            return UncheckedBox((try worker.run(), worker.statistics))
         }
-        done.wait()
-        return try outcomes.collect(plan)
-    }
-}
-
-/// Per-rank results written by the rank threads.
-private final class RankOutcomes: @unchecked Sendable {
-    // Invariant: `results` and `statistics` are touched only while holding `lock`.
-    private let lock = NSLock()
-    private var results: [Result<[ShardTensor: Tensor], DistFlashError>?]
-    private var statistics: [RankStatistics]
-
-    init(_ ranks: Int) {
-        results = Array(repeating: nil, count: ranks)
-        statistics = Array(repeating: RankStatistics(), count: ranks)
-    }
-
-    func set(_ rank: Int, _ result: Result<[ShardTensor: Tensor], DistFlashError>, _ stats: RankStatistics) {
-        lock.withLock {
-            results[rank] = result
-            statistics[rank] = stats
-        }
-    }
-
-    /// The outputs, or one error that lists every rank's failure (the root cause first).
-    func collect(_ plan: Plan) throws -> ([[ShardTensor: Tensor]], [RankStatistics]) {
-        try lock.withLock {
-            let failures = results.enumerated().compactMap { rank, result -> (Int, DistFlashError)? in
-                if case .failure(let error) = result { return (rank, error) }
-                return nil
-            }
-            if !failures.isEmpty {
-                // The root cause is the failure that did not merely stop because of another rank's.
-                let root = failures.first { !$0.1.message.contains(": stopped ") } ?? failures[0]
-                let lines = failures.map { "  rank \($0.0): \($0.1.message)" }.joined(separator: "\n")
-                throw DistFlashError(.runtime, "\(plan) failed on \(failures.count) of \(results.count) ranks: "
-                    + "\(root.1.message)\n\(lines)")
-            }
-            let outputs = results.compactMap { result -> [ShardTensor: Tensor]? in
-                if case .success(let value) = result { return value }
-                return nil
-            }
-            return (outputs, statistics)
-        }
+        return (results.map(\.value.0), results.map(\.value.1))
     }
 }
 
 /// Hands a non-Sendable value to exactly one other thread. Invariant: after the hand-off only that thread uses it.
-private struct UncheckedBox<Value>: @unchecked Sendable {
+struct UncheckedBox<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
 }
