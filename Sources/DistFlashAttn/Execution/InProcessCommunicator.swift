@@ -67,7 +67,7 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
                 condition.broadcast()
                 throw error
             }
-            condition.wait(until: min(deadline, mailbox[address]?.arrival ?? deadline))
+            _ = condition.wait(until: min(deadline, mailbox[address]?.arrival ?? deadline))
         }
     }
 
@@ -90,7 +90,7 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
                 condition.broadcast()
                 throw error
             }
-            condition.wait(until: deadline)
+            _ = condition.wait(until: deadline)
         }
         if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
     }
