@@ -5,11 +5,11 @@
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
-// Candidates beside the mainline's instantiations (d64_w4_m2_n128, d128_w4_m2_n64).
-FORWARD_MMA(64, 4, 1, 64, true, _qr)
-FORWARD_MMA(64, 4, 2, 64, true, _qr)
-FORWARD_MMA(128, 4, 1, 64, true, _qr)
-FORWARD_MMA(128, 4, 2, 32, false, )
+}
+#undef FORWARD_MMA
+namespace v3 {
+using namespace mainline;  // the shared primitives header was included (once) there
+#include "../forward/v3_fewer_registers.cu"
 }
 #undef FORWARD_MMA
 namespace v1 {
@@ -127,20 +127,28 @@ static double time_ms(const Candidate &c, const Problem &p, std::mt19937 &rng, i
 }
 
 int main(int argc, char **argv) {
-    bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+    std::string mode = argc > 1 ? argv[1] : "";
+    bool quick = mode == "--quick";
     using namespace mainline;
     std::vector<Candidate> candidates = {
         {"v1 d64 64x64", 64, 4, 1, 64, nullptr, (ForwardV1)v1::lab_forward_v1_d64},
         {"v1 d128 64x64", 128, 4, 1, 64, nullptr, (ForwardV1)v1::lab_forward_v1_d128},
 #define CANDIDATE(D, W, M, N, S) \
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
-        CANDIDATE(64, 4, 1, 64, _qr), CANDIDATE(64, 4, 2, 64, _qr), CANDIDATE(64, 4, 2, 128, ),
-        CANDIDATE(128, 4, 1, 64, _qr), CANDIDATE(128, 4, 2, 64, ), CANDIDATE(128, 4, 2, 32, ),
+#define CANDIDATE_V3(D, W, M, N) \
+    {"v3 d" #D " w" #W " m" #M " n" #N, D, W, M, N, (ForwardV2)v3::lab_forward_v3_d##D##_w##W##_m##M##_n##N, nullptr}
+        CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
+        CANDIDATE_V3(64, 4, 2, 128), CANDIDATE_V3(128, 4, 2, 64), CANDIDATE_V3(128, 4, 2, 48),
     };
     for (auto &c : candidates)
         if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)c.shared()));
     std::mt19937 rng(2026);
+    if (mode == "--profile") {  // one timed case per candidate, for ncu (lab/profile.sh)
+        for (auto &c : candidates)
+            if (!c.v1 && c.D == 128) time_ms(c, make_problem(1, 16384, 32, 32, 128, 0, 0), rng, 1);
+        return 0;
+    }
     int failures = 0;
     for (auto &c : candidates) {
         int D = c.D;
