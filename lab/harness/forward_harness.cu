@@ -151,6 +151,7 @@ int main(int argc, char **argv) {
     }
     int failures = 0;
     for (auto &c : candidates) {
+        if (quick && c.v1) continue;
         int D = c.D;
         failures += !check(c, make_problem(1, 1000, 6, 2, D, 0, 0), "causal S=1000 H=6/2", rng, false);
         failures += !check(c, make_problem(2, 97, 8, 1, D, 1, 0), "full B=2 S=97 H=8/1", rng, false);
@@ -163,8 +164,9 @@ int main(int argc, char **argv) {
     }
     printf("correctness: %d failures\n", failures);
     printf("\nname,mask,S,ms,tflops\n");
-    std::vector<int> sizes = quick ? std::vector<int>{8192} : std::vector<int>{4096, 8192, 16384, 32768, 65536};
+    std::vector<int> sizes = quick ? std::vector<int>{16384} : std::vector<int>{4096, 8192, 16384, 32768, 65536};
     for (auto &c : candidates)
+        if (!(quick && c.v1))
         for (int kind : {0, 1})
             for (int S : sizes) {
                 if ((c.D == 64 || c.v1) && S != 16384) continue;
