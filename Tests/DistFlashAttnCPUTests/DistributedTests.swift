@@ -78,16 +78,29 @@ struct DistributedTests {
     func timeoutInsteadOfHang() throws {
         let communicator = InProcessCommunicator(ranks: 2, timeout: 0.3)
         let start = Date()
-        #expect(throws: DistFlashError.self) { _ = try communicator.receive(from: 1, to: 0, tag: 7) }
+        #expect(throws: DistFlashError.self) {
+            _ = try communicator.exchange(Exchange(receives: [.init(from: 1, tag: 7, shapes: [[1]])]), rank: 0)
+        }
         #expect(Date().timeIntervalSince(start) < 2)
+    }
+
+    @Test("a message whose shapes differ from the posted receive fails and aborts the run")
+    func receiveShapesAreChecked() throws {
+        let communicator = InProcessCommunicator(ranks: 2, timeout: 5)
+        _ = try communicator.post(Exchange(sends: [.init(to: 1, tag: 3, payload: [Tensor(shape: [2, 3])])]), rank: 0)
+        #expect {
+            _ = try communicator.exchange(Exchange(receives: [.init(from: 0, tag: 3, shapes: [[3, 2]])]), rank: 1)
+        } throws: { "\($0)".contains("holds shapes [[2, 3]], expected [[3, 2]]") }
+        #expect(throws: DistFlashError.self) { try communicator.barrier(rank: 0) }
     }
 
     @Test("a simulated link delays messages by latency + bytes / bandwidth")
     func simulatedLink() throws {
         let communicator = InProcessCommunicator(ranks: 2, timeout: 5, link: LinkModel(name: "test", bandwidth: 4e6, latency: 0.05))
         let start = Date()
-        try communicator.send([Tensor(shape: [100_000])], from: 0, to: 1, tag: 0)  // 400 kB → 0.1 s + 0.05 s
-        _ = try communicator.receive(from: 0, to: 1, tag: 0)
+        // 400 kB → 0.1 s + 0.05 s
+        _ = try communicator.post(Exchange(sends: [.init(to: 1, tag: 0, payload: [Tensor(shape: [100_000])])]), rank: 0)
+        _ = try communicator.exchange(Exchange(receives: [.init(from: 0, tag: 0, shapes: [[100_000]])]), rank: 1)
         let elapsed = Date().timeIntervalSince(start)
         #expect(elapsed >= 0.14 && elapsed < 1, "took \(elapsed) s")
     }

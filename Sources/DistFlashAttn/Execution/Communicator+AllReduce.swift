@@ -7,17 +7,15 @@ extension Communicator {
     public func allReduceSum(_ tensors: [Tensor], rank: Int) throws -> [Tensor] {
         let (gather, scatter) = (Int.max - 1, Int.max - 2)
         guard ranks > 1 else { return tensors }
+        let shapes = tensors.map(\.shape)
         if rank != 0 {
-            try send(tensors, from: rank, to: 0, tag: gather)
-            return try receive(from: 0, to: rank, tag: scatter)
+            return try exchange(Exchange(sends: [.init(to: 0, tag: gather, payload: tensors)],
+                                         receives: [.init(from: 0, tag: scatter, shapes: shapes)]), rank: rank)[0]
         }
+        let parts = try exchange(Exchange(receives: (1..<ranks).map { .init(from: $0, tag: gather, shapes: shapes) }),
+                                 rank: 0)
         var sum = tensors
-        for peer in 1..<ranks {
-            let part = try receive(from: peer, to: 0, tag: gather)
-            guard part.map(\.shape) == sum.map(\.shape) else {
-                throw DistFlashError(.shapeMismatch, "all-reduce: rank \(peer) sent shapes \(part.map(\.shape)), "
-                    + "rank 0 holds \(sum.map(\.shape)); every rank must reduce the same tensors")
-            }
+        for part in parts {
             for i in sum.indices {
                 sum[i].scalars.withUnsafeMutableBufferPointer { total in
                     part[i].scalars.withUnsafeBufferPointer { other in
@@ -26,7 +24,7 @@ extension Communicator {
                 }
             }
         }
-        for peer in 1..<ranks { try send(sum, from: 0, to: peer, tag: scatter) }
+        _ = try exchange(Exchange(sends: (1..<ranks).map { .init(to: $0, tag: scatter, payload: sum) }), rank: 0)
         return sum
     }
 }

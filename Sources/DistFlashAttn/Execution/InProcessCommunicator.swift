@@ -27,7 +27,25 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         self.linkFree = [Date](repeating: .distantPast, count: ranks)
     }
 
-    public func send(_ payload: [Tensor], from: Int, to: Int, tag: Int) throws {
+    public func post(_ exchange: Exchange, rank: Int) throws -> Exchange.Pending {
+        for message in exchange.sends { try send(message.payload, from: rank, to: message.to, tag: message.tag) }
+        return Exchange.Pending(receives: exchange.receives)
+    }
+
+    public func wait(_ pending: Exchange.Pending, rank: Int) throws -> [[Tensor]] {
+        try pending.receives.map { expected in
+            let payload = try receive(from: expected.from, to: rank, tag: expected.tag)
+            guard payload.map(\.shape) == expected.shapes else {
+                let error = DistFlashError(.shapeMismatch, "rank \(rank): message \(expected.tag) from rank "
+                    + "\(expected.from) holds shapes \(payload.map(\.shape)), expected \(expected.shapes)")
+                abort(error)
+                throw error
+            }
+            return payload
+        }
+    }
+
+    private func send(_ payload: [Tensor], from: Int, to: Int, tag: Int) throws {
         condition.lock()
         defer { condition.unlock() }
         if let failure {
@@ -45,7 +63,7 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         condition.broadcast()
     }
 
-    public func receive(from: Int, to: Int, tag: Int) throws -> [Tensor] {
+    private func receive(from: Int, to: Int, tag: Int) throws -> [Tensor] {
         let address = Address(from: from, to: to, tag: tag)
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()

@@ -65,18 +65,27 @@ final class RankWorker {
             }
             let tags = tag..<tag + step.transfers.count
             tag = tags.upperBound
-            for (i, transfer) in step.transfers.enumerated() where transfer.from == rank {
-                let payload = try outgoing(transfer)
-                try communicator.send(payload, from: rank, to: transfer.to, tag: tags.lowerBound + i)
-                statistics.bytesSent += payload.reduce(0) { $0 + $1.count } * 4
+            var exchange = Exchange()
+            var incoming: [Plan.Transfer] = []
+            for (i, transfer) in step.transfers.enumerated() {
+                if transfer.from == rank {
+                    let payload = try outgoing(transfer)
+                    exchange.sends.append(.init(to: transfer.to, tag: tags.lowerBound + i, payload: payload))
+                    statistics.bytesSent += payload.reduce(0) { $0 + $1.count } * 4
+                } else if transfer.to == rank {
+                    exchange.receives.append(.init(from: transfer.from, tag: tags.lowerBound + i,
+                                                   shapes: transfer.payloadShapes(problem: problem)))
+                    incoming.append(transfer)
+                }
             }
-            if !overlap { try receive(step, tags: tags) }
+            let pending = try communicator.post(exchange, rank: rank)
+            if !overlap { try receive(pending, incoming) }
             for task in step.tasks where task.rank == rank {
                 let start = Date()
                 if plan.pass == .forward { try forward(task) } else { try backward(task) }
                 statistics.computeSeconds += Date().timeIntervalSince(start)
             }
-            if overlap { try receive(step, tags: tags) }
+            if overlap { try receive(pending, incoming) }
             statistics.peakExtraBytes = max(statistics.peakExtraBytes, extraBytes)
             for (key, last) in lastUse where last <= t { inputs[key] = nil }
         }
@@ -85,16 +94,17 @@ final class RankWorker {
             : [.queryGrad: own[.queryGrad]!, .keyGrad: own[.keyGrad]!, .valueGrad: own[.valueGrad]!]
     }
 
-    private func receive(_ step: Plan.Step, tags: Range<Int>) throws {
-        for (i, transfer) in step.transfers.enumerated() where transfer.to == rank {
-            let start = Date()
-            let payload = try communicator.receive(from: transfer.from, to: rank, tag: tags.lowerBound + i)
-            statistics.waitSeconds += Date().timeIntervalSince(start)
+    /// Waits for the step's messages; inputs are kept for later steps, results merged at once.
+    private func receive(_ pending: Exchange.Pending, _ transfers: [Plan.Transfer]) throws {
+        let start = Date()
+        let payloads = try communicator.wait(pending, rank: rank)
+        statistics.waitSeconds += Date().timeIntervalSince(start)
+        let merge = Date()
+        for (transfer, payload) in zip(transfers, payloads) {
             statistics.bytesReceived += payload.reduce(0) { $0 + $1.count } * 4
-            let merge = Date()
             try deliver(transfer, payload)
-            statistics.computeSeconds += Date().timeIntervalSince(merge)
         }
+        statistics.computeSeconds += Date().timeIntervalSince(merge)
     }
 
     private var extraBytes: Int {

@@ -79,6 +79,21 @@ extension Plan {
         /// dQ             B · rows · heads · D · 4
         /// dK/dV          2 · B · rows · kvHeads · D · 4
         /// ```
+        /// Shapes of the tensors the transfer carries: K, V `[B, rows, H_kv serving heads, D]`; Q `[B, rows, heads,
+        /// D]`; backward inputs Q, O, dO `[B, rows, heads, D]` + LSE `[B, heads, rows]`; a partial O + LSE; dQ; dK, dV.
+        public func payloadShapes(problem: AttentionProblem) -> [[Int]] {
+            let (b, d) = (problem.batch, problem.headDim)
+            let queryShape = [b, rows.count, heads.count, d]
+            let keyShape = [b, rows.count, problem.keyValueHeads(serving: heads).count, d]
+            let statsShape = [b, heads.count, rows.count]
+            switch content {
+            case .keyValue, .keyValueGradient: return [keyShape, keyShape]
+            case .query, .queryGradient: return [queryShape]
+            case .backwardInputs: return [queryShape, queryShape, queryShape, statsShape]
+            case .partialOutput: return [queryShape, statsShape]
+            }
+        }
+
         public func bytes(problem: AttentionProblem) -> Int {
             let input = problem.dtype == .bf16 ? 2 : 4
             let d = problem.headDim
