@@ -21,9 +21,23 @@ struct AttentionCommand: ParsableCommand {
     @Option(help: "CPU threads (default: all cores, or DISTFLASH_THREADS).") var threads: Int?
     @Option(help: "Backend: cpu or cuda (one GPU; Q, K, V as bf16).") var backend: BackendKind = .cpu
     @Option(help: "GPU ordinal for --backend cuda.") var device = 0
+    @Option(help: "With --backend cuda: P ranks on GPUs 0..<P of this process, exchanging through NCCL.")
+    var gpus: Int?
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
     enum BackendKind: String, ExpressibleByArgument { case cpu, cuda }
+
+    func validate() throws {
+        try parallel.validateFailRank(ranks: gpus ?? parallel.workers)
+        if let gpus {
+            guard backend == .cuda else { throw ValidationError("--gpus \(gpus) needs --backend cuda") }
+            guard gpus >= 1 else { throw ValidationError("--gpus \(gpus): must be ≥ 1") }
+            guard parallel.workers == 1 || parallel.workers == gpus else {
+                throw ValidationError("--gpus \(gpus) with --workers \(parallel.workers): give one of them (--gpus P "
+                    + "runs P ranks, one per GPU)")
+            }
+        }
+    }
 
     func run() throws {
         // The GPU takes Q, K, V as bf16: round them on the host too, so the reference sees the same inputs.
@@ -36,20 +50,18 @@ struct AttentionCommand: ParsableCommand {
         let result: AttentionPartial
         var gradients: AttentionGradients?
 
-        if parallel.isDistributed {
-            // Each worker's kernels get an equal share of the cores.
-            let perWorker: any AttentionBackend = gpu
-                ?? CPUBackend(workers: max(1, cpu.workers / parallel.workers), instructionSet: cpu.instructionSet)
-            let run = parallel.distributed
+        if gpus != nil || parallel.isDistributed {
+            let (run, rankBackend) = try distributedRun(cpu: cpu, gpu: gpu)
             let clock = ContinuousClock.now
-            let forward = try run.forward(problem, query: q, key: k, value: v) { _ in perWorker }
+            let forward = try run.forward(problem, query: q, key: k, value: v, backend: rankBackend)
             report.forwardSeconds = (ContinuousClock.now - clock).seconds
             result = forward.value
             report.plan = forward.plan.name
             report.ranks = forward.statistics
             if let dO {
                 let clock = ContinuousClock.now
-                let backward = try run.backward(problem, query: q, key: k, value: v, result: result, outputGrad: dO) { _ in perWorker }
+                let backward = try run.backward(problem, query: q, key: k, value: v, result: result, outputGrad: dO,
+                                                backend: rankBackend)
                 report.backwardSeconds = (ContinuousClock.now - clock).seconds
                 gradients = backward.value
                 report.ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
@@ -77,6 +89,24 @@ struct AttentionCommand: ParsableCommand {
         report.checks = checks
         report.print(json: json)
         if check && !checks.allSatisfy(\.passed) { throw ExitCode(1) }
+    }
+
+    /// The distributed run and each rank's backend: `--gpus P` puts rank r on GPU r with NCCL between them;
+    /// otherwise P workers share this process's CPU cores (or its one GPU) through in-process mailboxes.
+    private func distributedRun(cpu: CPUBackend, gpu: CUDABackend?) throws
+        -> (DistributedAttention, (Int) -> any AttentionBackend) {
+        var run = parallel.distributed
+        if let gpus {
+            let devices = try (0..<gpus).map { try CUDADevice(ordinal: $0) }
+            let backends = devices.map { CUDABackend(device: $0) }
+            run.ranks = gpus
+            run.communicator = { _, timeout in try NCCLCommunicator(devices: devices, timeout: timeout) }
+            return (run, { backends[$0] })
+        }
+        // Each worker's kernels get an equal share of the cores.
+        let perWorker: any AttentionBackend = gpu
+            ?? CPUBackend(workers: max(1, cpu.workers / parallel.workers), instructionSet: cpu.instructionSet)
+        return (run, { _ in perWorker })
     }
 
     /// Inputs from `--inputs` (shapes taken from the files) or random from `--seed`; rounded to bf16 if asked.

@@ -32,8 +32,12 @@ struct ParallelOptions: ParsableArguments {
         }
         guard linkLatency >= 0 else { throw ValidationError("--link-latency \(linkLatency): must be ≥ 0 s") }
         guard timeout > 0 else { throw ValidationError("--timeout \(timeout): must be > 0 s") }
-        if let rank = failRank, !(0..<workers).contains(rank) {
-            throw ValidationError("--fail-rank \(rank): must be a worker index in 0..<\(workers)")
+    }
+
+    /// `--fail-rank` must name one of the run's `ranks` (the workers, or the GPUs with `--gpus`).
+    func validateFailRank(ranks: Int) throws {
+        if let rank = failRank, !(0..<ranks).contains(rank) {
+            throw ValidationError("--fail-rank \(rank): must be a rank index in 0..<\(ranks)")
         }
     }
 

@@ -38,10 +38,11 @@ public struct Exchange: Sendable {
         public init(from: Int, tag: Int, shapes: [[Int]]) { (self.from, self.tag, self.shapes) = (from, tag, shapes) }
     }
 
-    /// A posted group: what `wait` must deliver.
+    /// A posted group: what `wait` must deliver, and the communicator's handle on it.
     public struct Pending: Sendable {
         public let receives: [Receive]
-        public init(receives: [Receive]) { self.receives = receives }
+        public let token: Int
+        public init(receives: [Receive], token: Int = 0) { (self.receives, self.token) = (receives, token) }
     }
 
     public var sends: [Send] = []

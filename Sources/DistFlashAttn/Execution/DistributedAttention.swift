@@ -16,6 +16,8 @@ public struct DistributedAttention: Sendable {
     public var link: LinkModel?
     /// Makes `rank` fail at `step` of the forward pass (a debug aid for testing failure handling).
     public var failure: (rank: Int, step: Int)?
+    /// The communicator of one pass, given P and the timeout (nil: in-process mailboxes with `link`).
+    public var communicator: (@Sendable (Int, TimeInterval) throws -> any Communicator)?
 
     public init(plan: Plan.Kind, ranks: Int) {
         self.plan = plan
@@ -72,7 +74,8 @@ public struct DistributedAttention: Sendable {
     /// Runs every rank of `plan` on its own thread over a fresh in-process communicator.
     private func run(_ plan: Plan, _ problem: AttentionProblem, backend: (Int) -> any AttentionBackend,
                      shards: (Int) throws -> [ShardTensor: Tensor]) throws -> ([[ShardTensor: Tensor]], [RankStatistics]) {
-        let communicator = InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
+        let communicator = try self.communicator?(ranks, timeout)
+            ?? InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
         let workers = try (0..<ranks).map { rank in
             UncheckedBox(RankWorker(rank: rank, plan: plan, problem: problem, backend: backend(rank),
                                     communicator: communicator, overlap: overlap,

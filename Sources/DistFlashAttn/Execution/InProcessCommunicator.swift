@@ -113,6 +113,13 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
     }
 
+    /// Throws the run's failure, if any rank aborted it.
+    public func throwIfAborted(rank: Int) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped because \(failure.message)") }
+    }
+
     public func abort(_ error: DistFlashError) {
         condition.lock()
         if failure == nil { failure = error }

@@ -32,6 +32,9 @@ struct CUDADriver: @unchecked Sendable {
     let cuEventSynchronize: @convention(c) (Handle) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Result
     let cuEventDestroy: @convention(c) (Handle) -> Result
+    let cuEventQuery: @convention(c) (Handle) -> Result
+    let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Result
+    let cuStreamDestroy: @convention(c) (Handle) -> Result
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
 
     init() throws {
@@ -59,6 +62,9 @@ struct CUDADriver: @unchecked Sendable {
         cuEventSynchronize = try library.symbol("cuEventSynchronize")
         cuEventElapsedTime = try library.symbol("cuEventElapsedTime")
         cuEventDestroy = try library.symbol("cuEventDestroy_v2")
+        cuEventQuery = try library.symbol("cuEventQuery")
+        cuStreamCreate = try library.symbol("cuStreamCreate")
+        cuStreamDestroy = try library.symbol("cuStreamDestroy_v2")
         cuGetErrorName = try library.symbol("cuGetErrorName")
     }
 
