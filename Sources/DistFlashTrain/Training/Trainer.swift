@@ -1,0 +1,147 @@
+import DistFlashAttn
+import DistFlashAttnCPU
+import Foundation
+
+/// Sequence-parallel training of the LLaMA-style model on P ranks (threads of this process). Every rank holds a
+/// replica of the parameters and its shard of every row; the attention is the plan's, across ranks; the gradient
+/// is all-reduced. One step t:
+/// ```
+/// batch = data.batch(step: t)                         tokens, labels [B, S]: a pure function of (seed, t)
+/// rank r:  shard_r = batch[:, positions_r]            [B, n_r]  (the plan's layout)
+///          loss_r, g_r = model(shard_r; θ)            loss normalised by N = labelled tokens of the whole batch
+///          g = Σ_r g_r,  loss = Σ_r loss_r            all-reduce: the same bits on every rank
+/// g ← g · min(1, c / ‖g‖₂)                            global-norm clipping
+/// θ ← AdamW(θ, g, η(t))                               η: linear warm-up, cosine decay
+/// ```
+/// The update runs once, here, not on every rank: the ranks' replicas and their reduced gradients are identical,
+/// so P identical updates would give P identical copies of this one.
+///
+/// Everything that decides the numbers — the initial parameters, the data, the schedule — is a function of the
+/// configuration's seed and the step, so a run resumed from `checkpoint()` continues on the same trajectory.
+public struct Trainer: Sendable {
+    public let configuration: TrainingConfiguration
+    public let model: ModelConfig
+    public let training: any BatchSource
+    /// The same task from an unrelated seed stream (`TrainingConfiguration.heldOutSeed`).
+    public let heldOut: any BatchSource
+    /// Accuracy of guessing (recall: 1 / values), where the task defines one.
+    public let chanceAccuracy: Double?
+    public let schedule: LearningRateSchedule
+    public private(set) var parameters: Parameters
+    public private(set) var optimizer: AdamW
+    /// Steps taken so far; the next step trains on `training.batch(step: completedSteps)`.
+    public private(set) var completedSteps: Int
+    /// CPU threads of each rank's dense math and attention kernels.
+    public let threadsPerRank: Int
+    let group: SequenceParallelGroup
+
+    /// A fresh run, or the continuation of `checkpoint` (named `checkpointName` in errors). Throws
+    /// `invalidProblem` for a bad configuration, or when a checkpoint's trajectory settings, model or step do not
+    /// fit this run.
+    public init(_ configuration: TrainingConfiguration, resume checkpoint: TrainingCheckpoint? = nil,
+                checkpointName: String = "checkpoint") throws {
+        try configuration.validate()
+        self.configuration = configuration
+        (training, heldOut, chanceAccuracy) = try configuration.dataSources()
+        model = try ModelConfig.preset(configuration.model, vocab: training.vocabularySize)
+        schedule = try LearningRateSchedule(peak: configuration.learningRate, warmupSteps: configuration.warmupSteps,
+                                            totalSteps: configuration.steps,
+                                            minimumRatio: configuration.minimumLearningRateRatio)
+
+        let problem = try AttentionProblem(batch: configuration.batch, sequence: configuration.sequence,
+                                           heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim,
+                                           mask: configuration.attentionMask(), dtype: .fp32)
+        let threadsPerRank = max(1, (configuration.threads ?? CPUBackend.defaultWorkers) / configuration.workers)
+        self.threadsPerRank = threadsPerRank
+        group = try SequenceParallelGroup(plan: configuration.plan, ranks: configuration.workers, problem: problem,
+                                          overlap: configuration.overlap, timeout: configuration.timeout) { _ in
+            CPUBackend(workers: threadsPerRank)
+        }
+
+        let hyperparameters = AdamW.Hyperparameters(weightDecay: configuration.weightDecay)
+        guard let checkpoint else {
+            parameters = model.initialParameters(seed: configuration.seed)
+            optimizer = try AdamW(parameters: parameters, hyperparameters: hyperparameters)
+            completedSteps = 0
+            return
+        }
+        let saved = try TrainingConfiguration(trajectoryJSON: checkpoint.configuration, name: checkpointName)
+        let differences = try configuration.trajectoryDifferences(from: saved)
+        guard differences.isEmpty else {
+            throw DistFlashError(.invalidProblem, "\(checkpointName): this run's settings differ from the "
+                + "checkpoint's:\n  " + differences.joined(separator: "\n  ") + "\nA resumed run keeps every setting "
+                + "its trajectory depends on: drop those flags (the checkpoint's values are used) or start a new run")
+        }
+        try model.validate(checkpoint.parameters, "\(checkpointName) parameters")
+        guard checkpoint.step <= configuration.steps else {
+            throw DistFlashError(.invalidProblem, "\(checkpointName): step \(checkpoint.step) is past the run's "
+                + "\(configuration.steps) steps")
+        }
+        guard checkpoint.optimizer.step == checkpoint.step else {
+            throw DistFlashError(.invalidFile, "\(checkpointName): optimizer step \(checkpoint.optimizer.step) but "
+                + "training step \(checkpoint.step); every training step makes one update")
+        }
+        parameters = checkpoint.parameters
+        optimizer = try AdamW(state: checkpoint.optimizer, hyperparameters: hyperparameters)
+        completedSteps = checkpoint.step
+    }
+
+    public var isFinished: Bool { completedSteps >= configuration.steps }
+
+    /// B·S.
+    public var tokensPerStep: Int { configuration.batch * configuration.sequence }
+
+    /// One step: forward and backward on every rank, all-reduce, clip, AdamW. Throws `runtime` (parameters
+    /// unchanged) if the gradient is not finite, and `invalidProblem` once every step is taken.
+    @discardableResult
+    public mutating func step() throws -> StepReport {
+        guard !isFinished else {
+            throw DistFlashError(.invalidProblem, "the run is complete: all \(configuration.steps) steps are taken; "
+                + "raise --steps for a new run")
+        }
+        let clock = ContinuousClock.now
+        var reduced = try reducedGradients(step: completedSteps)
+        let norm = try GradientClipping.clip(&reduced.gradients, maxNorm: configuration.maxGradientNorm)
+        guard norm.isFinite else {
+            throw DistFlashError(.runtime, "step \(completedSteps + 1): the gradient norm is \(norm) (loss "
+                + "\(reduced.loss)); training diverged: lower --lr or --clip, or resume from an earlier checkpoint")
+        }
+        let rate = schedule.rate(at: completedSteps)
+        try optimizer.update(&parameters, gradients: reduced.gradients, learningRate: rate)
+        completedSteps += 1
+        let elapsed = ContinuousClock.now - clock
+        return StepReport(step: completedSteps, loss: reduced.loss,
+                          accuracy: Double(reduced.correct) / Double(reduced.labelled), labelled: reduced.labelled,
+                          gradientNorm: norm, learningRate: rate, tokens: tokensPerStep, seconds: elapsed.seconds)
+    }
+
+    /// The loss, correct predictions and all-reduced gradient of training batch `step` at the current parameters,
+    /// with the checkpoint strategy `strategy` (default: the configuration's). Nothing is updated.
+    public func reducedGradients(step: Int, strategy: CheckpointStrategy? = nil) throws -> ReducedGradients {
+        try group.reducedGradients(model: model, parameters: parameters,
+                                   batch: training.batch(step: step, size: configuration.batch),
+                                   strategy: strategy ?? configuration.checkpoint, threadsPerRank: threadsPerRank)
+    }
+
+    /// Loss and accuracy over `configuration.evaluationBatches` held-out batches (always the same ones, so
+    /// evaluations are comparable across steps and runs). Forward only.
+    public func evaluate() throws -> Evaluation {
+        let clock = ContinuousClock.now
+        let batches = (0..<configuration.evaluationBatches).map { heldOut.batch(step: $0, size: configuration.batch) }
+        let (loss, correct, labelled) = try group.loss(model: model, parameters: parameters, batches: batches,
+                                                       threadsPerRank: threadsPerRank)
+        return Evaluation(step: completedSteps, loss: loss, accuracy: Double(correct) / Double(labelled),
+                          labelled: labelled, seconds: (ContinuousClock.now - clock).seconds)
+    }
+
+    /// Parameters, optimizer state, step and the trajectory settings: what `init(_:resume:)` continues from.
+    public func checkpoint() throws -> TrainingCheckpoint {
+        try TrainingCheckpoint(parameters: parameters, optimizer: optimizer.state, step: completedSteps,
+                               seed: configuration.seed, task: configuration.taskName,
+                               configuration: configuration.trajectoryJSON())
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

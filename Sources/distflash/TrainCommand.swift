@@ -1,0 +1,321 @@
+import ArgumentParser
+import DistFlashAttn
+import DistFlashTrain
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension CheckpointStrategy: ExpressibleByArgument {}
+
+/// `distflash train`: the LLaMA-style model trained sequence-parallel over P CPU workers.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a LLaMA-style model with its sequence split over P workers (weights replicated, gradients all-reduced).",
+        discussion: """
+            Settings the trajectory depends on (model, task, sequence, batch, mask, steps, learning-rate schedule, \
+            clipping, seed, recall shape) are stored in every checkpoint; --resume continues with them, so a flag \
+            given with --resume must agree with the checkpoint. Workers, plan, checkpointing and threads may change.
+            Ctrl-C finishes the current step, saves (--save, all or nothing) and exits with status 130.
+            """
+    )
+
+    // Trajectory: optional, so a resumed run can tell what was given from what was not.
+    @Option(help: "Model preset: \(ModelConfig.presetNames.joined(separator: ", ")) (default tiny).") var preset: String?
+    @Option(help: "Task: recall (synthetic associative recall) or text=FILE (bytes of a text file).") var task: String?
+    @Option(help: "Sequence length S (default 1024).") var seq: Int?
+    @Option(help: "Rows per step B (default 8).") var batch: Int?
+    @Option(help: "Attention mask: causal, or window=W for a short-context contrast (default causal).") var mask: String?
+    @Option(help: "Optimizer steps (default 300).") var steps: Int?
+    @Option(help: "Peak learning rate (default 3e-3).") var lr: Float?
+    @Option(help: "Warm-up steps (default 10 % of --steps).") var warmup: Int?
+    @Option(name: .customLong("min-lr-ratio"), help: "Cosine decay floor as a fraction of --lr (default 0.1).")
+    var minLRRatio: Float?
+    @Option(name: .customLong("weight-decay"), help: "AdamW weight decay (default 0.1).") var weightDecay: Float?
+    @Option(help: "Gradient clipping: max global norm (default 1).") var clip: Float?
+    @Option(help: "Seed of the initial parameters and the data (default 0).") var seed: UInt64?
+    @Option(help: "Recall: key-value pairs per row (default min(32, S/16)).") var pairs: Int?
+    @Option(help: "Recall: pairs asked again per row (default all).") var queries: Int?
+    @Option(help: "Recall: least query-to-answer distance (default S/2).") var distance: Int?
+    @Option(help: "Recall: distinct key tokens (default 8).") var keys: Int?
+    @Option(help: "Recall: distinct value tokens; chance accuracy is 1/values (default 64).") var values: Int?
+
+    // Execution.
+    @Option(help: "CPU workers P (sequence-parallel ranks; default 1).") var workers: Int?
+    @Option(help: "Plan: \(Plan.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (default distflash).")
+    var plan: Plan.Kind?
+    @Option(help: "Activation checkpointing: none, layer or remat (default remat).") var checkpoint: CheckpointStrategy?
+    @Option(help: "CPU threads in all, shared by the workers (default all cores, or DISTFLASH_THREADS).") var threads: Int?
+    @Flag(name: .customLong("no-overlap"), help: "Finish each step's communication before computing.") var noOverlap = false
+    @Option(help: "Seconds a worker may wait for another before the step fails (default 120).") var timeout: Double?
+    @Option(name: .customLong("eval-every"), help: "Held-out evaluation every N steps; 0 = only at the end (default 25).")
+    var evalEvery: Int?
+    @Option(name: .customLong("eval-batches"), help: "Held-out batches per evaluation (default 4).") var evalBatches: Int?
+
+    // Files and output.
+    @Option(help: "Write a checkpoint (safetensors) here at the end, on Ctrl-C and with --save-every.") var save: String?
+    @Option(name: .customLong("save-every"), help: "Also checkpoint every N steps (needs --save).") var saveEvery: Int?
+    @Option(help: "Continue from this checkpoint (same trajectory as an uninterrupted run).") var resume: String?
+    @Option(help: "Write the loss / held-out accuracy curve as SVG here (updated at every evaluation).") var curve: String?
+    @Flag(help: "Print one JSON object per step, then a summary object (JSON lines).") var json = false
+
+    func validate() throws {
+        if let saveEvery {
+            guard saveEvery >= 1 else { throw ValidationError("--save-every \(saveEvery): must be ≥ 1 steps") }
+            guard save != nil else { throw ValidationError("--save-every \(saveEvery): give --save FILE too") }
+        }
+    }
+
+    func run() throws {
+        var checkpointFile: TrainingCheckpoint?
+        var configuration = TrainingConfiguration()
+        if let resume {
+            let file = try TrainingCheckpoint(contentsOf: URL(fileURLWithPath: resume))
+            configuration = try TrainingConfiguration(trajectoryJSON: file.configuration, name: resume)
+            checkpointFile = file
+        }
+        apply(to: &configuration)
+
+        var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: resume ?? "checkpoint")
+        var output = TrainingOutput(trainer: trainer, json: json)
+        InterruptRequest.install(notice: "Ctrl-C: finishing this step, then "
+            + (save.map { "saving \($0)" } ?? "stopping (no --save: nothing will be saved)")
+            + "; press Ctrl-C again to quit at once")
+        output.start()
+
+        if trainer.completedSteps == 0 && configuration.evaluationInterval > 0 {
+            output.record(evaluation: try trainer.evaluate())
+        }
+        while !trainer.isFinished && !InterruptRequest.isRequested {
+            let report = try trainer.step()
+            let interval = configuration.evaluationInterval
+            let evaluation = trainer.isFinished || (interval > 0 && report.step % interval == 0)
+                ? try trainer.evaluate() : nil
+            output.record(step: report, evaluation: evaluation)
+            if let save, let saveEvery, report.step % saveEvery == 0, !trainer.isFinished {
+                try trainer.checkpoint().write(to: URL(fileURLWithPath: save))
+            }
+            if evaluation != nil { try writeCurve(output) }
+        }
+
+        if let save { try trainer.checkpoint().write(to: URL(fileURLWithPath: save)) }
+        try writeCurve(output)
+        let interrupted = !trainer.isFinished
+        output.finish(trainer: trainer, saved: save, curve: curve, interrupted: interrupted)
+        if interrupted {
+            let resumeHint = save.map { ": saved \($0); continue with the same command and --resume \($0)" }
+                ?? ": nothing saved (no --save)"
+            FileHandle.standardError.write(Data(("interrupted after step \(trainer.completedSteps) of "
+                + "\(configuration.steps)" + resumeHint + "\n").utf8))
+            throw ExitCode(130)
+        }
+    }
+
+    /// The flags that were given, over `configuration` (the defaults, or a checkpoint's settings).
+    private func apply(to configuration: inout TrainingConfiguration) {
+        if let preset { configuration.model = preset }
+        if let task { configuration.task = task }
+        if let seq { configuration.sequence = seq }
+        if let batch { configuration.batch = batch }
+        if let mask { configuration.mask = mask }
+        if let steps {
+            configuration.steps = steps
+            // A fresh run's warm-up follows its length unless given; a resumed one keeps its own.
+            if resume == nil { configuration.warmupSteps = steps / 10 }
+        }
+        if let warmup { configuration.warmupSteps = warmup }
+        if let lr { configuration.learningRate = lr }
+        if let minLRRatio { configuration.minimumLearningRateRatio = minLRRatio }
+        if let weightDecay { configuration.weightDecay = weightDecay }
+        if let clip { configuration.maxGradientNorm = clip }
+        if let seed { configuration.seed = seed }
+        if let pairs { configuration.recall.pairs = pairs }
+        if let queries { configuration.recall.queries = queries }
+        if let distance { configuration.recall.minimumDistance = distance }
+        if let keys { configuration.recall.keyCount = keys }
+        if let values { configuration.recall.valueCount = values }
+        if let workers { configuration.workers = workers }
+        if let plan { configuration.plan = plan }
+        if let checkpoint { configuration.checkpoint = checkpoint }
+        configuration.threads = threads
+        configuration.overlap = !noOverlap
+        if let timeout { configuration.timeout = timeout }
+        if let evalEvery { configuration.evaluationInterval = evalEvery }
+        if let evalBatches { configuration.evaluationBatches = evalBatches }
+    }
+
+    private func writeCurve(_ output: TrainingOutput) throws {
+        guard let curve else { return }
+        try CurveSVG.write(output.curvePoints, title: output.title, chanceAccuracy: output.chanceAccuracy,
+                           to: URL(fileURLWithPath: curve))
+    }
+}
+
+/// The run as the user sees it: a live progress line (or JSON lines), the permanent lines at evaluations, the
+/// curve's points and the final summary.
+struct TrainingOutput {
+    let json: Bool
+    let title: String
+    let header: String
+    let chanceAccuracy: Double?
+    let totalSteps: Int
+    let firstStep: Int
+    /// Whether standard error is a terminal (only then the progress line is redrawn in place).
+    let live = isatty(STDERR_FILENO) == 1
+    private let clock = ContinuousClock.now
+    private var trainingSeconds = 0.0, tokens = 0
+    private var lastStep: StepReport?
+    private var lastEvaluation: Evaluation?
+    /// By parameter version k (updates applied): the training loss measured at θ_k (reported by step k + 1) and
+    /// the held-out accuracy at θ_k.
+    private var losses: [Int: Double] = [:], accuracies: [Int: Double] = [:]
+
+    init(trainer: Trainer, json: Bool) {
+        let c = trainer.configuration
+        self.json = json
+        chanceAccuracy = trainer.chanceAccuracy
+        totalSteps = c.steps
+        firstStep = trainer.completedSteps
+        let parallel = c.workers == 1 ? "1 worker" : "\(c.workers) workers (\(c.plan.rawValue))"
+        title = "\(c.model) on \(c.taskName), S = \(c.sequence), \(c.mask) mask, \(parallel)"
+        header = "training \(c.model) (\(trainer.model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask) · "
+            + "\(parallel), \(trainer.threadsPerRank) thread\(trainer.threadsPerRank == 1 ? "" : "s") each, "
+            + "checkpoint \(c.checkpoint) · steps \(trainer.completedSteps)→\(c.steps), lr \(c.learningRate) "
+            + "(warm-up \(c.warmupSteps), cosine to ×\(c.minimumLearningRateRatio)), clip \(c.maxGradientNorm), "
+            + "seed \(c.seed)" + (trainer.chanceAccuracy.map { " · chance accuracy \(Self.percent($0))" } ?? "")
+    }
+
+    var curvePoints: [CurvePoint] {
+        Set(losses.keys).union(accuracies.keys).sorted().map {
+            CurvePoint(step: $0, loss: losses[$0] ?? .nan, accuracy: accuracies[$0])
+        }
+    }
+
+    func start() {
+        if !json { Self.write(header) }
+    }
+
+    mutating func record(evaluation: Evaluation) {
+        accuracies[evaluation.step] = evaluation.accuracy
+        lastEvaluation = evaluation
+        if json {
+            emit(["event": "evaluation", "step": evaluation.step, "held_out_loss": evaluation.loss,
+                  "held_out_accuracy": evaluation.accuracy, "seconds": evaluation.seconds])
+        } else {
+            permanent("step \(evaluation.step)/\(totalSteps)  held-out loss \(Self.fixed(evaluation.loss)), accuracy "
+                + Self.percent(evaluation.accuracy) + " (\(evaluation.labelled) answers)")
+        }
+    }
+
+    mutating func record(step report: StepReport, evaluation: Evaluation?) {
+        losses[report.step - 1] = report.loss
+        trainingSeconds += report.seconds
+        tokens += report.tokens
+        lastStep = report
+        if let evaluation {
+            accuracies[evaluation.step] = evaluation.accuracy
+            lastEvaluation = evaluation
+        }
+        if json {
+            var object: [String: Any] = [
+                "event": "step", "step": report.step, "loss": report.loss, "accuracy": report.accuracy,
+                "grad_norm": Double(report.gradientNorm), "lr": Double(report.learningRate),
+                "tokens_per_s": report.tokensPerSecond, "step_ms": report.seconds * 1000, "eta_s": eta,
+            ]
+            if let evaluation {
+                object["held_out_loss"] = evaluation.loss
+                object["held_out_accuracy"] = evaluation.accuracy
+            }
+            emit(object)
+            return
+        }
+        let line = progress(report)
+        if evaluation != nil {
+            permanent(line)
+        } else if live {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+        }
+    }
+
+    func finish(trainer: Trainer, saved: String?, curve: String?, interrupted: Bool) {
+        let elapsed = (ContinuousClock.now - clock)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        if json {
+            var object: [String: Any] = [
+                "event": "summary", "steps": trainer.completedSteps, "total_steps": totalSteps,
+                "interrupted": interrupted, "seconds": seconds, "training_seconds": trainingSeconds,
+                "tokens_per_s": trainingSeconds > 0 ? Double(tokens) / trainingSeconds : 0,
+                "parameters": trainer.model.parameterCount, "workers": trainer.configuration.workers,
+                "plan": trainer.configuration.plan.rawValue, "sequence": trainer.configuration.sequence,
+                "checkpoint": trainer.configuration.checkpoint.rawValue,
+            ]
+            if let lastStep { object["final_loss"] = lastStep.loss; object["final_accuracy"] = lastStep.accuracy }
+            if let lastEvaluation {
+                object["held_out_loss"] = lastEvaluation.loss
+                object["held_out_accuracy"] = lastEvaluation.accuracy
+            }
+            if let chanceAccuracy { object["chance_accuracy"] = chanceAccuracy }
+            if let saved { object["saved"] = saved }
+            if let curve { object["curve"] = curve }
+            emit(object)
+            return
+        }
+        var summary = "\(interrupted ? "stopped" : "done") after step \(trainer.completedSteps)/\(totalSteps) in "
+            + Self.duration(seconds)
+        if let lastEvaluation {
+            summary += " · held-out accuracy \(Self.percent(lastEvaluation.accuracy)) at step \(lastEvaluation.step)"
+        }
+        if trainingSeconds > 0 { summary += " · \(Self.rate(Double(tokens) / trainingSeconds)) tokens/s" }
+        if let saved { summary += " · saved \(saved)" }
+        if let curve { summary += " · curve \(curve)" }
+        permanent(summary)
+    }
+
+    // MARK: Formatting
+
+    private var eta: Double {
+        guard let lastStep, lastStep.step > firstStep else { return 0 }
+        let elapsed = ContinuousClock.now - clock
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        return seconds / Double(lastStep.step - firstStep) * Double(totalSteps - lastStep.step)
+    }
+
+    private func progress(_ report: StepReport) -> String {
+        var line = "step \(report.step)/\(totalSteps)  loss \(Self.fixed(report.loss))  accuracy "
+            + Self.percent(report.accuracy)
+        if let lastEvaluation { line += "  held-out \(Self.percent(lastEvaluation.accuracy)) @\(lastEvaluation.step)" }
+        line += "  \(Self.rate(Double(tokens) / max(trainingSeconds, 1e-9))) tok/s  ETA \(Self.duration(eta))"
+        return line
+    }
+
+    /// A line that stays: clears the live line first.
+    private func permanent(_ line: String) {
+        if live { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        Self.write(line)
+    }
+
+    private func emit(_ object: [String: Any]) {
+        let finite = object.mapValues { value -> Any in
+            if let number = value as? Double, !number.isFinite { return NSNull() }
+            return value
+        }
+        let data = try! JSONSerialization.data(withJSONObject: finite, options: [.sortedKeys])
+        Self.write(String(decoding: data, as: UTF8.self))
+    }
+
+    /// One line on standard output, unbuffered (so a pipe sees each step as it ends).
+    static func write(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+    static func fixed(_ value: Double) -> String { String(format: "%.4f", value) }
+    static func percent(_ value: Double) -> String { String(format: "%.1f %%", value * 100) }
+    static func rate(_ value: Double) -> String {
+        value >= 1000 ? String(format: "%.1fk", value / 1000) : String(format: "%.0f", value)
+    }
+    static func duration(_ seconds: Double) -> String {
+        let total = Int(seconds.rounded())
+        return total >= 60 ? "\(total / 60)m\(String(format: "%02d", total % 60))s" : "\(total)s"
+    }
+}
