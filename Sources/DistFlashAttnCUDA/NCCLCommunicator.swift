@@ -59,6 +59,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     }
 
     public func post(_ exchange: Exchange, rank: Int) throws -> Exchange.Pending {
+        try host.throwIfAborted(rank: rank)  // never enqueue on a communicator that is being aborted
         let device = devices[rank]
         try device.makeCurrent()
         let sends = try exchange.sends.flatMap { message in
