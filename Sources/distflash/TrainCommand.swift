@@ -17,7 +17,7 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a LLaMA-style model with its sequence split over P workers (weights replicated, gradients all-reduced).",
         discussion: """
             Settings the trajectory depends on (model, task, sequence, batch, mask, steps, learning-rate schedule, \
-            clipping, seed, recall shape) are stored in every checkpoint; --resume continues with them, so a flag \
+            clipping, seed, recall shape, sequence warm-up) are stored in every checkpoint; --resume continues with them, so a flag \
             given with --resume must agree with the checkpoint. Workers, plan, checkpointing and threads may change.
             Ctrl-C finishes the current step, saves (--save, all or nothing) and exits with status 130.
             """
@@ -29,18 +29,23 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Sequence length S (default 1024).") var seq: Int?
     @Option(help: "Rows per step B (default 8).") var batch: Int?
     @Option(help: "Attention mask: causal, or window=W for a short-context contrast (default causal).") var mask: String?
-    @Option(help: "Optimizer steps (default 300).") var steps: Int?
+    @Option(help: "Optimizer steps (default 400).") var steps: Int?
     @Option(help: "Peak learning rate (default 3e-3).") var lr: Float?
-    @Option(help: "Warm-up steps (default 10 % of --steps).") var warmup: Int?
+    @Option(help: "Learning-rate warm-up steps (default 10 % of --steps).") var warmup: Int?
     @Option(name: .customLong("min-lr-ratio"), help: "Cosine decay floor as a fraction of --lr (default 0.1).")
     var minLRRatio: Float?
     @Option(name: .customLong("weight-decay"), help: "AdamW weight decay (default 0.1).") var weightDecay: Float?
     @Option(help: "Gradient clipping: max global norm (default 1).") var clip: Float?
     @Option(help: "Seed of the initial parameters and the data (default 0).") var seed: UInt64?
-    @Option(help: "Recall: key-value pairs per row (default min(32, S/16)).") var pairs: Int?
+    @Option(help: "Recall: key-value pairs per row (default 8).") var pairs: Int?
     @Option(help: "Recall: pairs asked again per row (default all).") var queries: Int?
-    @Option(help: "Recall: least query-to-answer distance (default S/2).") var distance: Int?
-    @Option(help: "Recall: distinct key tokens (default 8).") var keys: Int?
+    @Option(help: "Recall: least query-to-answer distance (default S - 2·queries - 2·pairs, the most there is).")
+    var distance: Int?
+    @Option(name: .customLong("seq-warmup"), help: ArgumentHelp(
+        "Sequence warm-up S0:STEPS[:ROWS]: the first STEPS steps on rows of S0 tokens (ROWS a step, default 32), or none.",
+        discussion: "Default 48:(half of --steps):32 when S ≥ 192, else none."))
+    var seqWarmup: String?
+    @Option(help: "Recall: distinct key tokens (default: as many as pairs).") var keys: Int?
     @Option(help: "Recall: distinct value tokens; chance accuracy is 1/values (default 64).") var values: Int?
 
     // Execution.
@@ -77,7 +82,7 @@ struct TrainCommand: ParsableCommand {
             configuration = try TrainingConfiguration(trajectoryJSON: file.configuration, name: resume)
             checkpointFile = file
         }
-        apply(to: &configuration)
+        try apply(to: &configuration)
 
         var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: resume ?? "checkpoint")
         var output = TrainingOutput(trainer: trainer, json: json)
@@ -115,7 +120,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// The flags that were given, over `configuration` (the defaults, or a checkpoint's settings).
-    private func apply(to configuration: inout TrainingConfiguration) {
+    private func apply(to configuration: inout TrainingConfiguration) throws {
         if let preset { configuration.model = preset }
         if let task { configuration.task = task }
         if let seq { configuration.sequence = seq }
@@ -134,6 +139,13 @@ struct TrainCommand: ParsableCommand {
         if let seed { configuration.seed = seed }
         if let pairs { configuration.recall.pairs = pairs }
         if let queries { configuration.recall.queries = queries }
+        if let seqWarmup {
+            configuration.sequenceWarmup = seqWarmup == "none" ? nil : try .init(parsing: seqWarmup)
+        } else if resume == nil {
+            // Long rows learn retrieval far faster after a short-row start (see SequenceWarmup).
+            configuration.sequenceWarmup = configuration.sequence >= 192 && configuration.steps >= 3
+                ? .init(sequence: 48, steps: configuration.steps / 2) : nil
+        }
         if let distance { configuration.recall.minimumDistance = distance }
         if let keys { configuration.recall.keyCount = keys }
         if let values { configuration.recall.valueCount = values }
@@ -180,8 +192,11 @@ struct TrainingOutput {
         totalSteps = c.steps
         firstStep = trainer.completedSteps
         let parallel = c.workers == 1 ? "1 worker" : "\(c.workers) workers (\(c.plan.rawValue))"
-        title = "\(c.model) on \(c.taskName), S = \(c.sequence), \(c.mask) mask, \(parallel)"
-        header = "training \(c.model) (\(trainer.model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask) · "
+        let warmup = c.sequenceWarmup.map { " (steps 1–\($0.steps) at S = \($0.sequence))" } ?? ""
+        title = "\(c.model) on \(c.taskName), S = \(c.sequence)\(warmup), \(c.mask) mask, \(parallel)"
+        header = "training \(c.model) (\(trainer.model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask)"
+            + (c.sequenceWarmup.map { " · warm-up: \($0.steps) steps of \($0.batch) rows at S=\($0.sequence)" } ?? "")
+            + " · "
             + "\(parallel), \(trainer.threadsPerRank) thread\(trainer.threadsPerRank == 1 ? "" : "s") each, "
             + "checkpoint \(c.checkpoint) · steps \(trainer.completedSteps)→\(c.steps), lr \(c.learningRate) "
             + "(warm-up \(c.warmupSteps), cosine to ×\(c.minimumLearningRateRatio)), clip \(c.maxGradientNorm), "
@@ -224,6 +239,7 @@ struct TrainingOutput {
                 "event": "step", "step": report.step, "loss": report.loss, "accuracy": report.accuracy,
                 "grad_norm": Double(report.gradientNorm), "lr": Double(report.learningRate),
                 "tokens_per_s": report.tokensPerSecond, "step_ms": report.seconds * 1000, "eta_s": eta,
+                "sequence": report.sequence,
             ]
             if let evaluation {
                 object["held_out_loss"] = evaluation.loss
@@ -284,7 +300,7 @@ struct TrainingOutput {
     }
 
     private func progress(_ report: StepReport) -> String {
-        var line = "step \(report.step)/\(totalSteps)  loss \(Self.fixed(report.loss))  accuracy "
+        var line = "step \(report.step)/\(totalSteps)  S=\(report.sequence)  loss \(Self.fixed(report.loss))  accuracy "
             + Self.percent(report.accuracy)
         if let lastEvaluation { line += "  held-out \(Self.percent(lastEvaluation.accuracy)) @\(lastEvaluation.step)" }
         line += "  \(Self.rate(Double(tokens) / max(trainingSeconds, 1e-9))) tok/s  ETA \(Self.duration(eta))"
@@ -302,7 +318,7 @@ struct TrainingOutput {
             if let number = value as? Double, !number.isFinite { return NSNull() }
             return value
         }
-        let data = try! JSONSerialization.data(withJSONObject: finite, options: [.sortedKeys])
+        let data = try! JSONSerialization.data(withJSONObject: finite, options: [.sortedKeys, .withoutEscapingSlashes])
         Self.write(String(decoding: data, as: UTF8.self))
     }
 

@@ -28,7 +28,7 @@ struct TrainingConfigurationTests {
         BadSetting(["--steps", "0"]) { $0.steps = 0 },
         BadSetting(["--lr", "-0.1"]) { $0.learningRate = -0.1 },
         BadSetting(["--lr", "nan"]) { $0.learningRate = .nan },
-        BadSetting(["--warmup", "301", "300"]) { $0.warmupSteps = 301 },
+        BadSetting(["--warmup", "401", "400"]) { $0.warmupSteps = 401 },
         BadSetting(["--min-lr-ratio", "1.5"]) { $0.minimumLearningRateRatio = 1.5 },
         BadSetting(["--weight-decay", "-1"]) { $0.weightDecay = -1 },
         BadSetting(["--clip", "0"]) { $0.maxGradientNorm = 0 },
@@ -40,6 +40,11 @@ struct TrainingConfigurationTests {
         BadSetting(["--eval-batches", "0"]) { $0.evaluationBatches = 0 },
         BadSetting(["--distance", "2000"]) { $0.recall.minimumDistance = 2000 },
         BadSetting(["queries", "--queries", "40"]) { $0.recall.queries = 40 },
+        BadSetting(["key count", "--keys", "4"]) { $0.recall.keyCount = 4 },
+        BadSetting(["--seq-warmup", "2000:10:32", "S = 1024"]) { $0.sequenceWarmup = .init(sequence: 2000, steps: 10) },
+        BadSetting(["--seq-warmup", "48:400:32", "steps (400)"]) { $0.sequenceWarmup = .init(sequence: 48, steps: 400) },
+        BadSetting(["--seq-warmup", "48:10:0"]) { $0.sequenceWarmup = .init(sequence: 48, steps: 10, batch: 0) },
+        BadSetting(["--seq-warmup", "20:10:32", "too short"]) { $0.sequenceWarmup = .init(sequence: 20, steps: 10) },
     ]
 
     @Test(arguments: badSettings)
@@ -78,7 +83,9 @@ struct TrainingConfigurationTests {
         let decoded = try TrainingConfiguration(trajectoryJSON: text, name: "x")
         #expect(try decoded.trajectoryDifferences(from: configuration).isEmpty)
         #expect(decoded.learningRate == 1.7e-3 && decoded.seed == .max && decoded.sequence == 777)
-        #expect(decoded.recall.pairs == 32 && decoded.recall.queries == 32 && decoded.recall.minimumDistance == 388)
+        #expect(decoded.recall.pairs == 8 && decoded.recall.queries == 8 && decoded.recall.keyCount == 8)
+        #expect(decoded.recall.minimumDistance == 777 - 2 * 8 - 2 * 8)
+        #expect(decoded.sequenceWarmup == nil)
         #expect(decoded.workers == 1 && decoded.plan == .distflash && decoded.checkpoint == .remat)
         #expect(!text.contains("workers"))
 
@@ -86,9 +93,25 @@ struct TrainingConfigurationTests {
         (other.steps, other.recall.pairs) = (301, 5)
         let differences = try other.trajectoryDifferences(from: decoded)
         #expect(differences.count == 2, "\(differences)")
-        #expect(differences.contains { $0.contains("--steps") && $0.contains("301") && $0.contains("300") })
-        #expect(differences.contains { $0.contains("recall.pairs") && $0.contains("5") && $0.contains("32") })
+        #expect(differences.contains { $0.contains("--steps") && $0.contains("301") && $0.contains("400") })
+        #expect(differences.contains { $0.contains("recall.pairs") && $0.contains("5") && $0.contains("8") })
+
+        other = decoded
+        other.sequenceWarmup = .init(sequence: 48, steps: 100)
+        let warmupDifferences = try other.trajectoryDifferences(from: decoded)
+        #expect(warmupDifferences.count == 3 && warmupDifferences.allSatisfy { $0.contains("--seq-warmup") },
+                "\(warmupDifferences)")
+        #expect(try TrainingConfiguration(trajectoryJSON: other.trajectoryJSON(), name: "z").sequenceWarmup
+                == other.sequenceWarmup)
 
         #expect(throws: DistFlashError.self) { try TrainingConfiguration(trajectoryJSON: "{\"model\": 3}", name: "y") }
+    }
+
+    @Test func sequenceWarmupParses() throws {
+        #expect(try TrainingConfiguration.SequenceWarmup(parsing: "48:200") == .init(sequence: 48, steps: 200, batch: 32))
+        #expect(try TrainingConfiguration.SequenceWarmup(parsing: "64:10:8") == .init(sequence: 64, steps: 10, batch: 8))
+        for bad in ["48", "48:x", "48:1:2:3", ""] {
+            #expect(throws: DistFlashError.self, "\(bad)") { try TrainingConfiguration.SequenceWarmup(parsing: bad) }
+        }
     }
 }

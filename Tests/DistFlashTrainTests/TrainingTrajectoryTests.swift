@@ -47,10 +47,13 @@ struct TrainingTrajectoryTests {
 
     /// Stop after 4 steps, write the checkpoint, read it back, continue: the same losses, parameters and optimizer
     /// state, bit for bit, as 8 steps without stopping.
-    @Test(arguments: [(1, Plan.Kind.distflash), (4, .distflash), (3, .zigzag)])
-    func resumeReproducesTheTrajectory(workers: Int, plan: Plan.Kind) throws {
+    /// The third case crosses a sequence warm-up's end (steps 1–3 on rows of 40 tokens, then 61) after the
+    /// resume.
+    @Test(arguments: [(1, Plan.Kind.distflash, false), (4, .distflash, false), (3, .zigzag, true)])
+    func resumeReproducesTheTrajectory(workers: Int, plan: Plan.Kind, warmup: Bool) throws {
         let seed = UInt64.random(in: 0...UInt64.max)
-        let configuration = smallRun(workers: workers, plan: plan, steps: 8, seed: seed)
+        var configuration = smallRun(workers: workers, plan: plan, steps: 8, seed: seed)
+        if warmup { configuration.sequenceWarmup = .init(sequence: 40, steps: 5, batch: 3) }
         var straight = try Trainer(configuration)
         let expected = try (0..<8).map { _ in try straight.step().loss }
 
@@ -98,6 +101,20 @@ struct TrainingTrajectoryTests {
         }
     }
 
+    /// During a sequence warm-up the steps train on the short rows (their own rows per step), then on the full ones.
+    @Test func sequenceWarmupTrainsShortRowsFirst() throws {
+        var configuration = smallRun(steps: 4, seed: 11)
+        configuration.sequenceWarmup = .init(sequence: 40, steps: 2, batch: 3)
+        var trainer = try Trainer(configuration)
+        let reports = try (0..<4).map { _ in try trainer.step() }
+        #expect(reports.map(\.sequence) == [40, 40, 61, 61])
+        #expect(reports.map(\.tokens) == [120, 120, 122, 122])
+        #expect(reports.map(\.labelled) == [3 * 8, 3 * 8, 2 * 8, 2 * 8])
+        let short = try #require(trainer.warmupTraining)
+        #expect(short.sequenceLength == 40 && trainer.training.sequenceLength == 61)
+        #expect(trainer.heldOut.sequenceLength == 61)
+    }
+
     /// Held-out batches come from another seed stream than the training batches, and an evaluation reads the same
     /// batches every time.
     @Test func heldOutDataIsNotTrainingData() throws {
@@ -105,7 +122,7 @@ struct TrainingTrajectoryTests {
         let training = (0..<50).map { trainer.training.batch(step: $0, size: 2).tokens }
         #expect(!training.contains(trainer.heldOut.batch(step: 0, size: 2).tokens))
         let (a, b) = (try trainer.evaluate(), try trainer.evaluate())
-        #expect(a.loss == b.loss && a.accuracy == b.accuracy && a.labelled == 2 * 3)
+        #expect(a.loss == b.loss && a.accuracy == b.accuracy && a.labelled == 2 * 8)
         let chance = try #require(trainer.chanceAccuracy)
         #expect(abs(chance - 1.0 / 64) < 1e-12)
     }

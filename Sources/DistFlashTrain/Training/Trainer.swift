@@ -21,7 +21,10 @@ import Foundation
 public struct Trainer: Sendable {
     public let configuration: TrainingConfiguration
     public let model: ModelConfig
+    /// Rows of the full length S.
     public let training: any BatchSource
+    /// Rows of the sequence warm-up's length, for its first steps (nil without warm-up).
+    public let warmupTraining: (any BatchSource)?
     /// The same task from an unrelated seed stream (`TrainingConfiguration.heldOutSeed`).
     public let heldOut: any BatchSource
     /// Accuracy of guessing (recall: 1 / values), where the task defines one.
@@ -33,7 +36,9 @@ public struct Trainer: Sendable {
     public private(set) var completedSteps: Int
     /// CPU threads of each rank's dense math and attention kernels.
     public let threadsPerRank: Int
+    /// The ranks at the full length, and at the warm-up's length.
     let group: SequenceParallelGroup
+    let warmupGroup: SequenceParallelGroup?
 
     /// A fresh run, or the continuation of `checkpoint` (named `checkpointName` in errors). Throws
     /// `invalidProblem` for a bad configuration, or when a checkpoint's trajectory settings, model or step do not
@@ -42,21 +47,25 @@ public struct Trainer: Sendable {
                 checkpointName: String = "checkpoint") throws {
         try configuration.validate()
         self.configuration = configuration
-        (training, heldOut, chanceAccuracy) = try configuration.dataSources()
+        (training, warmupTraining, heldOut, chanceAccuracy) = try configuration.dataSources()
         model = try ModelConfig.preset(configuration.model, vocab: training.vocabularySize)
         schedule = try LearningRateSchedule(peak: configuration.learningRate, warmupSteps: configuration.warmupSteps,
                                             totalSteps: configuration.steps,
                                             minimumRatio: configuration.minimumLearningRateRatio)
 
-        let problem = try AttentionProblem(batch: configuration.batch, sequence: configuration.sequence,
-                                           heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim,
-                                           mask: configuration.attentionMask(), dtype: .fp32)
         let threadsPerRank = max(1, (configuration.threads ?? CPUBackend.defaultWorkers) / configuration.workers)
         self.threadsPerRank = threadsPerRank
-        group = try SequenceParallelGroup(plan: configuration.plan, ranks: configuration.workers, problem: problem,
-                                          overlap: configuration.overlap, timeout: configuration.timeout) { _ in
-            CPUBackend(workers: threadsPerRank)
+        let (model, mask) = (model, try configuration.attentionMask())
+        func makeGroup(batch: Int, sequence: Int) throws -> SequenceParallelGroup {
+            let problem = try AttentionProblem(batch: batch, sequence: sequence, heads: model.heads,
+                                               kvHeads: model.kvHeads, headDim: model.headDim, mask: mask, dtype: .fp32)
+            return try SequenceParallelGroup(plan: configuration.plan, ranks: configuration.workers, problem: problem,
+                                             overlap: configuration.overlap, timeout: configuration.timeout) { _ in
+                CPUBackend(workers: threadsPerRank)
+            }
         }
+        group = try makeGroup(batch: configuration.batch, sequence: configuration.sequence)
+        warmupGroup = try configuration.sequenceWarmup.map { try makeGroup(batch: $0.batch, sequence: $0.sequence) }
 
         let hyperparameters = AdamW.Hyperparameters(weightDecay: configuration.weightDecay)
         guard let checkpoint else {
@@ -88,8 +97,14 @@ public struct Trainer: Sendable {
 
     public var isFinished: Bool { completedSteps >= configuration.steps }
 
-    /// B·S.
-    public var tokensPerStep: Int { configuration.batch * configuration.sequence }
+    /// Whether step `step` (0-based) trains on the warm-up's short rows.
+    public func isWarmup(step: Int) -> Bool { step < (configuration.sequenceWarmup?.steps ?? 0) }
+
+    /// Rows and their length at step `step` (0-based): the warm-up's, or B and S.
+    public func shape(step: Int) -> (batch: Int, sequence: Int) {
+        if isWarmup(step: step), let warmup = configuration.sequenceWarmup { return (warmup.batch, warmup.sequence) }
+        return (configuration.batch, configuration.sequence)
+    }
 
     /// One step: forward and backward on every rank, all-reduce, clip, AdamW. Throws `runtime` (parameters
     /// unchanged) if the gradient is not finite, and `invalidProblem` once every step is taken.
@@ -110,21 +125,26 @@ public struct Trainer: Sendable {
         try optimizer.update(&parameters, gradients: reduced.gradients, learningRate: rate)
         completedSteps += 1
         let elapsed = ContinuousClock.now - clock
+        let shape = shape(step: completedSteps - 1)
         return StepReport(step: completedSteps, loss: reduced.loss,
                           accuracy: Double(reduced.correct) / Double(reduced.labelled), labelled: reduced.labelled,
-                          gradientNorm: norm, learningRate: rate, tokens: tokensPerStep, seconds: elapsed.seconds)
+                          gradientNorm: norm, learningRate: rate, sequence: shape.sequence,
+                          tokens: shape.batch * shape.sequence, seconds: elapsed.seconds)
     }
 
     /// The loss, correct predictions and all-reduced gradient of training batch `step` at the current parameters,
     /// with the checkpoint strategy `strategy` (default: the configuration's). Nothing is updated.
     public func reducedGradients(step: Int, strategy: CheckpointStrategy? = nil) throws -> ReducedGradients {
-        try group.reducedGradients(model: model, parameters: parameters,
-                                   batch: training.batch(step: step, size: configuration.batch),
-                                   strategy: strategy ?? configuration.checkpoint, threadsPerRank: threadsPerRank)
+        let (ranks, source) = isWarmup(step: step) ? (warmupGroup!, warmupTraining!) : (group, training)
+        return try ranks.reducedGradients(model: model, parameters: parameters,
+                                          batch: source.batch(step: step, size: shape(step: step).batch),
+                                          strategy: strategy ?? configuration.checkpoint,
+                                          threadsPerRank: threadsPerRank)
     }
 
-    /// Loss and accuracy over `configuration.evaluationBatches` held-out batches (always the same ones, so
-    /// evaluations are comparable across steps and runs). Forward only.
+    /// Loss and accuracy over `configuration.evaluationBatches` held-out batches of the full length S (always the
+    /// same ones, so evaluations are comparable across steps and runs; during a sequence warm-up they show how far
+    /// the short-context model is from the task). Forward only.
     public func evaluate() throws -> Evaluation {
         let clock = ContinuousClock.now
         let batches = (0..<configuration.evaluationBatches).map { heldOut.batch(step: $0, size: configuration.batch) }

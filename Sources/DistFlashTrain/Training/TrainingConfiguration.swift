@@ -21,11 +21,11 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     /// The attention mask: `causal` or `window=W` (a short-context model, for contrast).
     public var mask = "causal"
     /// Optimizer updates of the whole run (the cosine decay ends here).
-    public var steps = 300
+    public var steps = 400
     /// Peak learning rate η.
     public var learningRate: Float = 3e-3
     /// Linear warm-up steps before η is reached.
-    public var warmupSteps = 30
+    public var warmupSteps = 40
     /// The cosine decays to this fraction of η.
     public var minimumLearningRateRatio: Float = 0.1
     /// AdamW decoupled weight decay λ (matrices only).
@@ -36,6 +36,8 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var seed: UInt64 = 0
     /// Shape of the recall task (ignored for text).
     public var recall = RecallSettings()
+    /// Train the first steps on shorter rows (nil: every step at `sequence`).
+    public var sequenceWarmup: SequenceWarmup?
 
     // MARK: Execution (may differ between a run and its resume)
 
@@ -58,17 +60,21 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
 
     public init() {}
 
-    /// The recall task's shape; nil fields take a default that scales with S (see `resolved(sequence:)`).
+    /// The recall task's shape; nil fields take a default that depends on S (see `resolved(sequence:)`).
     public struct RecallSettings: Sendable, Equatable, Codable {
-        /// Key–value pairs per row (default min(32, max(1, S/16))).
+        /// Key–value pairs per row (default min(8, (S − 1)/4)).
         public var pairs: Int?
         /// Pairs asked again at the end (default: every pair).
         public var queries: Int?
-        /// Least distance from a query to its answer (default S/2, so a model that sees fewer than S/2 tokens back
-        /// is at chance).
+        /// Least distance from a query to its answer (default S − 2·queries − 2·pairs, the most there is: the pairs
+        /// sit right after the begin token, the queries at the end, filler between).
         public var minimumDistance: Int?
-        public var keyCount = 64
+        /// Distinct key tokens (default: as many as pairs, so every row uses every key in a new order).
+        public var keyCount: Int?
+        /// Distinct value tokens: chance accuracy is 1/values.
         public var valueCount = 64
+        /// Distinct filler tokens. One: the filler carries no information and a model learns to ignore it at once,
+        /// so what is learnt is the retrieval itself.
         public var fillerCount = 1
 
         public init() {}
@@ -76,17 +82,49 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
         /// Every default filled in for sequence length `sequence`.
         public func resolved(sequence: Int) -> RecallSettings {
             var settings = self
-            settings.pairs = pairs ?? min(32, max(1, sequence / 16))
-            settings.queries = queries ?? settings.pairs
-            settings.minimumDistance = minimumDistance ?? max(1, sequence / 2)
+            let pairs = self.pairs ?? max(1, min(8, (sequence - 1) / 4))
+            let queries = self.queries ?? pairs
+            settings.pairs = pairs
+            settings.queries = queries
+            settings.minimumDistance = minimumDistance ?? max(1, sequence - 2 * queries - 2 * pairs)
+            settings.keyCount = keyCount ?? pairs
             return settings
         }
+    }
+
+    /// Sequence-length warm-up: the first `steps` steps train on rows of `sequence` tokens (`batch` rows a step),
+    /// the rest at the full length. A retrieval circuit (an induction head) forms within a few hundred steps on
+    /// short rows but hardly at all on long ones, where every query starts out spread over S positions; once
+    /// formed it carries over to the long rows, which then take a few dozen steps (the usual recipe for long
+    /// context: train short, then extend). The recall task keeps its pairs, queries and vocabulary and places the
+    /// pairs as far from the queries as the short rows allow.
+    public struct SequenceWarmup: Sendable, Equatable, Codable, CustomStringConvertible {
+        public var sequence: Int
+        public var steps: Int
+        public var batch: Int
+
+        public init(sequence: Int, steps: Int, batch: Int = 32) {
+            (self.sequence, self.steps, self.batch) = (sequence, steps, batch)
+        }
+
+        /// `S0:N` or `S0:N:B0` (B0 default 32).
+        public init(parsing text: String) throws {
+            let fields = text.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+            guard (2...3).contains(fields.count), !fields.contains(nil) else {
+                throw DistFlashError(.invalidProblem, "sequence warm-up (--seq-warmup) = \(text): write S0:STEPS or "
+                    + "S0:STEPS:ROWS (e.g. 48:200), or none")
+            }
+            self.init(sequence: fields[0]!, steps: fields[1]!, batch: fields.count == 3 ? fields[2]! : 32)
+        }
+
+        public var description: String { "\(sequence):\(steps):\(batch)" }
     }
 
     /// Only the trajectory settings are encoded (a checkpoint's `config`); the others keep their defaults when
     /// decoded.
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, task, sequence, batch, mask, steps, seed, recall
+        case sequenceWarmup = "sequence_warmup"
         case learningRate = "learning_rate", warmupSteps = "warmup_steps"
         case minimumLearningRateRatio = "minimum_learning_rate_ratio", weightDecay = "weight_decay"
         case maxGradientNorm = "max_gradient_norm"
@@ -102,6 +140,7 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
             case .steps: "--steps"
             case .seed: "--seed"
             case .recall: "--pairs/--queries/--distance/--keys/--values"
+            case .sequenceWarmup: "--seq-warmup"
             case .learningRate: "--lr"
             case .warmupSteps: "--warmup"
             case .minimumLearningRateRatio: "--min-lr-ratio"
@@ -157,6 +196,26 @@ extension TrainingConfiguration {
             throw fail("evaluation batches", "--eval-batches", evaluationBatches, "must be ≥ 1")
         }
         if case .recall = try taskKind() { _ = try recallTask(seed: seed) }
+        if let warmup = sequenceWarmup {
+            let flag = "--seq-warmup", value = warmup.description
+            guard warmup.sequence >= 1, warmup.sequence < sequence else {
+                throw fail("sequence warm-up", flag, value, "its length must be in 1..<S (S = \(sequence))")
+            }
+            guard warmup.steps >= 1, warmup.steps < steps else {
+                throw fail("sequence warm-up", flag, value, "its steps must be in 1..<steps (\(steps)), so the run "
+                    + "ends at the full length")
+            }
+            guard warmup.batch >= 1 else { throw fail("sequence warm-up", flag, value, "its rows must be ≥ 1") }
+            guard workers <= warmup.sequence else {
+                throw fail("sequence warm-up", flag, value, "its length must be ≥ the workers (\(workers)), so every "
+                    + "worker holds a token")
+            }
+            if case .recall = try taskKind() {
+                do { _ = try warmupRecallTask(warmup, seed: seed) } catch let error as DistFlashError {
+                    throw DistFlashError(error.code, "sequence warm-up (--seq-warmup) = \(value): " + error.message)
+                }
+            }
+        }
     }
 
     /// What `task` names.
@@ -199,12 +258,21 @@ extension TrainingConfiguration {
         let r = recall.resolved(sequence: sequence)
         do {
             return try RecallTask(sequenceLength: sequence, pairs: r.pairs!, queries: r.queries!,
-                                  minimumDistance: r.minimumDistance!, keyCount: r.keyCount,
+                                  minimumDistance: r.minimumDistance!, keyCount: r.keyCount!,
                                   valueCount: r.valueCount, fillerCount: r.fillerCount, seed: seed)
         } catch let error as DistFlashError {
             throw DistFlashError(error.code, error.message + " (flags --seq, --pairs, --queries, --distance, --keys, "
                 + "--values)")
         }
+    }
+
+    /// The recall task of the warm-up: the same pairs, queries and vocabulary on rows of the warm-up's length, the
+    /// pairs as far from the queries as those rows allow.
+    func warmupRecallTask(_ warmup: SequenceWarmup, seed: UInt64) throws -> RecallTask {
+        let r = recall.resolved(sequence: sequence)
+        return try RecallTask(sequenceLength: warmup.sequence, pairs: r.pairs!, queries: r.queries!,
+                              minimumDistance: max(1, warmup.sequence - 2 * r.queries! - 2 * r.pairs!),
+                              keyCount: r.keyCount!, valueCount: r.valueCount, fillerCount: r.fillerCount, seed: seed)
     }
 }
 
@@ -215,18 +283,24 @@ extension TrainingConfiguration {
     /// never training batches (for text, windows of the same file at other offsets).
     public static func heldOutSeed(_ seed: UInt64) -> UInt64 { seed ^ 0xE7A1_5EED_0000_0001 }
 
-    /// The training data, the held-out data, and the chance accuracy where the task defines one.
-    public func dataSources() throws -> (training: any BatchSource, heldOut: any BatchSource, chance: Double?) {
+    /// The training data, the warm-up's training data (short rows, if any), the held-out data (full length), and
+    /// the chance accuracy where the task defines one.
+    public func dataSources() throws
+        -> (training: any BatchSource, warmup: (any BatchSource)?, heldOut: any BatchSource, chance: Double?) {
         switch try taskKind() {
         case .recall:
             let training = try recallTask(seed: seed)
-            return (training, try recallTask(seed: Self.heldOutSeed(seed)), training.chanceAccuracy)
+            let warmup = try sequenceWarmup.map { try warmupRecallTask($0, seed: seed) }
+            return (training, warmup, try recallTask(seed: Self.heldOutSeed(seed)), training.chanceAccuracy)
         case .text(let path):
             let url = URL(fileURLWithPath: path)
             let training = try TextDataset(contentsOf: url, sequenceLength: sequence, seed: seed)
+            let warmup = try sequenceWarmup.map {
+                try TextDataset(bytes: training.bytes, sequenceLength: $0.sequence, seed: seed, name: path)
+            }
             let heldOut = try TextDataset(bytes: training.bytes, sequenceLength: sequence,
                                           seed: Self.heldOutSeed(seed), name: path)
-            return (training, heldOut, nil)
+            return (training, warmup, heldOut, nil)
         }
     }
 }

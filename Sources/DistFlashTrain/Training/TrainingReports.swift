@@ -13,7 +13,9 @@ public struct StepReport: Sendable, Equatable {
     public var gradientNorm: Float
     /// The learning rate of this update.
     public var learningRate: Float
-    /// Tokens in the batch, B·S.
+    /// The rows' length: S, or the sequence warm-up's.
+    public var sequence: Int
+    /// Tokens in the batch, B·S (or the warm-up's rows × length).
     public var tokens: Int
     /// Wall time of the step: forward, backward, all-reduce and update.
     public var seconds: Double
