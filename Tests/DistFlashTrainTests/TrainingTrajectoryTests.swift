@@ -31,7 +31,7 @@ struct TrainingTrajectoryTests {
     /// The first 20 losses (each measured before its update) of 4 workers under every plan agree with one worker's.
     /// They are not bit-identical — the plans sum attention partials in other orders, and AdamW's m/√v magnifies
     /// the differences in near-zero gradient entries — so the bound is relative: about 1000× the drift seen over
-    /// 20 steps (~10⁻⁷), far below what a wrong gradient gives (the loss moves by ~0.4 in these steps).
+    /// 20 steps (~10⁻⁷), far below what a wrong gradient gives (the loss moves by 0.03–0.4 in these steps).
     @Test(arguments: Plan.Kind.allCases)
     func fourWorkersFollowOneWorker(plan: Plan.Kind) throws {
         let single = SingleWorkerRun.shared
@@ -42,7 +42,9 @@ struct TrainingTrajectoryTests {
             + "\(single.losses.first!) → \(single.losses.last!)")
         #expect(differences[0] <= 1e-6, "\(plan) seed \(single.seed): step 1 loss \(parallel[0]) vs \(single.losses[0])")
         #expect(worst <= 1e-4, "\(plan) seed \(single.seed): \(parallel) vs \(single.losses)")
-        #expect(abs(single.losses.last! - single.losses.first!) > 0.05, "the run must actually move")
+        // The comparison means something only if training moves the loss (by 0.03–0.4 over these steps,
+        // depending on the seed).
+        #expect(single.losses.max()! - single.losses.min()! > 1e-3, "the run must actually move: \(single.losses)")
     }
 
     /// Stop after 4 steps, write the checkpoint, read it back, continue: the same losses, parameters and optimizer
