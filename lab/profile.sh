@@ -8,7 +8,7 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -
 build=${TMPDIR:-/tmp}/distflash-lab
 mkdir -p "$build"
 nvcc -O3 -std=c++17 -lineinfo -arch=sm_$arch -o "$build/forward" harness/forward_harness.cu
-ncu --kernel-name regex:'forward_(mma|v3)' --launch-skip 1 --launch-count 3 \
+ncu --kernel-name regex:'forward_mma' --launch-skip 1 --launch-count 3 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
     "$build/forward" --profile | tee "${OUT:-$build}/forward-ncu.txt"

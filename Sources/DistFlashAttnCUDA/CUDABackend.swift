@@ -135,23 +135,12 @@ public struct CUDABackend: AttentionBackend, Sendable {
             + tokens.arguments
         let sizes: [CUDADevice.Argument] = [.int(Int32(g.queries)), .int(Int32(g.keys)), .int(Int32(g.heads)),
                                             .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)] + maskArguments(mask)
-        let outputs: [CUDADevice.Argument] = [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)]
-        var bounds: [DeviceBuffer] = []
-        if tensorCores {
-            let launch = try backwardLaunch(queries: g.queries, keys: g.keys, kvHeads: g.kvHeads, batch: g.batch,
-                                            dim: g.dim, tokens: tokens)
-            try launch.run(device, inputs + launch.boundArguments + outputs + sizes)
-            bounds = launch.bounds
-        } else {
-            try device.launch(try device.kernel("attention_backward_dkdv", source: Self.source),
-                              grid: ((g.keys + warps - 1) / warps, g.kvHeads, g.batch), block: 32 * warps,
-                              inputs + [.pointer(dk.address), .pointer(dv.address)] + sizes)
-            try device.launch(try device.kernel("attention_backward_dq", source: Self.source),
-                              grid: ((g.queries + warps - 1) / warps, g.heads, g.batch), block: 32 * warps,
-                              inputs + [.pointer(dq.address)] + sizes)
-        }
+        let launch = tensorCores ? try backwardLaunch(queries: g.queries, keys: g.keys, kvHeads: g.kvHeads,
+                                                      batch: g.batch, dim: g.dim, tokens: tokens) : nil
+        try runBackward(launch, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads, batch: g.batch,
+                        inputs: inputs, gradients: (dq, dk, dv), sizes: sizes)
         try device.synchronize()
-        withExtendedLifetime((q, k, v, dO, lse, dl, tokens, bounds)) {}
+        withExtendedLifetime((q, k, v, dO, lse, dl, tokens, launch)) {}
         grads.query.scalars = try dq.download(grads.query.count, as: Float.self, initial: 0)
         grads.key.scalars = try dk.download(grads.key.count, as: Float.self, initial: 0)
         grads.value.scalars = try dv.download(grads.value.count, as: Float.self, initial: 0)
@@ -198,6 +187,25 @@ public struct CUDABackend: AttentionBackend, Sendable {
         func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument]) throws {
             try device.launch(kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
         }
+    }
+
+    /// Launches the backward kernel(s) that add dQ, dK, dV: `tensorCore` (from `backwardLaunch`, for D ∈ {64, 128})
+    /// or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token arrays; `sizes`: the trailing scalars.
+    func runBackward(_ tensorCore: BackwardLaunch?, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
+                     inputs: [CUDADevice.Argument], gradients: (query: DeviceBuffer, key: DeviceBuffer, value: DeviceBuffer),
+                     sizes: [CUDADevice.Argument]) throws {
+        let (dq, dk, dv) = gradients
+        if let tensorCore {
+            try tensorCore.run(device, inputs + tensorCore.boundArguments
+                + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + sizes)
+            return
+        }
+        try device.launch(try device.kernel("attention_backward_dkdv", source: Self.source),
+                          grid: ((keys + warps - 1) / warps, kvHeads, batch), block: 32 * warps,
+                          inputs + [.pointer(dk.address), .pointer(dv.address)] + sizes)
+        try device.launch(try device.kernel("attention_backward_dq", source: Self.source),
+                          grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
+                          inputs + [.pointer(dq.address)] + sizes)
     }
 
     /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 8 warps per

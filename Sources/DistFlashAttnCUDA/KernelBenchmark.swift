@@ -56,17 +56,8 @@ extension CUDABackend {
                 try device.launch(preprocess, grid: ((s + warps - 1) / warps, h, b), block: 32 * warps,
                                   [.pointer(o.address), .pointer(dO32.address), .pointer(delta.address),
                                    .int(Int32(s)), .int(Int32(h)), .int(Int32(d))])
-                if let launch {
-                    try launch.run(device, inputs + launch.boundArguments
-                        + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + sizes)
-                } else {
-                    try device.launch(try device.kernel("attention_backward_dkdv", source: Self.source),
-                                      grid: ((s + warps - 1) / warps, hkv, b), block: 32 * warps,
-                                      inputs + [.pointer(dk.address), .pointer(dv.address)] + sizes)
-                    try device.launch(try device.kernel("attention_backward_dq", source: Self.source),
-                                      grid: ((s + warps - 1) / warps, h, b), block: 32 * warps,
-                                      inputs + [.pointer(dq.address)] + sizes)
-                }
+                try runBackward(launch, queries: s, keys: s, heads: h, kvHeads: hkv, batch: b, inputs: inputs,
+                                gradients: (dq, dk, dv), sizes: sizes)
             }
             withExtendedLifetime((q, k, v, tokens, o, lse, dO32, dO16, delta, dq, dk, dv, launch)) {}
             return (forwardSeconds, backwardSeconds)

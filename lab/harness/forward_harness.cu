@@ -7,11 +7,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
 }
 #undef FORWARD_MMA
-namespace v3 {
-using namespace mainline;  // the shared primitives header was included (once) there
-#include "../forward/v3_fewer_registers.cu"
-}
-#undef FORWARD_MMA
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
 }
@@ -135,10 +130,7 @@ int main(int argc, char **argv) {
         {"v1 d128 64x64", 128, 4, 1, 64, nullptr, (ForwardV1)v1::lab_forward_v1_d128},
 #define CANDIDATE(D, W, M, N, S) \
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
-#define CANDIDATE_V3(D, W, M, N) \
-    {"v3 d" #D " w" #W " m" #M " n" #N, D, W, M, N, (ForwardV2)v3::lab_forward_v3_d##D##_w##W##_m##M##_n##N, nullptr}
         CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
-        CANDIDATE_V3(64, 4, 2, 128), CANDIDATE_V3(128, 4, 2, 64), CANDIDATE_V3(128, 4, 2, 48),
     };
     for (auto &c : candidates)
         if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,
