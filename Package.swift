@@ -22,13 +22,16 @@ let package = Package(
         ),
         // The CPU backend: tiled FlashAttention forward/backward block primitives and their merge.
         .target(name: "DistFlashAttnCPU", dependencies: ["DistFlashAttn", "_CPUKernels"]),
-        // The CUDA backend: driver, NVRTC (loaded at run time, nothing needed to build) and the attention kernels.
+        // NCCL's unique-id struct and ncclCommInitRank's type, which take a C declaration to call by value.
+        .target(name: "_NCCLTypes"),
+        // The CUDA backend: driver, NVRTC, NCCL (loaded at run time, nothing needed to build) and the kernels.
         .target(
             name: "DistFlashAttnCUDA",
-            dependencies: ["DistFlashAttn"],
+            dependencies: ["DistFlashAttn", "_NCCLTypes"],
             resources: [
                 .embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu"),
                 .embedInCode("kernels/attention_backward_mma.cu"), .embedInCode("kernels/mma_primitives.cuh"),
+                .embedInCode("kernels/tensor_ops.cu"),
             ]
         ),
         // LLaMA-style model with explicit backward, checkpointing strategies, optimizer, data, trainer.

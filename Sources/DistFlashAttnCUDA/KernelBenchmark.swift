@@ -1,71 +1,48 @@
 import DistFlashAttn
 
-extension CUDABackend {
-    /// Median seconds of the forward and of the backward kernels for `problem` (positions 0..<S), timed with CUDA
-    /// events on device-resident bf16 inputs after one warm-up. The forward resets its partial outside the timed
-    /// region; the backward's timed region is what a training step pays: zeroing dQ/dK/dV, δ = rowsum(dO ∘ O), the
-    /// backward kernel(s).
+extension CUDABlocks {
+    /// Median seconds of the forward and of the backward primitives for `problem` (positions 0..<S), timed with
+    /// CUDA events on device-resident bf16 inputs after one warm-up. The forward resets its partial outside the
+    /// timed region; the backward's timed region is what a training step pays: zeroed dQ/dK/dV,
+    /// δ = rowsum(dO ∘ O), the backward kernel(s).
     public func benchmark(_ problem: AttentionProblem, repeats: Int, backward: Bool) throws
         -> (forward: Double, backward: Double?) {
-        try device.exclusive {
-            let (b, s, h, hkv, d) = (problem.batch, problem.sequence, problem.heads, problem.kvHeads, problem.headDim)
-            var random = SeededRandom(seed: UInt64(s))
-            func randomBF16(_ shape: [Int]) throws -> DeviceBuffer {
-                try DeviceBuffer.upload(device, random.normalTensor(shape: shape).scalars.map(BFloat16.bits))
-            }
-            let (q, k, v) = (try randomBF16(problem.queryShape), try randomBF16(problem.keyValueShape),
-                             try randomBF16(problem.keyValueShape))
-            let positions = Array(0..<s)
-            let tokens = try TokenBuffers(device, problem.mask, positions, positions)
-            let (queryCount, keyCount, rowCount) = (b * s * h * d, b * s * hkv * d, b * h * s)
-            let o = try DeviceBuffer(device, bytes: 4 * queryCount), lse = try DeviceBuffer(device, bytes: 4 * rowCount)
-            let sizes: [CUDADevice.Argument] = [.int(Int32(s)), .int(Int32(s)), .int(Int32(h)), .int(Int32(hkv)),
-                                                .int(Int32(d)), .float(problem.scale)] + maskArguments(problem.mask)
-            let forward = try forwardLaunch(queries: s, keys: s, heads: h, batch: b, dim: d, tokens: tokens)
-            let forwardArguments: [CUDADevice.Argument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address)]
-                + tokens.arguments + forward.extraArguments + [.pointer(o.address), .pointer(lse.address)] + sizes
-            let timer = try EventTimer(device)
-            let driver = device.driver
-            let forwardSeconds = try timer.median(repeats: repeats) {
-                try driver.check(driver.cuMemsetD32(o.address, 0, queryCount), "cuMemsetD32")
-                try driver.check(driver.cuMemsetD32(lse.address, 0xff80_0000, rowCount), "cuMemsetD32")  // −∞
-            } timed: {
-                try forward.run(device, forwardArguments)
-            }
-            withExtendedLifetime((q, k, v, tokens, o, lse, forward)) {}
-            guard backward else { return (forwardSeconds, nil) }
-
-            // The forward's O and LSE feed the backward; dO is random (bf16 for the kernel, fp32 for δ).
-            let outputGrad = random.normalTensor(shape: problem.queryShape).roundedToBFloat16()
-            let dO32 = try DeviceBuffer.upload(device, outputGrad.scalars)
-            let dO16 = try DeviceBuffer.upload(device, outputGrad.scalars.map(BFloat16.bits))
-            let delta = try DeviceBuffer(device, bytes: 4 * rowCount)
-            let dq = try DeviceBuffer(device, bytes: 4 * queryCount)
-            let dk = try DeviceBuffer(device, bytes: 4 * keyCount), dv = try DeviceBuffer(device, bytes: 4 * keyCount)
-            let preprocess = try device.kernel("attention_backward_preprocess", source: Self.source)
-            let tensorCores = usesTensorCores(headDim: d)
-            let launch = tensorCores
-                ? try backwardLaunch(queries: s, keys: s, kvHeads: hkv, batch: b, dim: d, tokens: tokens) : nil
-            let inputs: [CUDADevice.Argument] = [.pointer(q.address), .pointer(k.address), .pointer(v.address),
-                                                 .pointer((tensorCores ? dO16 : dO32).address), .pointer(lse.address),
-                                                 .pointer(delta.address)] + tokens.arguments
-            let backwardSeconds = try timer.median(repeats: repeats) {} timed: {
-                for (buffer, count) in [(dq, queryCount), (dk, keyCount), (dv, keyCount)] {
-                    try driver.check(driver.cuMemsetD32(buffer.address, 0, count), "cuMemsetD32")
-                }
-                try device.launch(preprocess, grid: ((s + warps - 1) / warps, h, b), block: 32 * warps,
-                                  [.pointer(o.address), .pointer(dO32.address), .pointer(delta.address),
-                                   .int(Int32(s)), .int(Int32(h)), .int(Int32(d))])
-                try runBackward(launch, queries: s, keys: s, heads: h, kvHeads: hkv, batch: b, inputs: inputs,
-                                gradients: (dq, dk, dv), sizes: sizes)
-            }
-            withExtendedLifetime((q, k, v, tokens, o, lse, dO32, dO16, delta, dq, dk, dv, launch)) {}
-            return (forwardSeconds, backwardSeconds)
+        var random = SeededRandom(seed: UInt64(problem.sequence))
+        func input(_ shape: [Int]) throws -> DeviceTensor { try upload(random.normalTensor(shape: shape), as: .input) }
+        let (q, k, v) = (try input(problem.queryShape), try input(problem.keyValueShape), try input(problem.keyValueShape))
+        let positions = Array(0..<problem.sequence)
+        let (b, h, s) = (problem.batch, problem.heads, problem.sequence)
+        var output = try filled(problem.queryShape, with: 0, like: nil)
+        var logSumExp = try filled([b, h, s], with: -.infinity, like: nil)
+        let timer = try EventTimer(device)
+        let forwardSeconds = try timer.median(repeats: repeats) {
+            output = try filled(problem.queryShape, with: 0, like: nil)
+            logSumExp = try filled([b, h, s], with: -.infinity, like: nil)
+        } timed: {
+            try forward(query: q, queryPositions: positions, key: k, value: v, keyPositions: positions,
+                        mask: problem.mask, scale: problem.scale, output: &output, logSumExp: &logSumExp)
         }
+        guard backward else {
+            _ = try finish()
+            return (forwardSeconds, nil)
+        }
+        // The forward's O and LSE feed the backward; dO is random.
+        let outputGrad = try input(problem.queryShape)
+        let backwardSeconds = try timer.median(repeats: repeats) {} timed: {
+            var dq = try filled(problem.queryShape, with: 0, like: nil)
+            var dk = try filled(problem.keyValueShape, with: 0, like: nil)
+            var dv = try filled(problem.keyValueShape, with: 0, like: nil)
+            let delta = try backwardPreprocess(output: output, outputGrad: outputGrad)
+            try self.backward(query: q, queryPositions: positions, key: k, value: v, keyPositions: positions,
+                              mask: problem.mask, scale: problem.scale, outputGrad: outputGrad, logSumExp: logSumExp,
+                              delta: delta, queryGrad: &dq, keyGrad: &dk, valueGrad: &dv)
+        }
+        _ = try finish()
+        return (forwardSeconds, backwardSeconds)
     }
 }
 
-/// Times GPU work with a pair of CUDA events on the default stream (destroyed with the timer).
+/// Times GPU work with a pair of CUDA events on the device's compute stream (destroyed with the timer).
 final class EventTimer {
     let device: CUDADevice
     let start: OpaquePointer?
@@ -90,9 +67,9 @@ final class EventTimer {
         var times: [Double] = []
         for run in 0...max(1, repeats) {
             try setUp()
-            try driver.check(driver.cuEventRecord(start, nil), "cuEventRecord")
+            try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
             try timed()
-            try driver.check(driver.cuEventRecord(end, nil), "cuEventRecord")
+            try driver.check(driver.cuEventRecord(end, device.stream), "cuEventRecord")
             try driver.check(driver.cuEventSynchronize(end), "cuEventSynchronize")
             var milliseconds: Float = 0
             try driver.check(driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")

@@ -1,87 +1,152 @@
 import DistFlashAttn
 import Foundation
 
-/// The ranks of one process, one GPU each, exchanging tensors with NCCL: each posted step is one
-/// ncclGroupStart/End of sends and receives on the rank's own stream (so no order of peers can deadlock), and
-/// `wait` polls that group's event — bounded by the timeout, watching NCCL's asynchronous errors and the other
-/// ranks' failures, so a failing or missing rank never hangs the others. After a failure every communicator is
-/// aborted (ncclCommAbort), which also ends kernels still waiting on a peer.
+/// Ranks on GPUs exchanging device tensors with NCCL, in either process model: all ranks of one process (one
+/// thread and GPU each, `init(devices:)`), or the one rank of this process among P processes (`init(rank:…)`).
 ///
-/// The executor's tensors live on the host, so payloads are staged through device buffers on both sides; NCCL
-/// matches a peer pair's messages by order, which the plan fixes (every rank walks the same transfers in order).
+/// Each posted step is one ncclGroupStart/End of sends and receives on the rank's NCCL stream (so no order of
+/// peers can deadlock). That stream first waits (an event) for the work already queued on the rank's compute
+/// stream, so a block computed this step may be sent in the same step, with no host copy. `wait` polls the
+/// group's event — bounded by the timeout, watching NCCL's asynchronous errors and this process's other ranks'
+/// failures — so a failing or missing rank never hangs the others. After a failure the communicators are aborted
+/// (ncclCommAbort), which also ends kernels still waiting on a peer. NCCL matches a peer pair's messages by order,
+/// which the plan fixes (every rank walks the same transfers in order).
 public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     public let ranks: Int
     public let timeout: TimeInterval
     let nccl: NCCL
-    let devices: [CUDADevice]
-    private let comms: [NCCL.Comm]
-    private let streams: [OpaquePointer?]
-    /// Barriers and the first failure, shared by the rank threads.
-    private let host: InProcessCommunicator
+    /// The ranks this process drives, by global rank.
+    private let members: [Int: Member]
+    /// The first failure, and barriers among this process's rank threads.
+    private let local: InProcessCommunicator
+    /// Whether other processes hold ranks (barriers then go through NCCL).
+    private let spansProcesses: Bool
+    /// Ends the process if a call that blocks inside NCCL outlives the timeout.
+    private let watchdog: BlockingCallWatchdog
     // Invariant: `groups`, `nextToken` and `failed` are touched only while holding `lock`.
     private let lock = NSLock()
     private var groups: [Int: Group] = [:]
     private var nextToken = 1
     private var failed = false
 
-    /// A posted group's device buffers (kept alive until it completes) and its completion event.
+    private struct Member {
+        let device: CUDADevice
+        let comm: NCCL.Comm
+        /// NCCL's stream, apart from the compute stream so transfers run beside kernels.
+        let stream: OpaquePointer?
+    }
+
+    /// A posted group's tensors (kept alive until it completes) and its completion event.
     private struct Group {
         let rank: Int
-        let sends: [DeviceBuffer]
-        let receives: [[DeviceBuffer]]
+        let sends: [DeviceTensor]
+        let receives: [[DeviceTensor]]
         let event: OpaquePointer?
     }
 
-    /// One communicator per GPU of `devices` (rank r drives `devices[r]`), from ncclCommInitAll.
+    /// Every rank in this process: rank r drives `devices[r]` (ncclCommInitAll).
     public init(devices: [CUDADevice], timeout: TimeInterval) throws {
         nccl = try NCCL()
-        (self.devices, self.ranks, self.timeout) = (devices, devices.count, timeout)
-        host = InProcessCommunicator(ranks: devices.count, timeout: timeout)
+        (ranks, self.timeout, spansProcesses) = (devices.count, timeout, false)
+        local = InProcessCommunicator(ranks: devices.count, timeout: timeout)
+        watchdog = BlockingCallWatchdog(timeout: timeout)
         var comms = [NCCL.Comm](repeating: nil, count: devices.count)
         let ordinals = devices.map { Int32($0.ordinal) }
         try nccl.check(nccl.ncclCommInitAll(&comms, Int32(devices.count), ordinals),
                        "ncclCommInitAll(GPUs \(ordinals)) with NCCL \(nccl.version)")
-        self.comms = comms
-        streams = try devices.map { device in
-            try device.makeCurrent()
-            var stream: OpaquePointer?
-            try device.driver.check(device.driver.cuStreamCreate(&stream, 1), "cuStreamCreate")  // non-blocking
-            return stream
+        members = Dictionary(uniqueKeysWithValues: try devices.indices.map { rank in
+            (rank, Member(device: devices[rank], comm: comms[rank], stream: try Self.stream(on: devices[rank])))
+        })
+    }
+
+    /// Rank `rank` of `ranks` processes on `device`, joining the communicator named by `id` (from
+    /// `NCCL.uniqueId()` on rank 0, handed to the others out of band: `Rendezvous`). Connects to every peer
+    /// before returning, while they are all known to be alive: NCCL sets up a peer's connection inside the first
+    /// call that reaches it, and a call that waits there for a peer that has since died would never return.
+    public init(rank: Int, of ranks: Int, device: CUDADevice, id: [UInt8], timeout: TimeInterval) throws {
+        let (nccl, watchdog) = (try NCCL(), BlockingCallWatchdog(timeout: timeout))
+        (self.nccl, self.watchdog) = (nccl, watchdog)
+        (self.ranks, self.timeout, spansProcesses) = (ranks, timeout, true)
+        local = InProcessCommunicator(ranks: 1, timeout: timeout)
+        try device.makeCurrent()
+        let comm = try watchdog.watch("rank \(rank): ncclCommInitRank (\(ranks) ranks)") {
+            try nccl.initRank(rank, of: ranks, id: id)
         }
+        members = [rank: Member(device: device, comm: comm, stream: try Self.stream(on: device))]
+        let peers = (0..<ranks).filter { $0 != rank }
+        let token = try DeviceTensor(device, shape: [1], precision: .float32)
+        _ = try exchange(Exchange(sends: peers.map { .init(to: $0, tag: -1, payload: [token]) },
+                                  receives: peers.map { .init(from: $0, tag: -1, shapes: [[1]]) }), rank: rank)
+        try barrier(rank: rank)
+    }
+
+    private static func stream(on device: CUDADevice) throws -> OpaquePointer? {
+        try device.makeCurrent()
+        var stream: OpaquePointer?
+        try device.driver.check(device.driver.cuStreamCreate(&stream, 1), "cuStreamCreate")  // non-blocking
+        return stream
     }
 
     deinit {
-        for (device, (comm, stream)) in zip(devices, zip(comms, streams)) {
-            _ = try? device.makeCurrent()
-            _ = failed ? nccl.ncclCommAbort(comm) : nccl.ncclCommDestroy(comm)
-            _ = device.driver.cuStreamDestroy(stream)
+        for member in members.values {
+            _ = try? member.device.makeCurrent()
+            _ = failed ? nccl.ncclCommAbort(member.comm) : nccl.ncclCommDestroy(member.comm)
+            _ = member.device.driver.cuStreamDestroy(member.stream)
         }
     }
 
-    public func post(_ exchange: Exchange, rank: Int) throws -> Exchange.Pending {
-        try host.throwIfAborted(rank: rank)  // never enqueue on a communicator that is being aborted
-        let device = devices[rank]
+    private func member(_ rank: Int) throws -> Member {
+        guard let member = members[rank] else {
+            throw DistFlashError(.runtime, "rank \(rank) is not driven by this process (it holds \(members.keys.sorted()))")
+        }
+        return member
+    }
+
+    public func post(_ exchange: Exchange<DeviceTensor>, rank: Int) throws -> ExchangePending {
+        try local.throwIfAborted(rank: rank)  // never enqueue on a communicator that is being aborted
+        let member = try member(rank)
+        let (device, driver) = (member.device, member.device.driver)
         try device.makeCurrent()
-        let sends = try exchange.sends.flatMap { message in
-            try message.payload.map { try DeviceBuffer.upload(device, $0.scalars) }
-        }
+        let sends = exchange.sends.flatMap(\.payload)
         let receives = try exchange.receives.map { expected in
-            try expected.shapes.map { try DeviceBuffer(device, bytes: 4 * $0.reduce(1, *)) }
+            try expected.shapes.indices.map { i in
+                try DeviceTensor(device, shape: expected.shapes[i],
+                                 precision: expected.precision(i) == .input ? .bfloat16 : .float32)
+            }
         }
+        try orderAfterCompute(member)
+        try watchdog.watch("rank \(rank): ncclGroupEnd of a step's sends and receives") {
+            try enqueue(exchange, receives, member, rank)
+        }
+        var event: OpaquePointer?
+        try driver.check(driver.cuEventCreate(&event, 2), "cuEventCreate")  // timing disabled
+        try driver.check(driver.cuEventRecord(event, member.stream), "cuEventRecord")
+        let token: Int = lock.withLock {
+            defer { nextToken += 1 }
+            groups[nextToken] = Group(rank: rank, sends: sends, receives: receives, event: event)
+            return nextToken
+        }
+        return ExchangePending(receives: exchange.receives, token: token)
+    }
+
+    /// One group of the exchange's sends and receives on the rank's NCCL stream.
+    private func enqueue(_ exchange: Exchange<DeviceTensor>, _ receives: [[DeviceTensor]], _ member: Member,
+                         _ rank: Int) throws {
         try nccl.check(nccl.ncclGroupStart(), "ncclGroupStart")
         var enqueued: Result<Void, Error> = .success(())
         do {
-            var next = sends.makeIterator()
             for message in exchange.sends {
                 for tensor in message.payload {
-                    try nccl.check(nccl.ncclSend(next.next()!.address, tensor.count, NCCL.float32, Int32(message.to),
-                                                 comms[rank], streams[rank]), "ncclSend(rank \(rank) → \(message.to))")
+                    try nccl.check(nccl.ncclSend(tensor.address, tensor.count, NCCL.type(tensor.precision),
+                                                 Int32(message.to), member.comm, member.stream),
+                                   "ncclSend(rank \(rank) → \(message.to))")
                 }
             }
-            for (expected, buffers) in zip(exchange.receives, receives) {
-                for (shape, buffer) in zip(expected.shapes, buffers) {
-                    try nccl.check(nccl.ncclRecv(buffer.address, shape.reduce(1, *), NCCL.float32, Int32(expected.from),
-                                                 comms[rank], streams[rank]), "ncclRecv(rank \(rank) ← \(expected.from))")
+            for (expected, tensors) in zip(exchange.receives, receives) {
+                for tensor in tensors {
+                    try nccl.check(nccl.ncclRecv(tensor.address, tensor.count, NCCL.type(tensor.precision),
+                                                 Int32(expected.from), member.comm, member.stream),
+                                   "ncclRecv(rank \(rank) ← \(expected.from))")
                 }
             }
         } catch {
@@ -89,55 +154,81 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         }
         try nccl.check(nccl.ncclGroupEnd(), "ncclGroupEnd (rank \(rank))")
         try enqueued.get()
-        var event: OpaquePointer?
-        try device.driver.check(device.driver.cuEventCreate(&event, 2), "cuEventCreate")  // timing disabled
-        try device.driver.check(device.driver.cuEventRecord(event, streams[rank]), "cuEventRecord")
-        let token: Int = lock.withLock {
-            defer { nextToken += 1 }
-            groups[nextToken] = Group(rank: rank, sends: sends, receives: receives, event: event)
-            return nextToken
-        }
-        return Exchange.Pending(receives: exchange.receives, token: token)
     }
 
-    public func wait(_ pending: Exchange.Pending, rank: Int) throws -> [[Tensor]] {
+    public func wait(_ pending: ExchangePending, rank: Int) throws -> [[DeviceTensor]] {
         guard let group = lock.withLock({ groups.removeValue(forKey: pending.token) }), group.rank == rank else {
             throw DistFlashError(.runtime, "rank \(rank): waited for an exchange it never posted")
         }
-        let device = devices[rank]
-        try device.makeCurrent()
-        defer { _ = device.driver.cuEventDestroy(group.event) }
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            let status = device.driver.cuEventQuery(group.event)
-            if status == 0 { break }
-            if status != 600 {  // CUDA_ERROR_NOT_READY
-                do { try device.driver.check(status, "cuEventQuery (rank \(rank))") } catch { throw failure(error, rank) }
-            }
-            var asyncError: NCCL.Result = 0
-            _ = nccl.ncclCommGetAsyncError(comms[rank], &asyncError)
-            if asyncError != 0 && asyncError != NCCL.inProgress {
-                do { try nccl.check(asyncError, "NCCL transfer of rank \(rank)") } catch { throw failure(error, rank) }
-            }
-            try host.throwIfAborted(rank: rank)
-            if Date() >= deadline {
-                throw failure(DistFlashError(.runtime, "rank \(rank): timed out after \(timeout) s waiting for "
-                    + "messages from ranks \(Set(pending.receives.map(\.from)).sorted())"), rank)
-            }
-            usleep(20)
-        }
-        return try zip(pending.receives, group.receives).map { expected, buffers in
-            try zip(expected.shapes, buffers).map { shape, buffer in
-                try Tensor(shape: shape, scalars: buffer.download(shape.reduce(1, *), as: Float.self, initial: 0))
-            }
-        }
+        defer { _ = members[rank]?.device.driver.cuEventDestroy(group.event) }
+        try poll(group.event, rank: rank,
+                 waitingFor: "messages from ranks \(Set(pending.receives.map(\.from)).sorted())")
+        // Done on the NCCL stream, which the host has seen complete: the compute stream may use them from here.
+        return group.receives
     }
 
-    public func barrier(rank: Int) throws { try host.barrier(rank: rank) }
+    /// Every rank of this process meets; across processes, then an all-reduce of one number over NCCL (bounded
+    /// by the timeout like any wait).
+    public func barrier(rank: Int) throws {
+        try local.barrier(rank: spansProcesses ? 0 : rank)
+        guard spansProcesses else { return }
+        let member = try member(rank)
+        let (device, driver) = (member.device, member.device.driver)
+        try device.makeCurrent()
+        let token = try DeviceTensor(device, shape: [1], precision: .float32)
+        try orderAfterCompute(member)
+        try watchdog.watch("rank \(rank): ncclAllReduce of the barrier") {
+            try nccl.check(nccl.ncclAllReduce(token.address, token.address, 1, NCCL.float32, NCCL.sum, member.comm,
+                                              member.stream), "ncclAllReduce (barrier of rank \(rank))")
+        }
+        var event: OpaquePointer?
+        try driver.check(driver.cuEventCreate(&event, 2), "cuEventCreate")
+        defer { _ = driver.cuEventDestroy(event) }
+        try driver.check(driver.cuEventRecord(event, member.stream), "cuEventRecord")
+        try poll(event, rank: rank, waitingFor: "the other ranks at the final barrier")
+        withExtendedLifetime(token) {}
+    }
 
     public func abort(_ error: DistFlashError) {
         lock.withLock { failed = true }
-        host.abort(error)
+        local.abort(error)
+    }
+
+    /// Makes the rank's NCCL stream wait for what is queued on its compute stream so far (the contents of the
+    /// tensors it sends, the allocation of those it receives into).
+    private func orderAfterCompute(_ member: Member) throws {
+        let driver = member.device.driver
+        var ready: OpaquePointer?
+        try driver.check(driver.cuEventCreate(&ready, 2), "cuEventCreate")  // timing disabled
+        defer { _ = driver.cuEventDestroy(ready) }
+        try driver.check(driver.cuEventRecord(ready, member.device.stream), "cuEventRecord")
+        try driver.check(driver.cuStreamWaitEvent(member.stream, ready, 0), "cuStreamWaitEvent")
+    }
+
+    /// Returns once `event` has completed; throws (and aborts the run) on a CUDA or NCCL error, on another rank's
+    /// failure, or when the timeout passes.
+    private func poll(_ event: OpaquePointer?, rank: Int, waitingFor what: String) throws {
+        let member = try member(rank)
+        try member.device.makeCurrent()
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let status = member.device.driver.cuEventQuery(event)
+            if status == 0 { return }
+            if status != 600 {  // CUDA_ERROR_NOT_READY
+                do { try member.device.driver.check(status, "cuEventQuery (rank \(rank))") } catch { throw failure(error, rank) }
+            }
+            var asyncError: NCCL.Result = 0
+            _ = nccl.ncclCommGetAsyncError(member.comm, &asyncError)
+            if asyncError != 0 && asyncError != NCCL.inProgress {
+                do { try nccl.check(asyncError, "NCCL transfer of rank \(rank)") } catch { throw failure(error, rank) }
+            }
+            try local.throwIfAborted(rank: rank)
+            if Date() >= deadline {
+                throw failure(DistFlashError(.runtime, "rank \(rank): timed out after \(timeout) s waiting for \(what)"),
+                              rank)
+            }
+            usleep(20)
+        }
     }
 
     /// Records `error` as the run's failure (every rank stops) and returns it to throw.

@@ -28,7 +28,9 @@ struct AttentionCommand: ParsableCommand {
     enum BackendKind: String, ExpressibleByArgument { case cpu, cuda }
 
     func validate() throws {
-        try parallel.validateFailRank(ranks: gpus ?? parallel.workers)
+        // Under a launcher the ranks are its processes.
+        let processes = (try? LaunchEnvironment.detect(ProcessInfo.processInfo.environment))??.worldSize
+        try parallel.validateFailRank(ranks: gpus ?? (backend == .cuda ? processes : nil) ?? parallel.workers)
         if let gpus {
             guard backend == .cuda else { throw ValidationError("--gpus \(gpus) needs --backend cuda") }
             guard gpus >= 1 else { throw ValidationError("--gpus \(gpus): must be ≥ 1") }
@@ -40,17 +42,27 @@ struct AttentionCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Started by a launcher (torchrun, mpirun, srun) as one of several processes: this process is one rank.
+        let launch = backend == .cuda && gpus == nil
+            ? try LaunchEnvironment.detect(ProcessInfo.processInfo.environment).flatMap { $0.worldSize > 1 ? $0 : nil }
+            : nil
         // The GPU takes Q, K, V as bf16: round them on the host too, so the reference sees the same inputs.
         let (problem, q, k, v, dO) = try loadInputs(dtype: backend == .cuda ? .bf16 : nil)
         let cpu = CPUBackend(workers: threads)
-        let gpu = backend == .cuda ? try CUDABackend(device: CUDADevice(ordinal: device)) : nil
+        let gpu = backend == .cuda && launch == nil ? try CUDABackend(device: CUDADevice(ordinal: device)) : nil
         let single: any AttentionBackend = gpu ?? cpu
-        var report = RunReport(problem: problem, backend: gpu.map { "cuda (\($0.device.name))" } ?? "cpu",
+        var report = RunReport(problem: problem, backend: gpu.map { "cuda (\($0.device.name))" } ?? backend.rawValue,
                                isa: cpu.instructionSet.description, workers: cpu.workers)
-        let result: AttentionPartial
+        var result = AttentionPartial(output: Tensor(shape: [0]), logSumExp: Tensor(shape: [0]))
         var gradients: AttentionGradients?
 
-        if gpus != nil || parallel.isDistributed {
+        if let launch {
+            // Only rank 0 holds the gathered result, checks and reports it.
+            guard try runAsProcess(launch, problem, q, k, v, dO, report: &report, result: &result,
+                                   gradients: &gradients) else { return }
+        } else if let gpus {
+            try runOnGPUs(gpus, problem, q, k, v, dO, report: &report, result: &result, gradients: &gradients)
+        } else if parallel.isDistributed {
             let (run, rankBackend) = try distributedRun(cpu: cpu, gpu: gpu)
             let clock = ContinuousClock.now
             let forward = try run.forward(problem, query: q, key: k, value: v, backend: rankBackend)
@@ -84,25 +96,67 @@ struct AttentionCommand: ParsableCommand {
         }
         let checks = check ? ReferenceCheck.run(problem, query: q, key: k, value: v, result: result,
                                                 outputGrad: dO, gradients: gradients,
-                                                precision: gpu?.usesTensorCores(headDim: problem.headDim) == true ? .bf16Probabilities : .fp32) : []
+                                                precision: backend == .cuda && CUDABlocks.usesTensorCores(headDim: problem.headDim)
+                                                    ? .bf16Probabilities : .fp32) : []
 
         report.checks = checks
         report.print(json: json)
         if check && !checks.allSatisfy(\.passed) { throw ExitCode(1) }
     }
 
-    /// The distributed run and each rank's backend: `--gpus P` puts rank r on GPU r with NCCL between them;
-    /// otherwise P workers share this process's CPU cores (or its one GPU) through in-process mailboxes.
+    /// `--gpus P`: rank r on GPU r, shards resident on the GPUs, NCCL between them. Times exclude placing the
+    /// shards and reading the results back.
+    private func runOnGPUs(_ gpus: Int, _ problem: AttentionProblem, _ q: Tensor, _ k: Tensor, _ v: Tensor,
+                           _ dO: Tensor?, report: inout RunReport, result: inout AttentionPartial,
+                           gradients: inout AttentionGradients?) throws {
+        var run = try MultiGPUAttention(plan: parallel.plan ?? .distflash, devices: (0..<gpus).map { try CUDADevice(ordinal: $0) },
+                                        timeout: parallel.timeout)
+        run.run.overlap = parallel.distributed.overlap
+        run.run.failure = parallel.distributed.failure
+        let (forward, forwardFigures) = try run.forward(problem, query: q, key: k, value: v)
+        (result, report.forwardSeconds, report.plan) = (forward.value, forward.seconds, forward.plan.name)
+        (report.ranks, report.devicePeakBytes) = (forward.statistics, forwardFigures.devicePeakBytes)
+        report.gpus = gpus
+        report.predictedForwardSeconds = Simulator().simulate(forward.plan, problem: problem).makespan
+        if let dO {
+            let (backward, backwardFigures) = try run.backward(problem, query: q, key: k, value: v, result: result,
+                                                               outputGrad: dO)
+            (gradients, report.backwardSeconds) = (backward.value, backward.seconds)
+            report.ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
+            report.devicePeakBytes = zip(forwardFigures.devicePeakBytes, backwardFigures.devicePeakBytes).map { max($0, $1) }
+            report.predictedBackwardSeconds = Simulator().simulate(backward.plan, problem: problem).makespan
+        }
+    }
+
+    /// One rank of a multi-process run on GPU LOCAL_RANK; returns whether this is rank 0, which then holds the
+    /// gathered result and the figures (its own rank's, plus every GPU's peak memory is its own here).
+    private func runAsProcess(_ launch: LaunchEnvironment, _ problem: AttentionProblem, _ q: Tensor, _ k: Tensor,
+                              _ v: Tensor, _ dO: Tensor?, report: inout RunReport, result: inout AttentionPartial,
+                              gradients: inout AttentionGradients?) throws -> Bool {
+        var run = try ProcessRankAttention(plan: parallel.plan ?? .distflash, launch: launch, timeout: parallel.timeout)
+        run.run.overlap = parallel.distributed.overlap
+        run.run.failure = parallel.distributed.failure
+        let forward = try run.forward(problem, query: q, key: k, value: v)
+        report.backend = "cuda (\(run.blocks.device.name)), \(launch.worldSize) processes (\(launch.launcher))"
+        (report.forwardSeconds, report.plan, report.gpus) = (forward.seconds, forward.plan.name, launch.worldSize)
+        (report.ranks, report.devicePeakBytes) = ([forward.statistics], [forward.devicePeakBytes])
+        report.predictedForwardSeconds = Simulator().simulate(forward.plan, problem: problem).makespan
+        if let dO {
+            let backward = try run.backward(problem, query: q, key: k, value: v, forward: forward, outputGrad: dO)
+            (gradients, report.backwardSeconds) = (backward.value, backward.seconds)
+            report.ranks = [forward.statistics + backward.statistics]
+            report.devicePeakBytes = [max(forward.devicePeakBytes, backward.devicePeakBytes)]
+            report.predictedBackwardSeconds = Simulator().simulate(backward.plan, problem: problem).makespan
+        }
+        if let value = forward.value { result = value }
+        return launch.rank == 0
+    }
+
+    /// The distributed run and each rank's backend: P workers share this process's CPU cores (or its one GPU)
+    /// through in-process mailboxes.
     private func distributedRun(cpu: CPUBackend, gpu: CUDABackend?) throws
         -> (DistributedAttention, (Int) -> any AttentionBackend) {
-        var run = parallel.distributed
-        if let gpus {
-            let devices = try (0..<gpus).map { try CUDADevice(ordinal: $0) }
-            let backends = devices.map { CUDABackend(device: $0) }
-            run.ranks = gpus
-            run.communicator = { _, timeout in try NCCLCommunicator(devices: devices, timeout: timeout) }
-            return (run, { backends[$0] })
-        }
+        let run = parallel.distributed
         // Each worker's kernels get an equal share of the cores.
         let perWorker: any AttentionBackend = gpu
             ?? CPUBackend(workers: max(1, cpu.workers / parallel.workers), instructionSet: cpu.instructionSet)

@@ -4,6 +4,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (programs, not tests).",
-        subcommands: [CPUBench.self, CUDABench.self]
+        subcommands: [CPUBench.self, CUDABench.self, GPUsBench.self]
     )
 }

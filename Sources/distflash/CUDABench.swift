@@ -33,7 +33,7 @@ struct CUDABench: ParsableCommand {
                 let problem = try AttentionProblem(batch: batch, sequence: s, heads: heads, kvHeads: kvHeads,
                                                    headDim: headDim, mask: AttentionMask(try AttentionMask.parseKind(mask)),
                                                    dtype: .bf16)
-                let times = try backend.benchmark(problem, repeats: repeats, backward: !forwardOnly)
+                let times = try backend.blocks.benchmark(problem, repeats: repeats, backward: !forwardOnly)
                 let flops = problem.forwardFLOPs
                 var object: [String: Any] = ["mask": mask, "seq": s, "batch": batch, "heads": heads,
                                              "kv_heads": problem.kvHeads, "head_dim": headDim,
@@ -58,6 +58,7 @@ struct CUDABench: ParsableCommand {
                 } else {
                     print(row)
                 }
+                fflush(nil)  // every stream: each row as soon as it is measured, also into a pipe that a time limit may cut
             }
         }
     }

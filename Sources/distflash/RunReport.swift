@@ -16,6 +16,12 @@ struct RunReport {
     /// Distributed runs: the plan and what each worker measured.
     var plan: String?
     var ranks: [RankStatistics] = []
+    /// Runs over GPUs: their count, each one's peak memory, and the simulator's times for the plan (H100 model,
+    /// NVLink link) beside the measured ones.
+    var gpus: Int?
+    var devicePeakBytes: [Int] = []
+    var predictedForwardSeconds: Double?
+    var predictedBackwardSeconds: Double?
 
     var totalSeconds: Double { forwardSeconds + (backwardSeconds ?? 0) }
     var flops: Double { problem.forwardFLOPs * (backwardSeconds == nil ? 1 : 3.5) }
@@ -41,7 +47,15 @@ struct RunReport {
             lines.append(String(format: "total      %10.3f ms  %8.2f GFLOP/s", totalSeconds * 1e3,
                                 flops / totalSeconds / 1e9))
         }
-        lines.append(String(format: "peak mem   %10.1f MiB", Double(PeakMemory.bytes) / 1048576))
+        lines.append(String(format: "peak mem   %10.1f MiB", Double(PeakMemory.bytes) / 1048576)
+            + (devicePeakBytes.isEmpty ? "" : "  (per GPU: "
+                + devicePeakBytes.map { String(format: "%.1f", Double($0) / 1048576) }.joined(separator: ", ") + " MiB)"))
+        if let gpus {
+            lines.append(String(format: "per GPU    %10.1f TFLOP/s", flops / totalSeconds / Double(gpus) / 1e12)
+                + (predictedForwardSeconds.map { String(format: "  (simulated forward %.3f ms", $0 * 1e3) } ?? "")
+                + (predictedBackwardSeconds.map { String(format: ", backward %.3f ms", $0 * 1e3) } ?? "")
+                + (predictedForwardSeconds == nil ? "" : ")"))
+        }
         if !ranks.isEmpty {
             lines.append("worker  compute ms  waiting ms  sent MiB  received MiB  peak extra MiB")
             for (rank, s) in ranks.enumerated() {
@@ -73,6 +87,13 @@ struct RunReport {
             object["bytes_sent_per_rank"] = ranks.map(\.bytesSent)
             object["bytes_received_per_rank"] = ranks.map(\.bytesReceived)
             object["peak_extra_bytes_per_rank"] = ranks.map(\.peakExtraBytes)
+        }
+        if let gpus {
+            object["gpus"] = gpus
+            object["tflops_per_gpu"] = flops / totalSeconds / Double(gpus) / 1e12
+            object["device_peak_bytes_per_rank"] = devicePeakBytes
+            if let predictedForwardSeconds { object["predicted_forward_ms"] = predictedForwardSeconds * 1e3 }
+            if let predictedBackwardSeconds { object["predicted_backward_ms"] = predictedBackwardSeconds * 1e3 }
         }
         if let passed = checkPassed {
             object["check_passed"] = passed

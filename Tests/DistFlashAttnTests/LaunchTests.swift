@@ -14,6 +14,14 @@ import Testing
         let slurm = try LaunchEnvironment.detect(["SLURM_PROCID": "3", "SLURM_NTASKS": "8", "MASTER_ADDR": "h"])
         #expect(slurm?.rank == 3 && slurm?.localRank == 3 && slurm?.launcher == "Slurm")
         #expect(try LaunchEnvironment.detect(["PATH": "/bin"]) == nil)
+        // torchrun's agent holds MASTER_PORT; an explicit port wins over both.
+        let agent = try LaunchEnvironment.detect(["RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h",
+                                                  "MASTER_PORT": "1234", "TORCHELASTIC_RUN_ID": "none"])
+        #expect(agent?.masterPort == 1235)
+        let explicit = try LaunchEnvironment.detect(["RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h",
+                                                     "MASTER_PORT": "1234", "TORCHELASTIC_RUN_ID": "none",
+                                                     "DISTFLASH_RENDEZVOUS_PORT": "4000"])
+        #expect(explicit?.masterPort == 4000)
     }
 
     @Test func badVariablesAreNamed() {
@@ -25,7 +33,7 @@ import Testing
         #expect(message(["RANK": "x", "WORLD_SIZE": "4", "MASTER_ADDR": "h"]).contains("RANK = \"x\""))
         #expect(message(["RANK": "0", "WORLD_SIZE": "2"]).contains("MASTER_ADDR is not set"))
         #expect(message(["RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "70000"])
-            .contains("MASTER_PORT = 70000"))
+            .contains("rendezvous port 70000"))
     }
 }
 

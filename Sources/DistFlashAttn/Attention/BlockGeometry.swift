@@ -5,13 +5,23 @@ public struct BlockGeometry: Sendable {
     public var group: Int { heads / kvHeads }
 
     public init(query: Tensor, key: Tensor, value: Tensor, queryPositions: [Int], keyPositions: [Int]) throws {
-        guard query.shape.count == 4, key.shape.count == 4 else {
-            throw DistFlashError(.shapeMismatch, "Q \(query.shape) and K \(key.shape) must be [B, S, H, D]")
+        try self.init(queryShape: query.shape, keyShape: key.shape, valueShape: value.shape,
+                      queryPositions: queryPositions, keyPositions: keyPositions)
+    }
+
+    public init(queryShape: [Int], keyShape: [Int], valueShape: [Int], queryPositions: [Int],
+                keyPositions: [Int]) throws {
+        guard queryShape.count == 4, keyShape.count == 4 else {
+            throw DistFlashError(.shapeMismatch, "Q \(queryShape) and K \(keyShape) must be [B, S, H, D]")
         }
-        (batch, queries, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
-        (keys, kvHeads) = (key.shape[1], key.shape[2])
-        try key.requireShape([batch, keys, kvHeads, dim], "K")
-        try value.requireShape(key.shape, "V")
+        (batch, queries, heads, dim) = (queryShape[0], queryShape[1], queryShape[2], queryShape[3])
+        (keys, kvHeads) = (keyShape[1], keyShape[2])
+        guard keyShape == [batch, keys, kvHeads, dim] else {
+            throw DistFlashError(.shapeMismatch, "K has shape \(keyShape), expected [\(batch), S_k, H_kv, \(dim)]")
+        }
+        guard valueShape == keyShape else {
+            throw DistFlashError(.shapeMismatch, "V has shape \(valueShape), expected \(keyShape) like K")
+        }
         guard kvHeads >= 1, heads % kvHeads == 0 else {
             throw DistFlashError(.shapeMismatch, "Q has \(heads) heads, K/V \(kvHeads): H must be a multiple of H_kv")
         }

@@ -1,4 +1,4 @@
-extension Communicator {
+extension Communicator where Payload == Tensor {
     /// Element-wise sum over every rank of `tensors` (same count and shapes on every rank), the same bits on
     /// every rank: rank 0 adds the contributions in rank order and sends the sum back.
     ///

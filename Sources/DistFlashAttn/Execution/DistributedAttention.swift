@@ -17,7 +17,7 @@ public struct DistributedAttention: Sendable {
     /// Makes `rank` fail at `step` of the forward pass (a debug aid for testing failure handling).
     public var failure: (rank: Int, step: Int)?
     /// The communicator of one pass, given P and the timeout (nil: in-process mailboxes with `link`).
-    public var communicator: (@Sendable (Int, TimeInterval) throws -> any Communicator)?
+    public var communicator: (@Sendable (Int, TimeInterval) throws -> any Communicator<Tensor>)?
 
     public init(plan: Plan.Kind, ranks: Int) {
         self.plan = plan
@@ -29,6 +29,12 @@ public struct DistributedAttention: Sendable {
         public var value: Value
         public var plan: Plan
         public var statistics: [RankStatistics]
+        /// Wall-clock seconds from the first rank's start to the last rank's end (shards already in place).
+        public var seconds: Double
+
+        public init(value: Value, plan: Plan, statistics: [RankStatistics], seconds: Double) {
+            (self.value, self.plan, self.statistics, self.seconds) = (value, plan, statistics, seconds)
+        }
     }
 
     /// O and LSE of attention over the whole sequence. Query `[B, S, H, D]`, key/value `[B, S, H_kv, D]`.
@@ -41,13 +47,14 @@ public struct DistributedAttention: Sendable {
         let plan = try Plan.make(self.plan, problem: problem, ranks: ranks, pass: .forward)
         try plan.verify(problem: problem)
         let layout = plan.layout
-        let (outputs, statistics) = try run(plan, problem, backend: backend) { rank in
+        let ranks = try run(plan, problem, backends: { HostBlocks(backend($0)) }, communicator: hostCommunicator()) {
+            rank in
             [.query: try layout.shard(query, rank: rank, axis: 1), .key: try layout.shard(key, rank: rank, axis: 1),
              .value: try layout.shard(value, rank: rank, axis: 1)]
         }
-        let result = AttentionPartial(output: try layout.unshard(outputs.map { $0[.output]! }, axis: 1),
-                                      logSumExp: try layout.unshard(outputs.map { $0[.logSumExp]! }, axis: 2))
-        return Outcome(value: result, plan: plan, statistics: statistics)
+        let result = AttentionPartial(output: try layout.unshard(ranks.value.map { $0[.output]! }, axis: 1),
+                                      logSumExp: try layout.unshard(ranks.value.map { $0[.logSumExp]! }, axis: 2))
+        return Outcome(value: result, plan: plan, statistics: ranks.statistics, seconds: ranks.seconds)
     }
 
     /// dQ, dK, dV given the forward's result and dO `[B, S, H, D]`.
@@ -58,35 +65,72 @@ public struct DistributedAttention: Sendable {
         let plan = try Plan.make(self.plan, problem: problem, ranks: ranks, pass: .backward)
         try plan.verify(problem: problem)
         let layout = plan.layout
-        let (outputs, statistics) = try run(plan, problem, backend: backend) { rank in
+        let ranks = try run(plan, problem, backends: { HostBlocks(backend($0)) }, communicator: hostCommunicator()) {
+            rank in
             [.query: try layout.shard(query, rank: rank, axis: 1), .key: try layout.shard(key, rank: rank, axis: 1),
              .value: try layout.shard(value, rank: rank, axis: 1),
              .output: try layout.shard(result.output, rank: rank, axis: 1),
              .outputGrad: try layout.shard(outputGrad, rank: rank, axis: 1),
              .logSumExp: try layout.shard(result.logSumExp, rank: rank, axis: 2)]
         }
-        let grads = AttentionGradients(query: try layout.unshard(outputs.map { $0[.queryGrad]! }, axis: 1),
-                                       key: try layout.unshard(outputs.map { $0[.keyGrad]! }, axis: 1),
-                                       value: try layout.unshard(outputs.map { $0[.valueGrad]! }, axis: 1))
-        return Outcome(value: grads, plan: plan, statistics: statistics)
+        let grads = AttentionGradients(query: try layout.unshard(ranks.value.map { $0[.queryGrad]! }, axis: 1),
+                                       key: try layout.unshard(ranks.value.map { $0[.keyGrad]! }, axis: 1),
+                                       value: try layout.unshard(ranks.value.map { $0[.valueGrad]! }, axis: 1))
+        return Outcome(value: grads, plan: plan, statistics: ranks.statistics, seconds: ranks.seconds)
     }
 
-    /// Runs every rank of `plan` on its own thread over a fresh in-process communicator.
-    private func run(_ plan: Plan, _ problem: AttentionProblem, backend: (Int) -> any AttentionBackend,
-                     shards: (Int) throws -> [ShardTensor: Tensor]) throws -> ([[ShardTensor: Tensor]], [RankStatistics]) {
-        let communicator = try self.communicator?(ranks, timeout)
-            ?? InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
+    private func hostCommunicator() throws -> any Communicator<Tensor> {
+        try communicator?(ranks, timeout) ?? InProcessCommunicator(ranks: ranks, timeout: timeout, link: link)
+    }
+
+    /// Runs every rank of `plan` on its own thread, each on its own backend's blocks: `shards(rank)` gives the
+    /// rank's inputs (forward Q, K, V; backward also O, dO, LSE); the value is each rank's outputs (forward
+    /// .output, .logSumExp; backward .queryGrad, .keyGrad, .valueGrad). Backends whose blocks live on a device keep
+    /// every tensor there, so the caller places the shards and reads the results.
+    public func run<Backend: BlockBackend>(_ plan: Plan, _ problem: AttentionProblem, backends: (Int) -> Backend,
+                                           communicator: any Communicator<Backend.Block>,
+                                           shards: (Int) throws -> [ShardTensor: Backend.Block]) throws
+        -> Outcome<[[ShardTensor: Backend.Block]]> {
         let workers = try (0..<ranks).map { rank in
-            UncheckedBox(RankWorker(rank: rank, plan: plan, problem: problem, backend: backend(rank),
+            UncheckedBox(RankWorker(rank: rank, plan: plan, problem: problem, backend: backends(rank),
                                     communicator: communicator, overlap: overlap,
                                     failAt: plan.pass == .forward && failure?.rank == rank ? failure?.step : nil,
                                     own: try shards(rank)))
         }
+        let clock = ContinuousClock.now
         let results = try RankThreads.run(ranks: ranks, communicator: communicator, what: "\(plan)") { rank in
             let worker = workers[rank].value
             return UncheckedBox((try worker.run(), worker.statistics))
         }
-        return (results.map(\.value.0), results.map(\.value.1))
+        let elapsed = ContinuousClock.now - clock
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        return Outcome(value: results.map(\.value.0), plan: plan, statistics: results.map(\.value.1), seconds: seconds)
+    }
+}
+
+extension DistributedAttention {
+    /// Runs only rank `rank` of `plan`, on the calling thread: the other ranks run elsewhere (other processes),
+    /// reached through `communicator`. On failure the communicator is aborted before the error is rethrown, so
+    /// the peers stop waiting for this rank.
+    public func runRank<Backend: BlockBackend>(_ rank: Int, _ plan: Plan, _ problem: AttentionProblem,
+                                               backend: Backend, communicator: any Communicator<Backend.Block>,
+                                               shards: [ShardTensor: Backend.Block]) throws
+        -> (outputs: [ShardTensor: Backend.Block], statistics: RankStatistics, seconds: Double) {
+        let worker = RankWorker(rank: rank, plan: plan, problem: problem, backend: backend,
+                                communicator: communicator, overlap: overlap,
+                                failAt: plan.pass == .forward && failure?.rank == rank ? failure?.step : nil,
+                                own: shards)
+        let clock = ContinuousClock.now
+        do {
+            let outputs = try worker.run()
+            let elapsed = ContinuousClock.now - clock
+            return (outputs, worker.statistics,
+                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        } catch {
+            let failure = error as? DistFlashError ?? DistFlashError(.runtime, "rank \(rank): \(error)")
+            communicator.abort(failure)
+            throw failure
+        }
     }
 }
 

@@ -27,12 +27,12 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         self.linkFree = [Date](repeating: .distantPast, count: ranks)
     }
 
-    public func post(_ exchange: Exchange, rank: Int) throws -> Exchange.Pending {
+    public func post(_ exchange: Exchange<Tensor>, rank: Int) throws -> ExchangePending {
         for message in exchange.sends { try send(message.payload, from: rank, to: message.to, tag: message.tag) }
-        return Exchange.Pending(receives: exchange.receives)
+        return ExchangePending(receives: exchange.receives)
     }
 
-    public func wait(_ pending: Exchange.Pending, rank: Int) throws -> [[Tensor]] {
+    public func wait(_ pending: ExchangePending, rank: Int) throws -> [[Tensor]] {
         try pending.receives.map { expected in
             let payload = try receive(from: expected.from, to: rank, tag: expected.tag)
             guard payload.map(\.shape) == expected.shapes else {

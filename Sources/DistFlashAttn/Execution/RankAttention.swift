@@ -9,13 +9,13 @@ public struct RankAttention: Sendable {
     public let problem: AttentionProblem
     public let forwardPlan: Plan
     public let backwardPlan: Plan
-    public let communicator: any Communicator
+    public let communicator: any Communicator<Tensor>
     public let backend: any AttentionBackend
     /// Post the sends of step t before computing it (the DistFlashAttn overlap).
     public var overlap: Bool
 
     /// Plans must be verified for `problem` (see `Plans`); both passes use the same layout.
-    public init(rank: Int, problem: AttentionProblem, plans: Plans, communicator: any Communicator,
+    public init(rank: Int, problem: AttentionProblem, plans: Plans, communicator: any Communicator<Tensor>,
                 backend: any AttentionBackend, overlap: Bool = true) {
         (self.rank, self.problem, self.communicator, self.backend, self.overlap) =
             (rank, problem, communicator, backend, overlap)
@@ -44,7 +44,7 @@ public struct RankAttention: Sendable {
 
     /// O and LSE of this rank's queries over every key they may see.
     public func forward(query: Tensor, key: Tensor, value: Tensor) throws -> AttentionPartial {
-        let worker = RankWorker(rank: rank, plan: forwardPlan, problem: problem, backend: backend,
+        let worker = RankWorker(rank: rank, plan: forwardPlan, problem: problem, backend: HostBlocks(backend),
                                 communicator: communicator, overlap: overlap, failAt: nil,
                                 own: [.query: query, .key: key, .value: value])
         let outputs = try worker.run()
@@ -54,7 +54,7 @@ public struct RankAttention: Sendable {
     /// dQ of this rank's queries, dK and dV of its keys and values (summed over every rank's queries).
     public func backward(query: Tensor, key: Tensor, value: Tensor, result: AttentionPartial, outputGrad: Tensor)
         throws -> AttentionGradients {
-        let worker = RankWorker(rank: rank, plan: backwardPlan, problem: problem, backend: backend,
+        let worker = RankWorker(rank: rank, plan: backwardPlan, problem: problem, backend: HostBlocks(backend),
                                 communicator: communicator, overlap: overlap, failAt: nil,
                                 own: [.query: query, .key: key, .value: value, .output: result.output,
                                       .outputGrad: outputGrad, .logSumExp: result.logSumExp])

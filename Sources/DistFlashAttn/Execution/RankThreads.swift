@@ -4,7 +4,7 @@ import Foundation
 /// pool). A rank that throws aborts `communicator`, so every other rank stops within its timeout; the call then
 /// throws one error that names the root cause first and lists every rank's failure — never a hang.
 public enum RankThreads {
-    public static func run<T: Sendable>(ranks: Int, communicator: any Communicator, what: String,
+    public static func run<T: Sendable>(ranks: Int, communicator: some Communicator, what: String,
                                         _ body: @escaping @Sendable (Int) throws -> T) throws -> [T] {
         let outcomes = Outcomes<T>(ranks)
         let done = DispatchGroup()

@@ -2,6 +2,9 @@
 /// torchrun (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`), Open MPI (`OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`,
 /// `OMPI_COMM_WORLD_LOCAL_RANK`) or Slurm (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`), plus the
 /// rendezvous address `MASTER_ADDR:MASTER_PORT` where rank 0 serves the communicator's id.
+///
+/// torchrun's own agent already listens on MASTER_PORT (its key-value store), so under torchrun (which sets
+/// `TORCHELASTIC_RUN_ID`) rank 0 serves on MASTER_PORT + 1; `DISTFLASH_RENDEZVOUS_PORT` overrides either.
 public struct LaunchEnvironment: Sendable, Equatable {
     public var rank: Int
     public var worldSize: Int
@@ -48,9 +51,11 @@ public struct LaunchEnvironment: Sendable, Equatable {
             throw DistFlashError(.invalidProblem, "MASTER_ADDR is not set: give the host of rank 0 "
                 + "(e.g. MASTER_ADDR=127.0.0.1 on one host)")
         }
-        let port = try integer("MASTER_PORT", default: 29500)
+        let port = environment["DISTFLASH_RENDEZVOUS_PORT"] != nil ? try integer("DISTFLASH_RENDEZVOUS_PORT")
+            : try integer("MASTER_PORT", default: 29500) + (environment["TORCHELASTIC_RUN_ID"] != nil ? 1 : 0)
         guard (1...65535).contains(port) else {
-            throw DistFlashError(.invalidProblem, "MASTER_PORT = \(port): must be in 1…65535")
+            throw DistFlashError(.invalidProblem, "rendezvous port \(port) (from MASTER_PORT or "
+                + "DISTFLASH_RENDEZVOUS_PORT): must be in 1…65535")
         }
         return LaunchEnvironment(rank: rank, worldSize: size, localRank: local, masterAddress: address,
                                  masterPort: port, launcher: launcher.name)

@@ -27,6 +27,19 @@ extension Plan {
                 }
             }
 
+            /// The precision of each tensor it carries: inputs (Q, K, V, dO) in the problem's input type,
+            /// O, LSE and every result as fp32 accumulators.
+            public var payloadPrecisions: [BlockPrecision] {
+                switch self {
+                case .keyValue: return [.input, .input]
+                case .query: return [.input]
+                case .backwardInputs: return [.input, .accumulator, .input, .accumulator]
+                case .partialOutput: return [.accumulator, .accumulator]
+                case .queryGradient: return [.accumulator]
+                case .keyValueGradient: return [.accumulator, .accumulator]
+                }
+            }
+
             /// Whether the content belongs to the pass.
             public func occurs(in pass: Pass) -> Bool {
                 switch self {
@@ -102,7 +115,7 @@ extension Plan {
             switch content {
             case .keyValue: return 2 * keyRows * d * input
             case .query: return queryRows * d * input
-            case .backwardInputs: return queryRows * (d * input + 2 * d * 4 + 4)
+            case .backwardInputs: return queryRows * (2 * d * input + d * 4 + 4)
             case .partialOutput: return queryRows * (d + 1) * 4
             case .queryGradient: return queryRows * d * 4
             case .keyValueGradient: return 2 * keyRows * d * 4

@@ -1,10 +1,12 @@
 import DistFlashAttn
 import Foundation
 
-/// One GPU: the driver, its primary context, the run-time compiler and compiled kernels.
+/// One GPU: the driver, its primary context, its compute stream, the run-time compiler and compiled kernels.
 ///
-/// Every call makes the context current on the calling thread first, so a device may be used from any thread
-/// (calls are serialised by the driver on the default stream).
+/// Every call makes the context current on the calling thread first, so a device may be used from any thread.
+/// Kernels, copies, allocations and frees all go to one compute stream, in order; memory comes from the device's
+/// stream-ordered pool, which keeps freed blocks for reuse (the caching allocator), so a free never waits for
+/// the GPU and never stalls work in flight on other streams (NCCL's).
 public final class CUDADevice: @unchecked Sendable {
     // Invariant: immutable after init except `modules`, which is guarded by `lock`.
     let driver: CUDADriver
@@ -14,6 +16,9 @@ public final class CUDADevice: @unchecked Sendable {
     /// Compute capability, e.g. (9, 0) on H100.
     public let capability: (major: Int, minor: Int)
     private let context: OpaquePointer?
+    /// The stream every kernel, copy, allocation and free of this device is ordered on.
+    let stream: OpaquePointer?
+    private let pool: OpaquePointer?
     private let lock = NSLock()
     private var modules: [String: OpaquePointer?] = [:]
     /// Serialises whole primitives (upload, launch, download) of threads sharing this device.
@@ -49,13 +54,40 @@ public final class CUDADevice: @unchecked Sendable {
         var context: OpaquePointer?
         try driver.check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
         self.context = context
+        try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        var stream: OpaquePointer?
+        try driver.check(driver.cuStreamCreate(&stream, 1), "cuStreamCreate")  // non-blocking
+        self.stream = stream
+        var pool: OpaquePointer?
+        try driver.check(driver.cuDeviceGetDefaultMemPool(&pool, device), "cuDeviceGetDefaultMemPool",
+                         hint: "the stream-ordered allocator needs CUDA 11.2 or later")
+        self.pool = pool
+        var keepEverything = UInt64.max
+        let releaseThreshold: Int32 = 4  // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: keep freed memory for reuse
+        try driver.check(driver.cuMemPoolSetAttribute(pool, releaseThreshold, &keepEverything), "cuMemPoolSetAttribute")
     }
+
+    deinit { _ = driver.cuStreamDestroy(stream) }
 
     func makeCurrent() throws { try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent") }
 
+    /// Waits for everything queued on the compute stream.
     public func synchronize() throws {
         try makeCurrent()
-        try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize", hint: "a kernel failed; run under compute-sanitizer")
+        try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize",
+                         hint: "a kernel failed; run under compute-sanitizer")
+    }
+
+    /// The most device memory this process's tensors have held at once since the last reset, in bytes.
+    public func peakMemoryBytes(reset: Bool = false) throws -> Int {
+        let usedMemoryHigh: Int32 = 8  // CU_MEMPOOL_ATTR_USED_MEM_HIGH
+        var bytes: UInt64 = 0
+        try driver.check(driver.cuMemPoolGetAttribute(pool, usedMemoryHigh, &bytes), "cuMemPoolGetAttribute")
+        if reset {
+            var zero: UInt64 = 0
+            try driver.check(driver.cuMemPoolSetAttribute(pool, usedMemoryHigh, &zero), "cuMemPoolSetAttribute")
+        }
+        return Int(bytes)
     }
 
     /// The architecture NVRTC compiles for: sm_90a on Hopper (wgmma/TMA), sm_XY elsewhere.
@@ -96,6 +128,7 @@ public final class CUDADevice: @unchecked Sendable {
     enum Argument {
         case pointer(UInt64)
         case int(Int32)
+        case int64(Int64)
         case float(Float)
     }
 
@@ -110,13 +143,14 @@ public final class CUDADevice: @unchecked Sendable {
             switch argument {
             case .pointer(let value): slot.storeBytes(of: value, as: UInt64.self)
             case .int(let value): slot.storeBytes(of: value, as: Int32.self)
+            case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
             case .float(let value): slot.storeBytes(of: value, as: Float.self)
             }
             pointers.append(slot)
         }
         try pointers.withUnsafeMutableBufferPointer { params in
             try driver.check(driver.cuLaunchKernel(kernel, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                                   UInt32(block), 1, 1, UInt32(sharedBytes), nil, params.baseAddress,
+                                                   UInt32(block), 1, 1, UInt32(sharedBytes), stream, params.baseAddress,
                                                    nil), "cuLaunchKernel")
         }
     }

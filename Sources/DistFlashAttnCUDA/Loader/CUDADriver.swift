@@ -16,11 +16,15 @@ struct CUDADriver: @unchecked Sendable {
     let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<Handle>, Int32) -> Result
     let cuCtxSetCurrent: @convention(c) (Handle) -> Result
     let cuCtxSynchronize: @convention(c) () -> Result
-    let cuMemAlloc: @convention(c) (UnsafeMutablePointer<UInt64>, Int) -> Result
-    let cuMemFree: @convention(c) (UInt64) -> Result
-    let cuMemcpyHtoD: @convention(c) (UInt64, UnsafeRawPointer, Int) -> Result
-    let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer, UInt64, Int) -> Result
-    let cuMemsetD32: @convention(c) (UInt64, UInt32, Int) -> Result
+    let cuMemAllocAsync: @convention(c) (UnsafeMutablePointer<UInt64>, Int, Handle) -> Result
+    let cuMemFreeAsync: @convention(c) (UInt64, Handle) -> Result
+    let cuDeviceGetDefaultMemPool: @convention(c) (UnsafeMutablePointer<Handle>, Int32) -> Result
+    let cuMemPoolSetAttribute: @convention(c) (Handle, Int32, UnsafeMutableRawPointer) -> Result
+    let cuMemPoolGetAttribute: @convention(c) (Handle, Int32, UnsafeMutableRawPointer) -> Result
+    let cuMemcpyHtoDAsync: @convention(c) (UInt64, UnsafeRawPointer, Int, Handle) -> Result
+    let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, UInt64, Int, Handle) -> Result
+    let cuMemsetD32Async: @convention(c) (UInt64, UInt32, Int, Handle) -> Result
+    let cuMemsetD16Async: @convention(c) (UInt64, UInt16, Int, Handle) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UnsafePointer<CChar>) -> Result
     let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Result
@@ -35,6 +39,8 @@ struct CUDADriver: @unchecked Sendable {
     let cuEventQuery: @convention(c) (Handle) -> Result
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Result
     let cuStreamDestroy: @convention(c) (Handle) -> Result
+    let cuStreamSynchronize: @convention(c) (Handle) -> Result
+    let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Result
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
 
     init() throws {
@@ -48,11 +54,15 @@ struct CUDADriver: @unchecked Sendable {
         cuDevicePrimaryCtxRetain = try library.symbol("cuDevicePrimaryCtxRetain")
         cuCtxSetCurrent = try library.symbol("cuCtxSetCurrent")
         cuCtxSynchronize = try library.symbol("cuCtxSynchronize")
-        cuMemAlloc = try library.symbol("cuMemAlloc_v2")
-        cuMemFree = try library.symbol("cuMemFree_v2")
-        cuMemcpyHtoD = try library.symbol("cuMemcpyHtoD_v2")
-        cuMemcpyDtoH = try library.symbol("cuMemcpyDtoH_v2")
-        cuMemsetD32 = try library.symbol("cuMemsetD32_v2")
+        cuMemAllocAsync = try library.symbol("cuMemAllocAsync")
+        cuMemFreeAsync = try library.symbol("cuMemFreeAsync")
+        cuDeviceGetDefaultMemPool = try library.symbol("cuDeviceGetDefaultMemPool")
+        cuMemPoolSetAttribute = try library.symbol("cuMemPoolSetAttribute")
+        cuMemPoolGetAttribute = try library.symbol("cuMemPoolGetAttribute")
+        cuMemcpyHtoDAsync = try library.symbol("cuMemcpyHtoDAsync_v2")
+        cuMemcpyDtoHAsync = try library.symbol("cuMemcpyDtoHAsync_v2")
+        cuMemsetD32Async = try library.symbol("cuMemsetD32Async")
+        cuMemsetD16Async = try library.symbol("cuMemsetD16Async")
         cuModuleLoadData = try library.symbol("cuModuleLoadData")
         cuModuleGetFunction = try library.symbol("cuModuleGetFunction")
         cuFuncSetAttribute = try library.symbol("cuFuncSetAttribute")
@@ -65,6 +75,8 @@ struct CUDADriver: @unchecked Sendable {
         cuEventQuery = try library.symbol("cuEventQuery")
         cuStreamCreate = try library.symbol("cuStreamCreate")
         cuStreamDestroy = try library.symbol("cuStreamDestroy_v2")
+        cuStreamSynchronize = try library.symbol("cuStreamSynchronize")
+        cuStreamWaitEvent = try library.symbol("cuStreamWaitEvent")
         cuGetErrorName = try library.symbol("cuGetErrorName")
     }
 

@@ -74,7 +74,10 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
     };
     if (first <= last) load_tile(sK, k_base, first * BN);
 
-    // This thread's rows (two per m16 tile) and the running state, seeded from the partial; m in base-2 units.
+    // This thread's rows (two per m16 tile) and the running state of this block alone; m in base-2 units. The
+    // partial already in (o, lse) is merged in exactly at the end: seeding the running state from it instead
+    // would put every probability of this block below 1 (m would start at the old LSE) and round all of them to
+    // bf16, even the row's largest, which measurably doubles the error after a few folds.
     const float scale2 = scale * LOG2E;
     int rows[MT][2], qp[MT][2], qd[MT][2];
     float m[MT][2], l[MT][2], acc[MT][D / 8][4];
@@ -87,14 +90,12 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
             rows[mt][s] = i;
             qp[mt][s] = valid ? qpos[i] : 0;
             qd[mt][s] = valid ? qdoc[i] : -1;
-            float start = valid ? lse[((size_t)b * H + h) * Sq + i] : NEG_INF;
-            m[mt][s] = start == NEG_INF ? NEG_INF : start * LOG2E;
-            l[mt][s] = start == NEG_INF ? 0.f : 1.f;
+            m[mt][s] = NEG_INF;
+            l[mt][s] = 0.f;
             #pragma unroll
             for (int n = 0; n < D / 8; n++)
                 #pragma unroll
-                for (int c = 0; c < 2; c++)
-                    acc[mt][n][2 * s + c] = start == NEG_INF ? 0.f : o[(size_t)(b * Sq + i) * q_stride + h * D + n * 8 + t * 2 + c];
+                for (int c = 0; c < 2; c++) acc[mt][n][2 * s + c] = 0.f;
         }
 
     cp_async_wait_all();
@@ -227,19 +228,31 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
         j = next;
     }
 
+    // (o, lse) ⊕= this block's (acc / l, m + log l), in fp32: weights of the two normalised partials.
     #pragma unroll
     for (int mt = 0; mt < MT; mt++)
         #pragma unroll
         for (int r = 0; r < 2; r++) {
             int i = rows[mt][r];
-            if (i >= Sq) continue;
-            float inverse = l[mt][r] == 0.f ? 0.f : 1.f / l[mt][r];
+            if (i >= Sq || l[mt][r] == 0.f) continue;  // no visible key in this block: the partial stands
+            const float block_lse = m[mt][r] + __log2f(l[mt][r]);  // base 2
+            float *lse_at = lse + ((size_t)b * H + h) * Sq + i;
+            const float old = *lse_at;                             // natural log
+            const float old2 = old == NEG_INF ? NEG_INF : old * LOG2E;
+            const float top = fmaxf(old2, block_lse);
+            const float w_old = exp2_approx(old2 - top), w_new = exp2_approx(block_lse - top);
+            const float total = w_old + w_new;
+            const float f_new = w_new / (total * l[mt][r]), f_old = w_old / total;
             float *row = o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2;
             #pragma unroll
-            for (int n = 0; n < D / 8; n++)
-                *(float2 *)(row + n * 8) = make_float2(acc[mt][n][2 * r] * inverse, acc[mt][n][2 * r + 1] * inverse);
-            if (t == 0)
-                lse[((size_t)b * H + h) * Sq + i] = l[mt][r] == 0.f ? NEG_INF : (m[mt][r] + __log2f(l[mt][r])) * LN2;
+            for (int n = 0; n < D / 8; n++) {
+                float2 before = old == NEG_INF ? make_float2(0.f, 0.f) : *(float2 *)(row + n * 8);
+                *(float2 *)(row + n * 8) = make_float2(f_old * before.x + f_new * acc[mt][n][2 * r],
+                                                       f_old * before.y + f_new * acc[mt][n][2 * r + 1]);
+            }
+            // The row's four lanes (one quad, same i and l) have all read lse before one of them writes it.
+            __syncwarp(0xfu << (lane & 28));
+            if (t == 0) *lse_at = (top + __log2f(total)) * LN2;
         }
 }
 

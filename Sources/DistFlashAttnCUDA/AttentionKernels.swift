@@ -1,0 +1,183 @@
+import DistFlashAttn
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The attention kernels of one GPU and how to launch them: which kernel serves a head dimension, its grid, its
+/// shared memory, and the per-tile bounds it reads.
+struct AttentionKernels: Sendable {
+    let device: CUDADevice
+    /// Warps per thread block of the SIMT kernels.
+    let warps = 4
+
+    static let simtSource = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
+    static let forwardSource = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
+    static let backwardSource = KernelSource.splicing(PackageResources.attention_backward_mma_cu)
+
+    /// Whether the forward and backward run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS
+    /// and dO then enter the mma as bf16). `DISTFLASH_CUDA_KERNEL=simt` forces the SIMT reference kernels.
+    func usesTensorCores(headDim: Int) -> Bool { Self.usesTensorCores(headDim: headDim) }
+
+    static func usesTensorCores(headDim: Int) -> Bool {
+        (headDim == 64 || headDim == 128) && getenv("DISTFLASH_CUDA_KERNEL").map { String(cString: $0) } != "simt"
+    }
+
+    func maskArguments(_ mask: AttentionMask) -> [CUDADevice.Argument] {
+        switch mask.kind {
+        case .causal: return [.int(0), .int(0)]
+        case .full: return [.int(1), .int(0)]
+        case .window(let w): return [.int(2), .int(Int32(w))]
+        }
+    }
+
+    /// Global positions and document ids of the query and key rows of one block, as int32 device arrays, with the
+    /// kernel launches built on them (made on first use, then reused: they depend only on these rows).
+    final class TokenBuffers: @unchecked Sendable {
+        // Invariant: `forwardLaunch` and `backwardLaunch` are set at most once each, by the thread that owns the
+        // cache entry's device work (callers serialise per device).
+        let buffers: [DeviceBuffer]
+        private var forwardLaunch: ForwardLaunch?
+        private var backwardLaunch: BackwardLaunch?
+
+        init(_ device: CUDADevice, _ mask: AttentionMask, _ queries: [Int], _ keys: [Int]) throws {
+            buffers = [try .upload(device, queries.map { Int32($0) }), try .upload(device, keys.map { Int32($0) }),
+                       try .upload(device, mask.documentIndices(of: queries)),
+                       try .upload(device, mask.documentIndices(of: keys))]
+        }
+
+        var arguments: [CUDADevice.Argument] { buffers.map { .pointer($0.address) } }
+
+        func forward(_ kernels: AttentionKernels, queries: Int, keys: Int, heads: Int, batch: Int, dim: Int) throws
+            -> ForwardLaunch {
+            if let launch = forwardLaunch, launch.fits(queries: queries, heads: heads, batch: batch, dim: dim,
+                                                       tensorCores: kernels.usesTensorCores(headDim: dim)) {
+                return launch
+            }
+            let launch = try kernels.forwardLaunch(queries: queries, keys: keys, heads: heads, batch: batch, dim: dim,
+                                                   tokens: self)
+            forwardLaunch = launch
+            return launch
+        }
+
+        func backward(_ kernels: AttentionKernels, queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int) throws
+            -> BackwardLaunch {
+            if let launch = backwardLaunch, launch.grid.1 == kvHeads, launch.grid.2 == batch, launch.dim == dim,
+               kernels.usesTensorCores(headDim: dim) {
+                return launch
+            }
+            let launch = try kernels.backwardLaunch(queries: queries, keys: keys, kvHeads: kvHeads, batch: batch,
+                                                    dim: dim, tokens: self)
+            backwardLaunch = launch
+            return launch
+        }
+    }
+
+    /// The forward kernel for head dimension `dim`, ready to launch. The tensor-core kernel takes 128 query rows
+    /// per block of 4 warps and needs the bounds of each key tile, computed here first; the SIMT kernel takes one
+    /// row per warp.
+    func forwardLaunch(queries: Int, keys: Int, heads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
+        -> ForwardLaunch {
+        guard usesTensorCores(headDim: dim) else {
+            return ForwardLaunch(kernel: try device.kernel("attention_forward", source: Self.simtSource),
+                                 grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
+                                 sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, dim: dim, tensorCores: false)
+        }
+        // The lab's winners (lab/results): D=128 with 64-key tiles, D=64 with 128-key tiles.
+        let (rows, keyTile) = (128, dim == 128 ? 64 : 128)
+        let kernel = try device.kernel("attention_forward_mma_d\(dim)_w4_m2_n\(keyTile)", source: Self.forwardSource)
+        let sharedBytes = (rows + 2 * keyTile) * (dim + 8) * 2
+        try device.allowSharedMemory(kernel, bytes: sharedBytes)
+        let tiles = (keys + keyTile - 1) / keyTile
+        let bounds = try DeviceBuffer(device, bytes: 16 * tiles)
+        try device.launch(try device.kernel("attention_tile_bounds", source: Self.forwardSource),
+                          grid: ((tiles + 127) / 128, 1, 1), block: 128,
+                          [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
+                           .pointer(bounds.address)])
+        return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: 128,
+                             sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, dim: dim, tensorCores: true)
+    }
+
+    /// One forward launch: the kernel, its shape, and the key-tile bounds it reads (kept alive with it).
+    struct ForwardLaunch {
+        let kernel: OpaquePointer?
+        let grid: (Int, Int, Int)
+        let block: Int
+        let sharedBytes: Int
+        let keyBounds: DeviceBuffer?
+        let rowsPerBlock: Int
+        let dim: Int
+        let tensorCores: Bool
+
+        /// Arguments the tensor-core kernel takes after the token arrays.
+        var extraArguments: [CUDADevice.Argument] { keyBounds.map { [.pointer($0.address)] } ?? [] }
+
+        /// Whether this launch serves a call of these sizes.
+        func fits(queries: Int, heads: Int, batch: Int, dim: Int, tensorCores: Bool) -> Bool {
+            grid == ((queries + rowsPerBlock - 1) / rowsPerBlock, heads, batch) && self.dim == dim
+                && self.tensorCores == tensorCores
+        }
+
+        func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument]) throws {
+            try device.launch(kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
+        }
+    }
+
+    /// Launches the backward kernel(s) that add dQ, dK, dV: `tensorCore` (from `backwardLaunch`, for D ∈ {64, 128})
+    /// or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token arrays; `sizes`: the trailing scalars.
+    func runBackward(_ tensorCore: BackwardLaunch?, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
+                     inputs: [CUDADevice.Argument], gradients: (query: DeviceBuffer, key: DeviceBuffer, value: DeviceBuffer),
+                     sizes: [CUDADevice.Argument]) throws {
+        let (dq, dk, dv) = gradients
+        if let tensorCore {
+            try tensorCore.run(device, inputs + tensorCore.boundArguments
+                + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + sizes)
+            return
+        }
+        try device.launch(try device.kernel("attention_backward_dkdv", source: Self.simtSource),
+                          grid: ((keys + warps - 1) / warps, kvHeads, batch), block: 32 * warps,
+                          inputs + [.pointer(dk.address), .pointer(dv.address)] + sizes)
+        try device.launch(try device.kernel("attention_backward_dq", source: Self.simtSource),
+                          grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
+                          inputs + [.pointer(dq.address)] + sizes)
+    }
+
+    /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 8 warps per
+    /// 128 keys and key/value head (the lab's winner over 4 warps: lab/results); the bounds of each 64-row query
+    /// tile and of each key tile are computed here.
+    func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
+        -> BackwardLaunch {
+        let (warps, queryTile) = (8, 64)
+        let keyTile = 16 * warps
+        let kernel = try device.kernel("attention_backward_mma_d\(dim)_w\(warps)", source: Self.backwardSource)
+        let sharedBytes = (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4
+        try device.allowSharedMemory(kernel, bytes: sharedBytes)
+        let boundsKernel = try device.kernel("attention_tile_bounds", source: Self.backwardSource)
+        var bounds: [DeviceBuffer] = []
+        for (rows, tile, position, document) in [(queries, queryTile, 0, 2), (keys, keyTile, 1, 3)] {
+            let tiles = (rows + tile - 1) / tile
+            let buffer = try DeviceBuffer(device, bytes: 16 * tiles)
+            try device.launch(boundsKernel, grid: ((tiles + 127) / 128, 1, 1), block: 128,
+                              [tokens.arguments[position], tokens.arguments[document], .int(Int32(rows)),
+                               .int(Int32(tile)), .pointer(buffer.address)])
+            bounds.append(buffer)
+        }
+        return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, kvHeads, batch), block: 32 * warps,
+                              sharedBytes: sharedBytes, bounds: bounds, dim: dim)
+    }
+
+    /// One tensor-core backward launch and the tile bounds it reads (query tiles, key tiles).
+    struct BackwardLaunch {
+        let kernel: OpaquePointer?
+        let grid: (Int, Int, Int)
+        let block: Int
+        let sharedBytes: Int
+        let bounds: [DeviceBuffer]
+        let dim: Int
+
+        var boundArguments: [CUDADevice.Argument] { bounds.map { .pointer($0.address) } }
+
+        func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument]) throws {
+            try device.launch(kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import DistFlashAttn
+import Foundation
+
+/// The block primitives on one GPU with every tensor resident on it (`DeviceTensor`): what the executor runs a
+/// plan with across GPUs. Inputs (Q, K, V, dO) are bf16, accumulators (O, LSE, δ, gradients) fp32. Work is queued
+/// on the device's compute stream and not waited for; `finish` waits and returns the seconds the GPU spent in
+/// the primitives (timed with events).
+///
+/// Position and document arrays and the tile bounds computed from them are cached per distinct block, since a
+/// plan reuses the same few blocks at every step.
+public final class CUDABlocks: BlockBackend, @unchecked Sendable {
+    // Invariant: `tokens`, `timings` are touched only while holding `lock`.
+    public let device: CUDADevice
+    let kernels: AttentionKernels
+    private let lock = NSLock()
+    private var tokens: [TokenKey: AttentionKernels.TokenBuffers] = [:]
+    private var timings: [(start: OpaquePointer?, end: OpaquePointer?)] = []
+
+    static let opsSource = String(decoding: PackageResources.tensor_ops_cu, as: UTF8.self)
+    private let warps = 4
+
+    public init(device: CUDADevice) {
+        self.device = device
+        kernels = AttentionKernels(device: device)
+    }
+
+    deinit {
+        for (start, end) in timings {
+            _ = device.driver.cuEventDestroy(start)
+            _ = device.driver.cuEventDestroy(end)
+        }
+    }
+
+    /// Whether the kernels run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS and dO then
+    /// enter the mma as bf16, which the reference rule's baseline must mirror). `DISTFLASH_CUDA_KERNEL=simt`
+    /// forces the SIMT kernels.
+    public static func usesTensorCores(headDim: Int) -> Bool { AttentionKernels.usesTensorCores(headDim: headDim) }
+
+    /// Places a host tensor on this GPU: Q, K, V, dO as `.input` (bf16), O and LSE as `.accumulator` (fp32).
+    public func upload(_ tensor: Tensor, as precision: BlockPrecision) throws -> DeviceTensor {
+        try DeviceTensor.upload(tensor, to: device, as: precision == .input ? .bfloat16 : .float32)
+    }
+
+    /// A bf16 tensor of unit-variance random values made on the device (benchmark inputs), different per `seed`.
+    public func random(_ shape: [Int], seed: UInt32) throws -> DeviceTensor {
+        let tensor = try DeviceTensor(device, shape: shape, precision: .bfloat16)
+        if tensor.count > 0 {
+            try device.launch(try device.kernel("fill_random_bf16", source: Self.opsSource),
+                              grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
+                              [.pointer(tensor.address), .int64(Int64(tensor.count)), .int(Int32(bitPattern: seed))])
+        }
+        return tensor
+    }
+
+    // MARK: Tensor operations
+
+    public func filled(_ shape: [Int], with value: Float, like prototype: DeviceTensor?) throws -> DeviceTensor {
+        let tensor = try DeviceTensor(device, shape: shape, precision: prototype?.precision ?? .float32)
+        if tensor.count > 0 {
+            switch tensor.precision {
+            case .float32: try tensor.buffer.fill32(value.bitPattern, count: tensor.count)
+            case .bfloat16: try tensor.buffer.fill16(BFloat16.bits(value), count: tensor.count)
+            }
+        }
+        return tensor
+    }
+
+    public func slice(_ block: DeviceTensor, _ ranges: [Range<Int>]) throws -> DeviceTensor {
+        let out = try DeviceTensor(device, shape: ranges.map(\.count), precision: block.precision)
+        try copy(from: block, at: ranges, to: out, at: out.shape.map { 0..<$0 }, add: false)
+        return out
+    }
+
+    public func write(_ values: DeviceTensor, into block: inout DeviceTensor, at ranges: [Range<Int>]) throws {
+        try copy(from: values, at: values.shape.map { 0..<$0 }, to: block, at: ranges, add: false)
+    }
+
+    public func add(_ values: DeviceTensor, into block: inout DeviceTensor, at ranges: [Range<Int>]) throws {
+        guard block.precision == .float32 else {
+            throw DistFlashError(.runtime, "adding into a bf16 tensor \(block.shape): only fp32 accumulators add")
+        }
+        try copy(from: values, at: values.shape.map { 0..<$0 }, to: block, at: ranges, add: true)
+    }
+
+    /// `target[targetRanges] (=|+=) source[sourceRanges]`, tensors of up to 4 axes (padded in front to 4).
+    private func copy(from source: DeviceTensor, at sourceRanges: [Range<Int>], to target: DeviceTensor,
+                      at targetRanges: [Range<Int>], add: Bool) throws {
+        let extent = sourceRanges.map(\.count)
+        guard extent == targetRanges.map(\.count), source.precision == target.precision, extent.count <= 4,
+              zip(sourceRanges, source.shape).allSatisfy({ $0.lowerBound >= 0 && $0.upperBound <= $1 }),
+              zip(targetRanges, target.shape).allSatisfy({ $0.lowerBound >= 0 && $0.upperBound <= $1 }) else {
+            throw DistFlashError(.shapeMismatch, "block copy \(sourceRanges) of \(source.shape) to \(targetRanges) "
+                + "of \(target.shape): extents, precisions or bounds disagree")
+        }
+        let runs = extent.dropLast().reduce(1, *)
+        guard runs > 0, let last = extent.last, last > 0 else { return }
+        func padded(_ values: [Int], _ fill: Int) -> [Int] { Array(repeating: fill, count: 4 - values.count) + values }
+        let (e, o, p) = (padded(extent, 1), padded(sourceRanges.map(\.lowerBound), 0), padded(targetRanges.map(\.lowerBound), 0))
+        let (s, t) = (padded(source.shape, 1), padded(target.shape, 1))
+        let name = source.precision == .bfloat16 ? "copy_block_b16" : add ? "add_block_f32" : "copy_block_f32"
+        try timed {
+            try device.launch(try device.kernel(name, source: Self.opsSource), grid: (min(runs, 65_535), 1, 1),
+                              block: last >= 128 ? 128 : 32,
+                              [.pointer(source.address), .pointer(target.address)]
+                                  + (e + s.dropFirst() + o + t.dropFirst() + p).map { .int(Int32($0)) })
+        }
+    }
+
+    // MARK: Attention primitives
+
+    public func forward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
+                        keyPositions: [Int], mask: AttentionMask, scale: Float, output: inout DeviceTensor,
+                        logSumExp: inout DeviceTensor) throws {
+        let g = try geometry(query, key, value, queryPositions, keyPositions)
+        try require(output, .float32, query.shape, "partial O")
+        try require(logSumExp, .float32, [g.batch, g.heads, g.queries], "partial LSE")
+        if g.queries == 0 || g.keys == 0 { return }
+        let tokens = try tokenBuffers(mask, queryPositions, keyPositions)
+        let launch = try tokens.forward(kernels, queries: g.queries, keys: g.keys, heads: g.heads, batch: g.batch, dim: g.dim)
+        try timed {
+            try launch.run(device, [.pointer(query.address), .pointer(key.address), .pointer(value.address)]
+                + tokens.arguments + launch.extraArguments
+                + [.pointer(output.address), .pointer(logSumExp.address), .int(Int32(g.queries)), .int(Int32(g.keys)),
+                   .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)]
+                + kernels.maskArguments(mask))
+        }
+    }
+
+    public func merge(output: inout DeviceTensor, logSumExp: inout DeviceTensor, otherOutput: DeviceTensor,
+                      otherLogSumExp: DeviceTensor) throws {
+        try require(otherOutput, .float32, output.shape, "merged O")
+        try require(otherLogSumExp, .float32, logSumExp.shape, "merged LSE")
+        let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
+        guard sequence > 0 else { return }
+        try timed {
+            try device.launch(try device.kernel("merge_partials", source: Self.opsSource),
+                              grid: ((sequence + warps - 1) / warps, heads, batch), block: 32 * warps,
+                              [.pointer(output.address), .pointer(logSumExp.address), .pointer(otherOutput.address),
+                               .pointer(otherLogSumExp.address), .int(Int32(sequence)), .int(Int32(heads)),
+                               .int(Int32(dim))])
+        }
+    }
+
+    public func backwardPreprocess(output: DeviceTensor, outputGrad: DeviceTensor) throws -> DeviceTensor {
+        try require(output, .float32, outputGrad.shape, "O")
+        try require(outputGrad, .bfloat16, output.shape, "dO")
+        let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
+        let delta = try DeviceTensor(device, shape: [batch, heads, sequence], precision: .float32)
+        if sequence > 0 {
+            try timed {
+                try device.launch(try device.kernel("backward_preprocess_bf16", source: Self.opsSource),
+                                  grid: ((sequence + warps - 1) / warps, heads, batch), block: 32 * warps,
+                                  [.pointer(output.address), .pointer(outputGrad.address), .pointer(delta.address),
+                                   .int(Int32(sequence)), .int(Int32(heads)), .int(Int32(dim))])
+            }
+        }
+        return delta
+    }
+
+    public func backward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
+                         keyPositions: [Int], mask: AttentionMask, scale: Float, outputGrad: DeviceTensor,
+                         logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
+                         keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor) throws {
+        let g = try geometry(query, key, value, queryPositions, keyPositions)
+        try require(outputGrad, .bfloat16, query.shape, "dO")
+        try require(logSumExp, .float32, [g.batch, g.heads, g.queries], "LSE")
+        try require(delta, .float32, [g.batch, g.heads, g.queries], "δ")
+        try require(queryGrad, .float32, query.shape, "dQ")
+        try require(keyGrad, .float32, key.shape, "dK")
+        try require(valueGrad, .float32, key.shape, "dV")
+        if g.queries == 0 || g.keys == 0 { return }
+        let tokens = try tokenBuffers(mask, queryPositions, keyPositions)
+        let tensorCores = kernels.usesTensorCores(headDim: g.dim)
+        // The tensor-core kernel takes dO as bf16 (an mma operand), the SIMT kernels as fp32.
+        let dO = tensorCores ? outputGrad : try widened(outputGrad)
+        let inputs: [CUDADevice.Argument] = [.pointer(query.address), .pointer(key.address), .pointer(value.address),
+                                             .pointer(dO.address), .pointer(logSumExp.address), .pointer(delta.address)]
+            + tokens.arguments
+        let sizes: [CUDADevice.Argument] = [.int(Int32(g.queries)), .int(Int32(g.keys)), .int(Int32(g.heads)),
+                                            .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)]
+            + kernels.maskArguments(mask)
+        let launch = tensorCores ? try tokens.backward(kernels, queries: g.queries, keys: g.keys, kvHeads: g.kvHeads,
+                                                       batch: g.batch, dim: g.dim) : nil
+        try timed {
+            try kernels.runBackward(launch, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
+                                    batch: g.batch, inputs: inputs,
+                                    gradients: (queryGrad.buffer, keyGrad.buffer, valueGrad.buffer), sizes: sizes)
+        }
+        withExtendedLifetime(dO) {}
+    }
+
+    public func finish() throws -> Double? {
+        try device.synchronize()
+        let pairs = lock.withLock { defer { timings = [] }; return timings }
+        var seconds = 0.0
+        for (start, end) in pairs {
+            var milliseconds: Float = 0
+            try device.driver.check(device.driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")
+            seconds += Double(milliseconds) / 1e3
+            _ = device.driver.cuEventDestroy(start)
+            _ = device.driver.cuEventDestroy(end)
+        }
+        return seconds
+    }
+
+    // MARK: Helpers
+
+    /// Queues `work` between two timing events on the compute stream.
+    private func timed(_ work: () throws -> Void) throws {
+        let driver = device.driver
+        var start: OpaquePointer?, end: OpaquePointer?
+        try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")
+        try driver.check(driver.cuEventCreate(&end, 0), "cuEventCreate")
+        lock.withLock { timings.append((start, end)) }
+        try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
+        try work()
+        try driver.check(driver.cuEventRecord(end, device.stream), "cuEventRecord")
+    }
+
+    private func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {
+        let out = try DeviceTensor(device, shape: tensor.shape, precision: .float32)
+        try device.launch(try device.kernel("widen_bf16", source: Self.opsSource),
+                          grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
+                          [.pointer(tensor.address), .pointer(out.address), .int64(Int64(tensor.count))])
+        return out
+    }
+
+    private struct TokenKey: Hashable {
+        let queries: [Int], keys: [Int], documents: [Int]?
+    }
+
+    private func tokenBuffers(_ mask: AttentionMask, _ queries: [Int], _ keys: [Int]) throws
+        -> AttentionKernels.TokenBuffers {
+        let key = TokenKey(queries: queries, keys: keys, documents: mask.documentLengths)
+        if let cached = lock.withLock({ tokens[key] }) { return cached }
+        let buffers = try AttentionKernels.TokenBuffers(device, mask, queries, keys)
+        lock.withLock {
+            if tokens.count >= 64 { tokens.removeAll() }  // a plan uses a handful; bound it for long-lived callers
+            tokens[key] = buffers
+        }
+        return buffers
+    }
+
+    private func require(_ tensor: DeviceTensor, _ precision: DeviceTensor.Precision, _ shape: [Int],
+                         _ name: String) throws {
+        guard tensor.shape == shape, tensor.precision == precision else {
+            throw DistFlashError(.shapeMismatch, "\(name) is \(tensor.precision) \(tensor.shape), expected "
+                + "\(precision) \(shape)")
+        }
+    }
+
+    /// The shared shape checks, bf16 inputs, and this backend's limit on D.
+    private func geometry(_ query: DeviceTensor, _ key: DeviceTensor, _ value: DeviceTensor, _ queryPositions: [Int],
+                          _ keyPositions: [Int]) throws -> BlockGeometry {
+        for (tensor, name) in [(query, "Q"), (key, "K"), (value, "V")] where tensor.precision != .bfloat16 {
+            throw DistFlashError(.shapeMismatch, "\(name) is \(tensor.precision): the CUDA kernels take bf16 inputs")
+        }
+        let g = try BlockGeometry(queryShape: query.shape, keyShape: key.shape, valueShape: value.shape,
+                                  queryPositions: queryPositions, keyPositions: keyPositions)
+        guard g.dim <= 256 else {
+            throw DistFlashError(.shapeMismatch, "head dim D = \(g.dim): the CUDA kernels support D ≤ 256")
+        }
+        return g
+    }
+}

@@ -1,0 +1,48 @@
+import DistFlashAttn
+
+/// A dense row-major tensor in device memory: fp32 (accumulators: O, LSE, δ, gradients) or bf16 (inputs: Q, K,
+/// V, dO). A reference type: primitives update it in place on the device's compute stream.
+public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
+    // Invariant: `shape` and `precision` never change; the contents change only through work on `device.stream`.
+    public enum Precision: Sendable, Equatable {
+        case float32, bfloat16
+        var size: Int { self == .float32 ? 4 : 2 }
+    }
+
+    public let shape: [Int]
+    public let precision: Precision
+    let buffer: DeviceBuffer
+
+    init(_ device: CUDADevice, shape: [Int], precision: Precision) throws {
+        (self.shape, self.precision) = (shape, precision)
+        buffer = try DeviceBuffer(device, bytes: shape.reduce(1, *) * precision.size)
+    }
+
+    private init(buffer: DeviceBuffer, shape: [Int], precision: Precision) {
+        (self.buffer, self.shape, self.precision) = (buffer, shape, precision)
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+    public var byteCount: Int { count * precision.size }
+    var address: UInt64 { buffer.address }
+    var device: CUDADevice { buffer.device }
+
+    /// A device copy of `tensor`, rounded to bf16 if asked.
+    public static func upload(_ tensor: Tensor, to device: CUDADevice, as precision: Precision) throws -> DeviceTensor {
+        let buffer = precision == .float32 ? try DeviceBuffer.upload(device, tensor.scalars)
+            : try DeviceBuffer.upload(device, tensor.scalars.map(BFloat16.bits))
+        return DeviceTensor(buffer: buffer, shape: tensor.shape, precision: precision)
+    }
+
+    /// The contents as a host tensor (bf16 widened to fp32), after the work queued before.
+    public func download() throws -> Tensor {
+        switch precision {
+        case .float32:
+            return try Tensor(shape: shape, scalars: buffer.download(count, as: Float.self, initial: 0))
+        case .bfloat16:
+            let bits = try buffer.download(count, as: UInt16.self, initial: 0)
+            return try Tensor(shape: shape, scalars: bits.map { Float(bitPattern: UInt32($0) << 16) })
+        }
+    }
+
+}

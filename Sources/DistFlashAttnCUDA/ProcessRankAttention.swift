@@ -1,0 +1,131 @@
+import DistFlashAttn
+import Foundation
+
+/// The one rank of this process in a run of P processes (one per GPU, started by torchrun, mpirun, srun or by
+/// hand): rank 0 makes the NCCL id and hands it to the others over TCP at MASTER_ADDR:MASTER_PORT, then every
+/// process runs its own rank of the plan with its shard resident on its GPU. Results are gathered on rank 0
+/// (over NCCL) for the caller to check or save.
+public struct ProcessRankAttention: Sendable {
+    /// Plan, overlap, timeout and the induced failure; `ranks` is the world size.
+    public var run: DistributedAttention
+    public let launch: LaunchEnvironment
+    public let blocks: CUDABlocks
+    private let communicator: NCCLCommunicator
+
+    /// Joins the run `launch` describes on GPU `launch.localRank`; blocks until every rank has joined (bounded by
+    /// `timeout`, naming the ranks that never came).
+    public init(plan: Plan.Kind, launch: LaunchEnvironment, timeout: TimeInterval = 60) throws {
+        self.launch = launch
+        run = DistributedAttention(plan: plan, ranks: launch.worldSize)
+        run.timeout = timeout
+        let device = try CUDADevice(ordinal: launch.localRank)
+        blocks = CUDABlocks(device: device)
+        let id: [UInt8]
+        if launch.rank == 0 {
+            id = try NCCL().uniqueId()
+            try Rendezvous.serve(id, port: launch.masterPort, worldSize: launch.worldSize, timeout: timeout)
+        } else {
+            id = try Rendezvous.fetch(host: launch.masterAddress, port: launch.masterPort, rank: launch.rank,
+                                      timeout: timeout)
+        }
+        communicator = try NCCLCommunicator(rank: launch.rank, of: launch.worldSize, device: device, id: id,
+                                            timeout: timeout)
+    }
+
+    /// This rank's measurements of one pass and, on rank 0, the gathered full result.
+    public struct Outcome<Value: Sendable>: Sendable {
+        public var value: Value?
+        public var plan: Plan
+        public var statistics: RankStatistics
+        public var seconds: Double
+        public var devicePeakBytes: Int
+        /// This rank's own results, still on its GPU (forward: .output, .logSumExp — the backward's inputs).
+        public var shards: [ShardTensor: DeviceTensor]
+    }
+
+    /// The forward over the whole sequence; every process passes the same full inputs and keeps its shard.
+    public func forward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
+        -> Outcome<AttentionPartial> {
+        let plan = try self.plan(problem, .forward)
+        let rank = launch.rank
+        let place = { (tensor: Tensor, axis: Int, precision: BlockPrecision) in
+            try blocks.upload(try plan.layout.shard(tensor, rank: rank, axis: axis), as: precision)
+        }
+        let shards: [ShardTensor: DeviceTensor] = [.query: try place(query, 1, .input), .key: try place(key, 1, .input),
+                                                   .value: try place(value, 1, .input)]
+        let (outputs, statistics, seconds, peak) = try execute(plan, problem, shards)
+        let gathered = try gather([outputs[.output]!, outputs[.logSumExp]!], plan)
+        let value = try gathered.map { parts in
+            AttentionPartial(output: try plan.layout.unshard(parts.map { $0[0] }, axis: 1),
+                             logSumExp: try plan.layout.unshard(parts.map { $0[1] }, axis: 2))
+        }
+        return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peak,
+                       shards: outputs)
+    }
+
+    /// dQ, dK, dV given this rank's forward (its O and LSE stay on the GPU) and dO `[B, S, H, D]` (the same on
+    /// every process).
+    public func backward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
+                         forward: Outcome<AttentionPartial>, outputGrad: Tensor) throws -> Outcome<AttentionGradients> {
+        let plan = try self.plan(problem, .backward)
+        let rank = launch.rank
+        let place = { (tensor: Tensor, axis: Int, precision: BlockPrecision) in
+            try blocks.upload(try plan.layout.shard(tensor, rank: rank, axis: axis), as: precision)
+        }
+        let shards: [ShardTensor: DeviceTensor] = [
+            .query: try place(query, 1, .input), .key: try place(key, 1, .input), .value: try place(value, 1, .input),
+            .output: forward.shards[.output]!, .outputGrad: try place(outputGrad, 1, .input),
+            .logSumExp: forward.shards[.logSumExp]!,
+        ]
+        let (outputs, statistics, seconds, peak) = try execute(plan, problem, shards)
+        let gathered = try gather([outputs[.queryGrad]!, outputs[.keyGrad]!, outputs[.valueGrad]!], plan)
+        let value = try gathered.map { parts in
+            AttentionGradients(query: try plan.layout.unshard(parts.map { $0[0] }, axis: 1),
+                               key: try plan.layout.unshard(parts.map { $0[1] }, axis: 1),
+                               value: try plan.layout.unshard(parts.map { $0[2] }, axis: 1))
+        }
+        return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peak,
+                       shards: outputs)
+    }
+
+    private func plan(_ problem: AttentionProblem, _ pass: Plan.Pass) throws -> Plan {
+        guard problem.dtype == .bf16 else {
+            throw DistFlashError(.runtime, "dtype \(problem.dtype): the CUDA kernels take bf16 inputs (use --dtype bf16)")
+        }
+        let plan = try Plan.make(run.plan, problem: problem, ranks: run.ranks, pass: pass)
+        try plan.verify(problem: problem)
+        return plan
+    }
+
+    private func execute(_ plan: Plan, _ problem: AttentionProblem, _ shards: [ShardTensor: DeviceTensor]) throws
+        -> ([ShardTensor: DeviceTensor], RankStatistics, Double, Int) {
+        _ = try blocks.finish()
+        _ = try blocks.device.peakMemoryBytes(reset: true)
+        let (outputs, statistics, seconds) = try run.runRank(launch.rank, plan, problem, backend: blocks,
+                                                             communicator: communicator, shards: shards)
+        return (outputs, statistics, seconds, try blocks.device.peakMemoryBytes())
+    }
+
+    /// Every rank's `tensors` on rank 0, by rank, as host tensors (nil on the other ranks).
+    private func gather(_ tensors: [DeviceTensor], _ plan: Plan) throws -> [[Tensor]]? {
+        let tag = Int.max - 3
+        let rank = launch.rank
+        guard rank == 0 else {
+            _ = try communicator.exchange(Exchange(sends: [.init(to: 0, tag: tag, payload: tensors)]), rank: rank)
+            return nil
+        }
+        let receives = (1..<run.ranks).map { peer in
+            ExchangeReceive(from: peer, tag: tag, shapes: tensors.map { shape(of: $0, rows: plan.layout.count(rank: peer)) },
+                            precisions: tensors.map { _ in .accumulator })
+        }
+        let others = try communicator.exchange(Exchange(receives: receives), rank: 0)
+        return try ([tensors] + others).map { try $0.map { try $0.download() } }
+    }
+
+    /// `tensor`'s shape with its token axis (1 for `[B, n, H, D]`, 2 for LSE `[B, H, n]`) set to `rows`.
+    private func shape(of tensor: DeviceTensor, rows: Int) -> [Int] {
+        var shape = tensor.shape
+        shape[tensor.shape.count == 4 ? 1 : 2] = rows
+        return shape
+    }
+}
