@@ -32,13 +32,16 @@ public struct ProcessRankAttention: Sendable {
                                             timeout: timeout)
     }
 
-    /// This rank's measurements of one pass and, on rank 0, the gathered full result.
+    /// One pass: on rank 0, the gathered full result and every rank's figures; on the others, their own figures.
     public struct Outcome<Value: Sendable>: Sendable {
         public var value: Value?
         public var plan: Plan
-        public var statistics: RankStatistics
+        /// By rank on rank 0; this rank's alone elsewhere.
+        public var statistics: [RankStatistics]
+        /// Seconds this rank took (from its start to the end of the pass, the final barrier included).
         public var seconds: Double
-        public var devicePeakBytes: Int
+        /// Each GPU's peak memory during the pass, like `statistics`.
+        public var devicePeakBytes: [Int]
         /// This rank's own results, still on its GPU (forward: .output, .logSumExp — the backward's inputs).
         public var shards: [ShardTensor: DeviceTensor]
     }
@@ -53,13 +56,13 @@ public struct ProcessRankAttention: Sendable {
         }
         let shards: [ShardTensor: DeviceTensor] = [.query: try place(query, 1, .input), .key: try place(key, 1, .input),
                                                    .value: try place(value, 1, .input)]
-        let (outputs, statistics, seconds, peak) = try execute(plan, problem, shards)
+        let (outputs, statistics, seconds, peaks) = try execute(plan, problem, shards)
         let gathered = try gather([outputs[.output]!, outputs[.logSumExp]!], plan)
         let value = try gathered.map { parts in
             AttentionPartial(output: try plan.layout.unshard(parts.map { $0[0] }, axis: 1),
                              logSumExp: try plan.layout.unshard(parts.map { $0[1] }, axis: 2))
         }
-        return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peak,
+        return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peaks,
                        shards: outputs)
     }
 
@@ -77,14 +80,14 @@ public struct ProcessRankAttention: Sendable {
             .output: forward.shards[.output]!, .outputGrad: try place(outputGrad, 1, .input),
             .logSumExp: forward.shards[.logSumExp]!,
         ]
-        let (outputs, statistics, seconds, peak) = try execute(plan, problem, shards)
+        let (outputs, statistics, seconds, peaks) = try execute(plan, problem, shards)
         let gathered = try gather([outputs[.queryGrad]!, outputs[.keyGrad]!, outputs[.valueGrad]!], plan)
         let value = try gathered.map { parts in
             AttentionGradients(query: try plan.layout.unshard(parts.map { $0[0] }, axis: 1),
                                key: try plan.layout.unshard(parts.map { $0[1] }, axis: 1),
                                value: try plan.layout.unshard(parts.map { $0[2] }, axis: 1))
         }
-        return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peak,
+        return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peaks,
                        shards: outputs)
     }
 
@@ -97,13 +100,42 @@ public struct ProcessRankAttention: Sendable {
         return plan
     }
 
+    /// Runs this rank; returns its outputs, the figures (every rank's on rank 0), its seconds.
     private func execute(_ plan: Plan, _ problem: AttentionProblem, _ shards: [ShardTensor: DeviceTensor]) throws
-        -> ([ShardTensor: DeviceTensor], RankStatistics, Double, Int) {
+        -> ([ShardTensor: DeviceTensor], [RankStatistics], Double, [Int]) {
         _ = try blocks.finish()
         _ = try blocks.device.peakMemoryBytes(reset: true)
         let (outputs, statistics, seconds) = try run.runRank(launch.rank, plan, problem, backend: blocks,
                                                              communicator: communicator, shards: shards)
-        return (outputs, statistics, seconds, try blocks.device.peakMemoryBytes())
+        let peak = try blocks.device.peakMemoryBytes()
+        let figures = try gatherFigures(statistics, peak)
+        return (outputs, figures?.map(\.0) ?? [statistics], seconds, figures?.map(\.1) ?? [peak])
+    }
+
+    /// Every rank's figures on rank 0 (nil elsewhere). Each number travels as its bits (two fp32 words per 64-bit
+    /// value), so counts and times arrive exact.
+    private func gatherFigures(_ statistics: RankStatistics, _ peak: Int) throws -> [(RankStatistics, Int)]? {
+        let words = [statistics.computeSeconds.bitPattern, statistics.waitSeconds.bitPattern]
+            + [statistics.bytesSent, statistics.bytesReceived, statistics.peakExtraBytes, peak].map { UInt64(bitPattern: Int64($0)) }
+        let floats = words.flatMap { [Float(bitPattern: UInt32(truncatingIfNeeded: $0)), Float(bitPattern: UInt32($0 >> 32))] }
+        let mine = try blocks.upload(try Tensor(shape: [floats.count], scalars: floats), as: .accumulator)
+        let tag = Int.max - 4
+        guard launch.rank == 0 else {
+            _ = try communicator.exchange(Exchange(sends: [.init(to: 0, tag: tag, payload: [mine])]), rank: launch.rank)
+            return nil
+        }
+        let receives = (1..<run.ranks).map { ExchangeReceive(from: $0, tag: tag, shapes: [[floats.count]]) }
+        let others = try communicator.exchange(Exchange(receives: receives), rank: 0).map { $0[0] }
+        return try ([mine] + others).map { tensor in
+            let bits = try tensor.download().scalars.map(\.bitPattern)
+            let values = stride(from: 0, to: bits.count, by: 2).map { UInt64(bits[$0]) | UInt64(bits[$0 + 1]) << 32 }
+            var figures = RankStatistics()
+            figures.computeSeconds = Double(bitPattern: values[0])
+            figures.waitSeconds = Double(bitPattern: values[1])
+            (figures.bytesSent, figures.bytesReceived, figures.peakExtraBytes) =
+                (Int(Int64(bitPattern: values[2])), Int(Int64(bitPattern: values[3])), Int(Int64(bitPattern: values[4])))
+            return (figures, Int(Int64(bitPattern: values[5])))
+        }
     }
 
     /// Every rank's `tensors` on rank 0, by rank, as host tensors (nil on the other ranks).

@@ -129,7 +129,7 @@ struct AttentionCommand: ParsableCommand {
     }
 
     /// One rank of a multi-process run on GPU LOCAL_RANK; returns whether this is rank 0, which then holds the
-    /// gathered result and the figures (its own rank's, plus every GPU's peak memory is its own here).
+    /// gathered result and every rank's figures.
     private func runAsProcess(_ launch: LaunchEnvironment, _ problem: AttentionProblem, _ q: Tensor, _ k: Tensor,
                               _ v: Tensor, _ dO: Tensor?, report: inout RunReport, result: inout AttentionPartial,
                               gradients: inout AttentionGradients?) throws -> Bool {
@@ -139,13 +139,13 @@ struct AttentionCommand: ParsableCommand {
         let forward = try run.forward(problem, query: q, key: k, value: v)
         report.backend = "cuda (\(run.blocks.device.name)), \(launch.worldSize) processes (\(launch.launcher))"
         (report.forwardSeconds, report.plan, report.gpus) = (forward.seconds, forward.plan.name, launch.worldSize)
-        (report.ranks, report.devicePeakBytes) = ([forward.statistics], [forward.devicePeakBytes])
+        (report.ranks, report.devicePeakBytes) = (forward.statistics, forward.devicePeakBytes)
         report.predictedForwardSeconds = Simulator().simulate(forward.plan, problem: problem).makespan
         if let dO {
             let backward = try run.backward(problem, query: q, key: k, value: v, forward: forward, outputGrad: dO)
             (gradients, report.backwardSeconds) = (backward.value, backward.seconds)
-            report.ranks = [forward.statistics + backward.statistics]
-            report.devicePeakBytes = [max(forward.devicePeakBytes, backward.devicePeakBytes)]
+            report.ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
+            report.devicePeakBytes = zip(forward.devicePeakBytes, backward.devicePeakBytes).map { max($0, $1) }
             report.predictedBackwardSeconds = Simulator().simulate(backward.plan, problem: problem).makespan
         }
         if let value = forward.value { result = value }
