@@ -49,7 +49,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         nccl = try NCCL()
         (ranks, self.timeout, spansProcesses) = (devices.count, timeout, false)
         local = InProcessCommunicator(ranks: devices.count, timeout: timeout)
-        watchdog = BlockingCallWatchdog(timeout: timeout)
+        watchdog = BlockingCallWatchdog(limit: timeout + 10)
         var comms = [NCCL.Comm](repeating: nil, count: devices.count)
         let ordinals = devices.map { Int32($0.ordinal) }
         try nccl.check(nccl.ncclCommInitAll(&comms, Int32(devices.count), ordinals),
@@ -64,7 +64,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     /// before returning, while they are all known to be alive: NCCL sets up a peer's connection inside the first
     /// call that reaches it, and a call that waits there for a peer that has since died would never return.
     public init(rank: Int, of ranks: Int, device: CUDADevice, id: [UInt8], timeout: TimeInterval) throws {
-        let (nccl, watchdog) = (try NCCL(), BlockingCallWatchdog(timeout: timeout))
+        let (nccl, watchdog) = (try NCCL(), BlockingCallWatchdog(limit: timeout + 10))
         (self.nccl, self.watchdog) = (nccl, watchdog)
         (self.ranks, self.timeout, spansProcesses) = (ranks, timeout, true)
         local = InProcessCommunicator(ranks: 1, timeout: timeout)
