@@ -192,29 +192,43 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     public func finish() throws -> Double? {
         try device.synchronize()
         let pairs = lock.withLock { defer { timings = [] }; return timings }
+        defer {
+            for (start, end) in pairs {
+                _ = device.driver.cuEventDestroy(start)
+                _ = device.driver.cuEventDestroy(end)
+            }
+        }
         var seconds = 0.0
         for (start, end) in pairs {
             var milliseconds: Float = 0
             try device.driver.check(device.driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")
             seconds += Double(milliseconds) / 1e3
-            _ = device.driver.cuEventDestroy(start)
-            _ = device.driver.cuEventDestroy(end)
         }
         return seconds
     }
 
     // MARK: Helpers
 
-    /// Queues `work` between two timing events on the compute stream.
+    /// Queues `work` between two timing events on the compute stream; the pair counts in `finish` only once both
+    /// are recorded (a primitive that fails leaves nothing behind).
     private func timed(_ work: () throws -> Void) throws {
         let driver = device.driver
         var start: OpaquePointer?, end: OpaquePointer?
         try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")
         try driver.check(driver.cuEventCreate(&end, 0), "cuEventCreate")
-        lock.withLock { timings.append((start, end)) }
+        var recorded = false
+        defer {
+            if recorded {
+                lock.withLock { timings.append((start, end)) }
+            } else {
+                _ = driver.cuEventDestroy(start)
+                _ = driver.cuEventDestroy(end)
+            }
+        }
         try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
         try work()
         try driver.check(driver.cuEventRecord(end, device.stream), "cuEventRecord")
+        recorded = true
     }
 
     private func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {

@@ -30,13 +30,16 @@ extension MultiGPUAttention {
                     .value: try blocks[rank].random([b, n, hkv, d], seed: seed + 2),
                     .outputGrad: try blocks[rank].random([b, n, h, d], seed: seed + 3)]
         }
-        for rank in blocks.indices {
-            _ = try blocks[rank].finish()
-            _ = try blocks[rank].device.peakMemoryBytes(reset: true)
-        }
-        var forwards: [DistributedAttention.Outcome<[[ShardTensor: DeviceTensor]]>] = []
-        var backwards: [DistributedAttention.Outcome<[[ShardTensor: DeviceTensor]]>] = []
+        // Only each run's times and figures are kept (its outputs go before the next run), and each GPU's peak
+        // memory is the largest of any single run's.
+        var forwards: [(seconds: Double, statistics: [RankStatistics])] = []
+        var backwards: [(seconds: Double, statistics: [RankStatistics])] = []
+        var peaks = [Int](repeating: 0, count: blocks.count)
         for _ in 0...max(1, repeats) {
+            for rank in blocks.indices {
+                _ = try blocks[rank].finish()
+                _ = try blocks[rank].device.peakMemoryBytes(reset: true)
+            }
             let forward = try run.run(forwardPlan, problem, backends: { blocks[$0] }, communicator: communicator) {
                 [.query: inputs[$0][.query]!, .key: inputs[$0][.key]!, .value: inputs[$0][.value]!]
             }
@@ -45,15 +48,15 @@ extension MultiGPUAttention {
                 (shards[.output], shards[.logSumExp]) = (forward.value[$0][.output]!, forward.value[$0][.logSumExp]!)
                 return shards
             }
-            forwards.append(forward)
-            backwards.append(backward)
+            forwards.append((forward.seconds, forward.statistics))
+            backwards.append((backward.seconds, backward.statistics))
+            peaks = try zip(peaks, blocks).map { max($0, try $1.device.peakMemoryBytes()) }
         }
-        // Run 0 warms up (kernel compilation, NCCL connections, the allocator's pool).
+        // Run 0 warms up (kernel compilation, the allocator's pool).
         let forward = forwards.dropFirst().sorted { $0.seconds < $1.seconds }[(forwards.count - 1) / 2]
         let backward = backwards.dropFirst().sorted { $0.seconds < $1.seconds }[(backwards.count - 1) / 2]
         return Timing(forward: forward.seconds, backward: backward.seconds, forwardStatistics: forward.statistics,
-                      backwardStatistics: backward.statistics,
-                      devicePeakBytes: try blocks.map { try $0.device.peakMemoryBytes() })
+                      backwardStatistics: backward.statistics, devicePeakBytes: peaks)
     }
 
     /// Median seconds for rank 0 to send `bytes` to rank 1 (and rank 1 to receive them): the link figure the

@@ -28,6 +28,9 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     private var groups: [Int: Group] = [:]
     private var nextToken = 1
     private var failed = false
+    /// Tensors of transfers that failed: NCCL may still write into them until the communicator is aborted, so
+    /// they are released only after that (deinit), never back into the pool while a transfer could land.
+    private var orphans: [DeviceTensor] = []
 
     private struct Member {
         let device: CUDADevice
@@ -57,6 +60,9 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         members = Dictionary(uniqueKeysWithValues: try devices.indices.map { rank in
             (rank, Member(device: devices[rank], comm: comms[rank], stream: try Self.stream(on: devices[rank])))
         })
+        _ = try RankThreads.run(ranks: devices.count, communicator: self, what: "connecting the GPUs") { rank in
+            try self.connectPeers(rank: rank)
+        }
     }
 
     /// Rank `rank` of `ranks` processes on `device`, joining the communicator named by `id` (from
@@ -73,8 +79,15 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
             try nccl.initRank(rank, of: ranks, id: id)
         }
         members = [rank: Member(device: device, comm: comm, stream: try Self.stream(on: device))]
+        try connectPeers(rank: rank)
+    }
+
+    /// One tiny message to and from every peer, then a barrier: NCCL sets up a pair's connection in the first call
+    /// that reaches it, so doing it here, while every rank is known to be alive, keeps connection set-up out of
+    /// the timed runs and out of calls that a dead peer could leave blocked.
+    private func connectPeers(rank: Int) throws {
         let peers = (0..<ranks).filter { $0 != rank }
-        let token = try DeviceTensor(device, shape: [1], precision: .float32)
+        let token = try DeviceTensor(try member(rank).device, shape: [1], precision: .float32)
         _ = try exchange(Exchange(sends: peers.map { .init(to: $0, tag: -1, payload: [token]) },
                                   receives: peers.map { .init(from: $0, tag: -1, shapes: [[1]]) }), rank: rank)
         try barrier(rank: rank)
@@ -93,6 +106,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
             _ = failed ? nccl.ncclCommAbort(member.comm) : nccl.ncclCommDestroy(member.comm)
             _ = member.device.driver.cuStreamDestroy(member.stream)
         }
+        orphans.removeAll()  // no transfer can land any more
     }
 
     private func member(_ rank: Int) throws -> Member {
@@ -152,8 +166,9 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         } catch {
             enqueued = .failure(error)
         }
-        try nccl.check(nccl.ncclGroupEnd(), "ncclGroupEnd (rank \(rank))")
-        try enqueued.get()
+        let ended = nccl.ncclGroupEnd()
+        try enqueued.get()  // the failing send or receive names the call and the peer: the root cause
+        try nccl.check(ended, "ncclGroupEnd (rank \(rank))")
     }
 
     public func wait(_ pending: ExchangePending, rank: Int) throws -> [[DeviceTensor]] {
@@ -161,8 +176,13 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
             throw DistFlashError(.runtime, "rank \(rank): waited for an exchange it never posted")
         }
         defer { _ = members[rank]?.device.driver.cuEventDestroy(group.event) }
-        try poll(group.event, rank: rank,
-                 waitingFor: "messages from ranks \(Set(pending.receives.map(\.from)).sorted())")
+        do {
+            try poll(group.event, rank: rank,
+                     waitingFor: "messages from ranks \(Set(pending.receives.map(\.from)).sorted())")
+        } catch {
+            lock.withLock { orphans += group.sends + group.receives.joined() }
+            throw error
+        }
         // Done on the NCCL stream, which the host has seen complete: the compute stream may use them from here.
         return group.receives
     }
@@ -185,8 +205,12 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         try driver.check(driver.cuEventCreate(&event, 2), "cuEventCreate")
         defer { _ = driver.cuEventDestroy(event) }
         try driver.check(driver.cuEventRecord(event, member.stream), "cuEventRecord")
-        try poll(event, rank: rank, waitingFor: "the other ranks at the final barrier")
-        withExtendedLifetime(token) {}
+        do {
+            try poll(event, rank: rank, waitingFor: "the other ranks at the final barrier")
+        } catch {
+            lock.withLock { orphans.append(token) }
+            throw error
+        }
     }
 
     public func abort(_ error: DistFlashError) {

@@ -2,7 +2,9 @@
 public struct RankStatistics: Sendable, Equatable {
     /// Seconds spent in block computations and merges.
     public var computeSeconds = 0.0
-    /// Seconds spent blocked in `receive` (communication the compute did not hide).
+    /// Seconds spent blocked in `receive` (communication the compute did not hide). On a GPU this is host time:
+    /// a step's transfers start only after the work queued before them, so it also holds GPU compute still
+    /// running when the host arrived.
     public var waitSeconds = 0.0
     public var bytesSent = 0
     public var bytesReceived = 0

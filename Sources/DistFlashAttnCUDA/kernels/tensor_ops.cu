@@ -51,6 +51,7 @@ extern "C" __global__ void merge_partials(float *o, float *lse, const float *o2,
     float *row = o + (((long long)b * S + i) * H + h) * D;
     const float *other = o2 + (((long long)b * S + i) * H + h) * D;
     for (int d = lane; d < D; d += 32) row[d] = fa * row[d] + fc * other[d];
+    __syncwarp();  // every lane has read lse[l] (the early returns are the same for the whole warp)
     if (lane == 0) lse[l] = top + logf(wa + wc);
 }
 
