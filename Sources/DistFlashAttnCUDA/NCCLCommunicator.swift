@@ -52,7 +52,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         nccl = try NCCL()
         (ranks, self.timeout, spansProcesses) = (devices.count, timeout, false)
         local = InProcessCommunicator(ranks: devices.count, timeout: timeout)
-        watchdog = BlockingCallWatchdog(limit: timeout + 10)
+        watchdog = Self.watchdog(timeout: timeout, local: local)
         var comms = [NCCL.Comm](repeating: nil, count: devices.count)
         let ordinals = devices.map { Int32($0.ordinal) }
         try nccl.check(nccl.ncclCommInitAll(&comms, Int32(devices.count), ordinals),
@@ -70,10 +70,10 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     /// before returning, while they are all known to be alive: NCCL sets up a peer's connection inside the first
     /// call that reaches it, and a call that waits there for a peer that has since died would never return.
     public init(rank: Int, of ranks: Int, device: CUDADevice, id: [UInt8], timeout: TimeInterval) throws {
-        let (nccl, watchdog) = (try NCCL(), BlockingCallWatchdog(limit: timeout + 10))
-        (self.nccl, self.watchdog) = (nccl, watchdog)
+        let local = InProcessCommunicator(ranks: 1, timeout: timeout)
+        let (nccl, watchdog) = (try NCCL(), Self.watchdog(timeout: timeout, local: local))
+        (self.nccl, self.watchdog, self.local) = (nccl, watchdog, local)
         (self.ranks, self.timeout, spansProcesses) = (ranks, timeout, true)
-        local = InProcessCommunicator(ranks: 1, timeout: timeout)
         try device.makeCurrent()
         let comm = try watchdog.watch("rank \(rank): ncclCommInitRank (\(ranks) ranks)") {
             try nccl.initRank(rank, of: ranks, id: id)
@@ -91,6 +91,16 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         _ = try exchange(Exchange(sends: peers.map { .init(to: $0, tag: -1, payload: [token]) },
                                   receives: peers.map { .init(from: $0, tag: -1, shapes: [[1]]) }), rank: rank)
         try barrier(rank: rank)
+    }
+
+    /// The watchdog of blocking NCCL calls, whose exit message also gives the run's first recorded failure (the
+    /// likely reason a peer stopped answering).
+    private static func watchdog(timeout: TimeInterval, local: InProcessCommunicator) -> BlockingCallWatchdog {
+        BlockingCallWatchdog(limit: timeout + 10) { message in
+            let cause = local.recordedFailure.map { " — the run had already failed: \($0.message)" } ?? ""
+            FileHandle.standardError.write(Data(("Error: " + message + cause + "\n").utf8))
+            _exit(1)
+        }
     }
 
     private static func stream(on device: CUDADevice) throws -> OpaquePointer? {

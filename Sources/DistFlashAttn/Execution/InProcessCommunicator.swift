@@ -113,6 +113,13 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
     }
 
+    /// The run's first failure, if any rank aborted it.
+    public var recordedFailure: DistFlashError? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure
+    }
+
     /// Throws the run's failure, if any rank aborted it.
     public func throwIfAborted(rank: Int) throws {
         condition.lock()
