@@ -41,6 +41,11 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         try DeviceTensor.upload(tensor, to: device, as: precision == .input ? .bfloat16 : .float32)
     }
 
+    /// Places a rank's shards on this GPU, each in its role's precision.
+    public func place(_ shards: [ShardTensor: Tensor]) throws -> [ShardTensor: DeviceTensor] {
+        try shards.reduce(into: [:]) { placed, shard in placed[shard.key] = try upload(shard.value, as: shard.key.precision) }
+    }
+
     /// A bf16 tensor of unit-variance random values made on the device (benchmark inputs), different per `seed`.
     public func random(_ shape: [Int], seed: UInt32) throws -> DeviceTensor {
         let tensor = try DeviceTensor(device, shape: shape, precision: .bfloat16)

@@ -26,19 +26,10 @@ public struct MultiGPUAttention: Sendable {
     /// O and LSE of attention over the whole sequence. Query `[B, S, H, D]`, key/value `[B, S, H_kv, D]`.
     public func forward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
         -> (DistributedAttention.Outcome<AttentionPartial>, Figures) {
-        let plan = try verifiedPlan(problem, .forward)
-        let layout = plan.layout
-        let shards = try (0..<run.ranks).map { rank -> [ShardTensor: DeviceTensor] in
-            let place = { (tensor: Tensor, axis: Int, precision: BlockPrecision) in
-                try self.blocks[rank].upload(try layout.shard(tensor, rank: rank, axis: axis), as: precision)
-            }
-            return [.query: try place(query, 1, .input), .key: try place(key, 1, .input),
-                    .value: try place(value, 1, .input)]
-        }
-        let (outcome, figures) = try execute(plan, problem, shards)
-        let result = AttentionPartial(
-            output: try layout.unshard(try outcome.value.map { try $0[.output]!.download() }, axis: 1),
-            logSumExp: try layout.unshard(try outcome.value.map { try $0[.logSumExp]!.download() }, axis: 2))
+        let plan = try run.gpuPlan(problem, .forward)
+        let (outcome, figures) = try execute(plan, problem, [.query: query, .key: key, .value: value])
+        let result = AttentionPartial(output: try plan.layout.unshard(.output, from: outcome.value),
+                                      logSumExp: try plan.layout.unshard(.logSumExp, from: outcome.value))
         return (.init(value: result, plan: plan, statistics: outcome.statistics, seconds: outcome.seconds), figures)
     }
 
@@ -47,47 +38,41 @@ public struct MultiGPUAttention: Sendable {
                          result: AttentionPartial, outputGrad: Tensor) throws
         -> (DistributedAttention.Outcome<AttentionGradients>, Figures) {
         try outputGrad.requireShape(problem.queryShape, "dO")
-        let plan = try verifiedPlan(problem, .backward)
-        let layout = plan.layout
-        let shards = try (0..<run.ranks).map { rank -> [ShardTensor: DeviceTensor] in
-            let place = { (tensor: Tensor, axis: Int, precision: BlockPrecision) in
-                try self.blocks[rank].upload(try layout.shard(tensor, rank: rank, axis: axis), as: precision)
-            }
-            return [.query: try place(query, 1, .input), .key: try place(key, 1, .input),
-                    .value: try place(value, 1, .input), .output: try place(result.output, 1, .accumulator),
-                    .outputGrad: try place(outputGrad, 1, .input),
-                    .logSumExp: try place(result.logSumExp, 2, .accumulator)]
-        }
-        let (outcome, figures) = try execute(plan, problem, shards)
-        let grads = AttentionGradients(
-            query: try layout.unshard(try outcome.value.map { try $0[.queryGrad]!.download() }, axis: 1),
-            key: try layout.unshard(try outcome.value.map { try $0[.keyGrad]!.download() }, axis: 1),
-            value: try layout.unshard(try outcome.value.map { try $0[.valueGrad]!.download() }, axis: 1))
+        let plan = try run.gpuPlan(problem, .backward)
+        let (outcome, figures) = try execute(plan, problem, [.query: query, .key: key, .value: value,
+                                                             .output: result.output, .outputGrad: outputGrad,
+                                                             .logSumExp: result.logSumExp])
+        let grads = AttentionGradients(query: try plan.layout.unshard(.queryGrad, from: outcome.value),
+                                       key: try plan.layout.unshard(.keyGrad, from: outcome.value),
+                                       value: try plan.layout.unshard(.valueGrad, from: outcome.value))
         return (.init(value: grads, plan: plan, statistics: outcome.statistics, seconds: outcome.seconds), figures)
     }
 
-    private func verifiedPlan(_ problem: AttentionProblem, _ pass: Plan.Pass) throws -> Plan {
-        try requireBF16(problem)
-        let plan = try Plan.make(run.plan, problem: problem, ranks: run.ranks, pass: pass)
-        try plan.verify(problem: problem)
-        return plan
-    }
-
-    private func requireBF16(_ problem: AttentionProblem) throws {
-        guard problem.dtype == .bf16 else {
-            throw DistFlashError(.runtime, "dtype \(problem.dtype): the CUDA kernels take bf16 inputs (use --dtype bf16)")
-        }
-    }
-
-    /// Runs the plan with the shards in place; the clock starts once every shard is on its GPU.
-    private func execute(_ plan: Plan, _ problem: AttentionProblem, _ shards: [[ShardTensor: DeviceTensor]]) throws
-        -> (DistributedAttention.Outcome<[[ShardTensor: DeviceTensor]]>, Figures) {
+    /// Places each rank's shards of the full `inputs` on its GPU, runs the plan (the clock starts once every shard
+    /// is in place) and brings each rank's outputs back to the host.
+    private func execute(_ plan: Plan, _ problem: AttentionProblem, _ inputs: [ShardTensor: Tensor]) throws
+        -> (DistributedAttention.Outcome<[[ShardTensor: Tensor]]>, Figures) {
+        let shards = try blocks.indices.map { try blocks[$0].place(try plan.layout.shards(inputs, rank: $0)) }
         for rank in blocks.indices {
             _ = try blocks[rank].finish()
             _ = try blocks[rank].device.peakMemoryBytes(reset: true)
         }
         let outcome = try run.run(plan, problem, backends: { blocks[$0] }, communicator: communicator) { shards[$0] }
         let peaks = try blocks.map { try $0.device.peakMemoryBytes() }
-        return (outcome, Figures(devicePeakBytes: peaks))
+        let outputs = try outcome.value.map { try $0.mapValues { try $0.download() } }
+        return (.init(value: outputs, plan: plan, statistics: outcome.statistics, seconds: outcome.seconds),
+                Figures(devicePeakBytes: peaks))
+    }
+}
+
+extension DistributedAttention {
+    /// This run's plan for `problem`'s `pass`, verified, for the CUDA kernels (bf16 inputs).
+    func gpuPlan(_ problem: AttentionProblem, _ pass: Plan.Pass) throws -> Plan {
+        guard problem.dtype == .bf16 else {
+            throw DistFlashError(.runtime, "dtype \(problem.dtype): the CUDA kernels take bf16 inputs (use --dtype bf16)")
+        }
+        let plan = try Plan.make(self.plan, problem: problem, ranks: ranks, pass: pass)
+        try plan.verify(problem: problem)
+        return plan
     }
 }

@@ -11,15 +11,15 @@ extension MultiGPUAttention {
         public var forwardStatistics: [RankStatistics]
         public var backwardStatistics: [RankStatistics]
         public var devicePeakBytes: [Int]
+        /// The plans that ran (for the simulator's prediction of the same run).
+        public var forwardPlan: Plan
+        public var backwardPlan: Plan
     }
 
     /// Times the distributed forward and backward of `problem` on random bf16 inputs generated on the GPUs (no
     /// host copies), after one warm-up run.
     public func benchmark(_ problem: AttentionProblem, repeats: Int) throws -> Timing {
-        let forwardPlan = try Plan.make(run.plan, problem: problem, ranks: run.ranks, pass: .forward)
-        let backwardPlan = try Plan.make(run.plan, problem: problem, ranks: run.ranks, pass: .backward)
-        try forwardPlan.verify(problem: problem)
-        try backwardPlan.verify(problem: problem)
+        let (forwardPlan, backwardPlan) = (try run.gpuPlan(problem, .forward), try run.gpuPlan(problem, .backward))
         let layout = forwardPlan.layout
         let inputs = try blocks.indices.map { rank -> [ShardTensor: DeviceTensor] in
             let n = layout.count(rank: rank)
@@ -56,7 +56,8 @@ extension MultiGPUAttention {
         let forward = forwards.dropFirst().sorted { $0.seconds < $1.seconds }[(forwards.count - 1) / 2]
         let backward = backwards.dropFirst().sorted { $0.seconds < $1.seconds }[(backwards.count - 1) / 2]
         return Timing(forward: forward.seconds, backward: backward.seconds, forwardStatistics: forward.statistics,
-                      backwardStatistics: backward.statistics, devicePeakBytes: peaks)
+                      backwardStatistics: backward.statistics, devicePeakBytes: peaks, forwardPlan: forwardPlan,
+                      backwardPlan: backwardPlan)
     }
 
     /// Median seconds for rank 0 to send `bytes` to rank 1 (and rank 1 to receive them): the link figure the
@@ -76,8 +77,7 @@ extension MultiGPUAttention {
                 }
                 return 0
             }
-            let elapsed = ContinuousClock.now - clock
-            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            times.append((ContinuousClock.now - clock).seconds)
         }
         return times.dropFirst().sorted()[(times.count - 1) / 2]
     }

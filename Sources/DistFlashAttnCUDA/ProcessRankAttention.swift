@@ -49,18 +49,13 @@ public struct ProcessRankAttention: Sendable {
     /// The forward over the whole sequence; every process passes the same full inputs and keeps its shard.
     public func forward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
         -> Outcome<AttentionPartial> {
-        let plan = try self.plan(problem, .forward)
-        let rank = launch.rank
-        let place = { (tensor: Tensor, axis: Int, precision: BlockPrecision) in
-            try blocks.upload(try plan.layout.shard(tensor, rank: rank, axis: axis), as: precision)
-        }
-        let shards: [ShardTensor: DeviceTensor] = [.query: try place(query, 1, .input), .key: try place(key, 1, .input),
-                                                   .value: try place(value, 1, .input)]
+        let plan = try run.gpuPlan(problem, .forward)
+        let shards = try blocks.place(try plan.layout.shards([.query: query, .key: key, .value: value],
+                                                             rank: launch.rank))
         let (outputs, statistics, seconds, peaks) = try execute(plan, problem, shards)
-        let gathered = try gather([outputs[.output]!, outputs[.logSumExp]!], plan)
-        let value = try gathered.map { parts in
-            AttentionPartial(output: try plan.layout.unshard(parts.map { $0[0] }, axis: 1),
-                             logSumExp: try plan.layout.unshard(parts.map { $0[1] }, axis: 2))
+        let value = try gather(outputs, [.output, .logSumExp], plan).map { ranks in
+            AttentionPartial(output: try plan.layout.unshard(.output, from: ranks),
+                             logSumExp: try plan.layout.unshard(.logSumExp, from: ranks))
         }
         return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peaks,
                        shards: outputs)
@@ -70,34 +65,18 @@ public struct ProcessRankAttention: Sendable {
     /// every process).
     public func backward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
                          forward: Outcome<AttentionPartial>, outputGrad: Tensor) throws -> Outcome<AttentionGradients> {
-        let plan = try self.plan(problem, .backward)
-        let rank = launch.rank
-        let place = { (tensor: Tensor, axis: Int, precision: BlockPrecision) in
-            try blocks.upload(try plan.layout.shard(tensor, rank: rank, axis: axis), as: precision)
-        }
-        let shards: [ShardTensor: DeviceTensor] = [
-            .query: try place(query, 1, .input), .key: try place(key, 1, .input), .value: try place(value, 1, .input),
-            .output: forward.shards[.output]!, .outputGrad: try place(outputGrad, 1, .input),
-            .logSumExp: forward.shards[.logSumExp]!,
-        ]
+        let plan = try run.gpuPlan(problem, .backward)
+        var shards = try blocks.place(try plan.layout.shards([.query: query, .key: key, .value: value,
+                                                              .outputGrad: outputGrad], rank: launch.rank))
+        (shards[.output], shards[.logSumExp]) = (forward.shards[.output], forward.shards[.logSumExp])
         let (outputs, statistics, seconds, peaks) = try execute(plan, problem, shards)
-        let gathered = try gather([outputs[.queryGrad]!, outputs[.keyGrad]!, outputs[.valueGrad]!], plan)
-        let value = try gathered.map { parts in
-            AttentionGradients(query: try plan.layout.unshard(parts.map { $0[0] }, axis: 1),
-                               key: try plan.layout.unshard(parts.map { $0[1] }, axis: 1),
-                               value: try plan.layout.unshard(parts.map { $0[2] }, axis: 1))
+        let value = try gather(outputs, [.queryGrad, .keyGrad, .valueGrad], plan).map { ranks in
+            AttentionGradients(query: try plan.layout.unshard(.queryGrad, from: ranks),
+                               key: try plan.layout.unshard(.keyGrad, from: ranks),
+                               value: try plan.layout.unshard(.valueGrad, from: ranks))
         }
         return Outcome(value: value, plan: plan, statistics: statistics, seconds: seconds, devicePeakBytes: peaks,
                        shards: outputs)
-    }
-
-    private func plan(_ problem: AttentionProblem, _ pass: Plan.Pass) throws -> Plan {
-        guard problem.dtype == .bf16 else {
-            throw DistFlashError(.runtime, "dtype \(problem.dtype): the CUDA kernels take bf16 inputs (use --dtype bf16)")
-        }
-        let plan = try Plan.make(run.plan, problem: problem, ranks: run.ranks, pass: pass)
-        try plan.verify(problem: problem)
-        return plan
     }
 
     /// Runs this rank; returns its outputs, the figures (every rank's on rank 0), its seconds.
@@ -138,26 +117,25 @@ public struct ProcessRankAttention: Sendable {
         }
     }
 
-    /// Every rank's `tensors` on rank 0, by rank, as host tensors (nil on the other ranks).
-    private func gather(_ tensors: [DeviceTensor], _ plan: Plan) throws -> [[Tensor]]? {
+    /// Every rank's outputs of `roles` on rank 0, by rank, as host tensors (nil on the other ranks).
+    private func gather(_ outputs: [ShardTensor: DeviceTensor], _ roles: [ShardTensor], _ plan: Plan) throws
+        -> [[ShardTensor: Tensor]]? {
         let tag = Int.max - 3
-        let rank = launch.rank
-        guard rank == 0 else {
-            _ = try communicator.exchange(Exchange(sends: [.init(to: 0, tag: tag, payload: tensors)]), rank: rank)
+        let mine = roles.map { outputs[$0]! }
+        guard launch.rank == 0 else {
+            _ = try communicator.exchange(Exchange(sends: [.init(to: 0, tag: tag, payload: mine)]), rank: launch.rank)
             return nil
         }
         let receives = (1..<run.ranks).map { peer in
-            ExchangeReceive(from: peer, tag: tag, shapes: tensors.map { shape(of: $0, rows: plan.layout.count(rank: peer)) },
-                            precisions: tensors.map { _ in .accumulator })
+            ExchangeReceive(from: peer, tag: tag, shapes: zip(roles, mine).map { role, tensor in
+                var shape = tensor.shape
+                shape[role.tokenAxis] = plan.layout.count(rank: peer)
+                return shape
+            }, precisions: roles.map(\.precision))
         }
         let others = try communicator.exchange(Exchange(receives: receives), rank: 0)
-        return try ([tensors] + others).map { try $0.map { try $0.download() } }
-    }
-
-    /// `tensor`'s shape with its token axis (1 for `[B, n, H, D]`, 2 for LSE `[B, H, n]`) set to `rows`.
-    private func shape(of tensor: DeviceTensor, rows: Int) -> [Int] {
-        var shape = tensor.shape
-        shape[tensor.shape.count == 4 ? 1 : 2] = rows
-        return shape
+        return try ([mine] + others).map { tensors in
+            Dictionary(uniqueKeysWithValues: try zip(roles, tensors).map { ($0, try $1.download()) })
+        }
     }
 }

@@ -109,23 +109,21 @@ struct AttentionCommand: ParsableCommand {
     private func runOnGPUs(_ gpus: Int, _ problem: AttentionProblem, _ q: Tensor, _ k: Tensor, _ v: Tensor,
                            _ dO: Tensor?, report: inout RunReport, result: inout AttentionPartial,
                            gradients: inout AttentionGradients?) throws {
-        var run = try MultiGPUAttention(plan: parallel.plan ?? .distflash, devices: (0..<gpus).map { try CUDADevice(ordinal: $0) },
-                                        timeout: parallel.timeout)
+        var run = try MultiGPUAttention(plan: parallel.plan ?? .distflash,
+                                        devices: (0..<gpus).map { try CUDADevice(ordinal: $0) }, timeout: parallel.timeout)
         run.run.overlap = parallel.distributed.overlap
         run.run.failure = parallel.distributed.failure
         let (forward, forwardFigures) = try run.forward(problem, query: q, key: k, value: v)
-        (result, report.forwardSeconds, report.plan) = (forward.value, forward.seconds, forward.plan.name)
-        (report.ranks, report.devicePeakBytes) = (forward.statistics, forwardFigures.devicePeakBytes)
-        report.gpus = gpus
-        report.predictedForwardSeconds = Simulator().simulate(forward.plan, problem: problem).makespan
-        if let dO {
-            let (backward, backwardFigures) = try run.backward(problem, query: q, key: k, value: v, result: result,
-                                                               outputGrad: dO)
-            (gradients, report.backwardSeconds) = (backward.value, backward.seconds)
-            report.ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
-            report.devicePeakBytes = zip(forwardFigures.devicePeakBytes, backwardFigures.devicePeakBytes).map { max($0, $1) }
-            report.predictedBackwardSeconds = Simulator().simulate(backward.plan, problem: problem).makespan
-        }
+        result = forward.value
+        let backward = try dO.map { try run.backward(problem, query: q, key: k, value: v, result: result, outputGrad: $0) }
+        gradients = backward?.0.value
+        report.recordGPURun(gpus: gpus,
+                            forward: .init(plan: forward.plan, seconds: forward.seconds, statistics: forward.statistics,
+                                           devicePeakBytes: forwardFigures.devicePeakBytes),
+                            backward: backward.map {
+                                .init(plan: $0.0.plan, seconds: $0.0.seconds, statistics: $0.0.statistics,
+                                      devicePeakBytes: $0.1.devicePeakBytes)
+                            })
     }
 
     /// One rank of a multi-process run on GPU LOCAL_RANK; returns whether this is rank 0, which then holds the
@@ -137,18 +135,17 @@ struct AttentionCommand: ParsableCommand {
         run.run.overlap = parallel.distributed.overlap
         run.run.failure = parallel.distributed.failure
         let forward = try run.forward(problem, query: q, key: k, value: v)
-        report.backend = "cuda (\(run.blocks.device.name)), \(launch.worldSize) processes (\(launch.launcher))"
-        (report.forwardSeconds, report.plan, report.gpus) = (forward.seconds, forward.plan.name, launch.worldSize)
-        (report.ranks, report.devicePeakBytes) = (forward.statistics, forward.devicePeakBytes)
-        report.predictedForwardSeconds = Simulator().simulate(forward.plan, problem: problem).makespan
-        if let dO {
-            let backward = try run.backward(problem, query: q, key: k, value: v, forward: forward, outputGrad: dO)
-            (gradients, report.backwardSeconds) = (backward.value, backward.seconds)
-            report.ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
-            report.devicePeakBytes = zip(forward.devicePeakBytes, backward.devicePeakBytes).map { max($0, $1) }
-            report.predictedBackwardSeconds = Simulator().simulate(backward.plan, problem: problem).makespan
-        }
+        let backward = try dO.map { try run.backward(problem, query: q, key: k, value: v, forward: forward, outputGrad: $0) }
         if let value = forward.value { result = value }
+        gradients = backward?.value
+        report.backend = "cuda (\(run.blocks.device.name)), \(launch.worldSize) processes (\(launch.launcher))"
+        report.recordGPURun(gpus: launch.worldSize,
+                            forward: .init(plan: forward.plan, seconds: forward.seconds, statistics: forward.statistics,
+                                           devicePeakBytes: forward.devicePeakBytes),
+                            backward: backward.map {
+                                .init(plan: $0.plan, seconds: $0.seconds, statistics: $0.statistics,
+                                      devicePeakBytes: $0.devicePeakBytes)
+                            })
         return launch.rank == 0
     }
 
@@ -199,8 +196,4 @@ struct AttentionCommand: ParsableCommand {
         }
         return (problem, q, k, v, dO)
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

@@ -84,13 +84,12 @@ struct GPUsBench: ParsableCommand {
         let perGPU = { (work: Double, seconds: Double) in work / seconds / Double(gpus) / 1e12 }
         let aloneRate = 3.5 * shard.forwardFLOPs / (alone.forward + alone.backward) / 1e12
         let rate = perGPU(3.5 * flops, timing.forward + timing.backward)
-        let plans = try RankAttention.Plans(kind, problem: problem, ranks: gpus)
         let simulate = { (plan: Plan, rate: Double) in
             Simulator(device: DeviceModel(name: "measured", flopsPerSecond: rate), link: link)
                 .simulate(plan, problem: problem).makespan
         }
-        let predicted = (simulate(plans.forward, shard.forwardFLOPs / alone.forward),
-                         simulate(plans.backward, 2.5 * shard.forwardFLOPs / alone.backward))
+        let predicted = (simulate(timing.forwardPlan, shard.forwardFLOPs / alone.forward),
+                         simulate(timing.backwardPlan, 2.5 * shard.forwardFLOPs / alone.backward))
         if json {
             let object: [String: Any] = [
                 "plan": kind.rawValue, "mask": problem.mask.description, "seq": problem.sequence, "gpus": gpus,

@@ -23,6 +23,28 @@ struct RunReport {
     var predictedForwardSeconds: Double?
     var predictedBackwardSeconds: Double?
 
+    /// One pass over GPUs as the report needs it.
+    struct GPUPass {
+        var plan: Plan
+        var seconds: Double
+        var statistics: [RankStatistics]
+        var devicePeakBytes: [Int]
+    }
+
+    /// Records a run over `gpus` GPUs: times, per-rank figures (the passes added; peak memory: the larger), and the
+    /// simulator's times for the same plans beside them.
+    mutating func recordGPURun(gpus: Int, forward: GPUPass, backward: GPUPass?) {
+        self.gpus = gpus
+        (plan, forwardSeconds, ranks, devicePeakBytes) = (forward.plan.name, forward.seconds, forward.statistics,
+                                                          forward.devicePeakBytes)
+        predictedForwardSeconds = Simulator().simulate(forward.plan, problem: problem).makespan
+        guard let backward else { return }
+        backwardSeconds = backward.seconds
+        ranks = zip(forward.statistics, backward.statistics).map { $0 + $1 }
+        devicePeakBytes = zip(forward.devicePeakBytes, backward.devicePeakBytes).map { max($0, $1) }
+        predictedBackwardSeconds = Simulator().simulate(backward.plan, problem: problem).makespan
+    }
+
     var totalSeconds: Double { forwardSeconds + (backwardSeconds ?? 0) }
     var flops: Double { problem.forwardFLOPs * (backwardSeconds == nil ? 1 : 3.5) }
     var checkPassed: Bool? { checks.isEmpty ? nil : checks.allSatisfy(\.passed) }

@@ -257,8 +257,7 @@ struct TrainingOutput {
     }
 
     func finish(trainer: Trainer, saved: String?, curve: String?, interrupted: Bool) {
-        let elapsed = (ContinuousClock.now - clock)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = (ContinuousClock.now - clock).seconds
         if json {
             var object: [String: Any] = [
                 "event": "summary", "steps": trainer.completedSteps, "total_steps": totalSteps,
@@ -294,8 +293,7 @@ struct TrainingOutput {
 
     private var eta: Double {
         guard let lastStep, lastStep.step > firstStep else { return 0 }
-        let elapsed = ContinuousClock.now - clock
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = (ContinuousClock.now - clock).seconds
         return seconds / Double(lastStep.step - firstStep) * Double(totalSteps - lastStep.step)
     }
 

@@ -48,12 +48,10 @@ public struct DistributedAttention: Sendable {
         try plan.verify(problem: problem)
         let layout = plan.layout
         let ranks = try run(plan, problem, backends: { HostBlocks(backend($0)) }, communicator: hostCommunicator()) {
-            rank in
-            [.query: try layout.shard(query, rank: rank, axis: 1), .key: try layout.shard(key, rank: rank, axis: 1),
-             .value: try layout.shard(value, rank: rank, axis: 1)]
+            try layout.shards([.query: query, .key: key, .value: value], rank: $0)
         }
-        let result = AttentionPartial(output: try layout.unshard(ranks.value.map { $0[.output]! }, axis: 1),
-                                      logSumExp: try layout.unshard(ranks.value.map { $0[.logSumExp]! }, axis: 2))
+        let result = AttentionPartial(output: try layout.unshard(.output, from: ranks.value),
+                                      logSumExp: try layout.unshard(.logSumExp, from: ranks.value))
         return Outcome(value: result, plan: plan, statistics: ranks.statistics, seconds: ranks.seconds)
     }
 
@@ -66,16 +64,12 @@ public struct DistributedAttention: Sendable {
         try plan.verify(problem: problem)
         let layout = plan.layout
         let ranks = try run(plan, problem, backends: { HostBlocks(backend($0)) }, communicator: hostCommunicator()) {
-            rank in
-            [.query: try layout.shard(query, rank: rank, axis: 1), .key: try layout.shard(key, rank: rank, axis: 1),
-             .value: try layout.shard(value, rank: rank, axis: 1),
-             .output: try layout.shard(result.output, rank: rank, axis: 1),
-             .outputGrad: try layout.shard(outputGrad, rank: rank, axis: 1),
-             .logSumExp: try layout.shard(result.logSumExp, rank: rank, axis: 2)]
+            try layout.shards([.query: query, .key: key, .value: value, .output: result.output,
+                               .outputGrad: outputGrad, .logSumExp: result.logSumExp], rank: $0)
         }
-        let grads = AttentionGradients(query: try layout.unshard(ranks.value.map { $0[.queryGrad]! }, axis: 1),
-                                       key: try layout.unshard(ranks.value.map { $0[.keyGrad]! }, axis: 1),
-                                       value: try layout.unshard(ranks.value.map { $0[.valueGrad]! }, axis: 1))
+        let grads = AttentionGradients(query: try layout.unshard(.queryGrad, from: ranks.value),
+                                       key: try layout.unshard(.keyGrad, from: ranks.value),
+                                       value: try layout.unshard(.valueGrad, from: ranks.value))
         return Outcome(value: grads, plan: plan, statistics: ranks.statistics, seconds: ranks.seconds)
     }
 
@@ -102,8 +96,7 @@ public struct DistributedAttention: Sendable {
             let worker = workers[rank].value
             return UncheckedBox((try worker.run(), worker.statistics))
         }
-        let elapsed = ContinuousClock.now - clock
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = (ContinuousClock.now - clock).seconds
         return Outcome(value: results.map(\.value.0), plan: plan, statistics: results.map(\.value.1), seconds: seconds)
     }
 }
@@ -123,9 +116,7 @@ extension DistributedAttention {
         let clock = ContinuousClock.now
         do {
             let outputs = try worker.run()
-            let elapsed = ContinuousClock.now - clock
-            return (outputs, worker.statistics,
-                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            return (outputs, worker.statistics, (ContinuousClock.now - clock).seconds)
         } catch {
             let failure = error as? DistFlashError ?? DistFlashError(.runtime, "rank \(rank): \(error)")
             communicator.abort(failure)

@@ -6,6 +6,17 @@ public enum ShardTensor: Hashable, Sendable {
     case query, key, value, output, outputGrad, logSumExp
     /// Backward results: dQ `[B, n, H, D]`, dK, dV `[B, n, H_kv, D]`.
     case queryGrad, keyGrad, valueGrad
+
+    /// The axis of its tokens: 2 for LSE `[B, H, n]`, 1 for the others.
+    public var tokenAxis: Int { self == .logSumExp ? 2 : 1 }
+
+    /// Q, K, V and dO are inputs (the problem's input precision); O, LSE and gradients are fp32 accumulators.
+    public var precision: BlockPrecision {
+        switch self {
+        case .query, .key, .value, .outputGrad: return .input
+        case .output, .logSumExp, .queryGrad, .keyGrad, .valueGrad: return .accumulator
+        }
+    }
 }
 
 /// One rank running a plan: its own shards, the inputs it has received, and the partial results it computes for

@@ -6,6 +6,23 @@ extension Layout {
         return tensor.gather(positions(rank: rank), axis: axis)
     }
 
+    /// Rank `rank`'s shard of each full tensor, cut along its role's token axis.
+    public func shards(_ tensors: [ShardTensor: Tensor], rank: Int) throws -> [ShardTensor: Tensor] {
+        Dictionary(uniqueKeysWithValues: try tensors.map { role, tensor in
+            (role, try shard(tensor, rank: rank, axis: role.tokenAxis))
+        })
+    }
+
+    /// The full tensor of `role` from every rank's tensors (in rank order): the inverse of `shards`.
+    public func unshard(_ role: ShardTensor, from ranks: [[ShardTensor: Tensor]]) throws -> Tensor {
+        try unshard(try ranks.enumerated().map { rank, tensors in
+            guard let tensor = tensors[role] else {
+                throw DistFlashError(.runtime, "unshard: rank \(rank) holds no \(role)")
+            }
+            return tensor
+        }, axis: role.tokenAxis)
+    }
+
     /// Puts the P shards (in rank order, each with `count(rank:)` rows on `axis`) back into global order: the
     /// inverse of `shard`.
     public func unshard(_ shards: [Tensor], axis: Int) throws -> Tensor {

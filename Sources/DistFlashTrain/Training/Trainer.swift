@@ -161,7 +161,3 @@ public struct Trainer: Sendable {
                                configuration: configuration.trajectoryJSON())
     }
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}
