@@ -32,7 +32,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     /// they are released only after that (deinit), never back into the pool while a transfer could land.
     private var orphans: [DeviceTensor] = []
 
-    private struct Member {
+    struct Member {
         let device: CUDADevice
         let comm: NCCL.Comm
         /// NCCL's stream, apart from the compute stream so transfers run beside kernels.
@@ -119,7 +119,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         orphans.removeAll()  // no transfer can land any more
     }
 
-    private func member(_ rank: Int) throws -> Member {
+    func member(_ rank: Int) throws -> Member {
         guard let member = members[rank] else {
             throw DistFlashError(.runtime, "rank \(rank) is not driven by this process (it holds \(members.keys.sorted()))")
         }
@@ -202,23 +202,31 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     public func barrier(rank: Int) throws {
         try local.barrier(rank: spansProcesses ? 0 : rank)
         guard spansProcesses else { return }
-        let member = try member(rank)
-        let (device, driver) = (member.device, member.device.driver)
-        try device.makeCurrent()
-        let token = try DeviceTensor(device, shape: [1], precision: .float32)
-        try orderAfterCompute(member)
-        try watchdog.watch("rank \(rank): ncclAllReduce of the barrier") {
+        let token = try DeviceTensor(try member(rank).device, shape: [1], precision: .float32)
+        try collective("the other ranks at the final barrier", rank: rank, tensors: [token]) { member in
             try nccl.check(nccl.ncclAllReduce(token.address, token.address, 1, NCCL.float32, NCCL.sum, member.comm,
                                               member.stream), "ncclAllReduce (barrier of rank \(rank))")
         }
+    }
+
+    /// Runs `enqueue` (NCCL calls on the rank's NCCL stream, after the work queued on its compute stream) and
+    /// returns once it completed, bounded by the timeout like any wait. `tensors` are the ones NCCL touches: on a
+    /// failure they are kept until the communicator is aborted.
+    func collective(_ what: String, rank: Int, tensors: [DeviceTensor], enqueue: (Member) throws -> Void) throws {
+        try local.throwIfAborted(rank: rank)
+        let member = try member(rank)
+        let driver = member.device.driver
+        try member.device.makeCurrent()
+        try orderAfterCompute(member)
+        try watchdog.watch("rank \(rank): NCCL call waiting for \(what)") { try enqueue(member) }
         var event: OpaquePointer?
-        try driver.check(driver.cuEventCreate(&event, 2), "cuEventCreate")
+        try driver.check(driver.cuEventCreate(&event, 2), "cuEventCreate")  // timing disabled
         defer { _ = driver.cuEventDestroy(event) }
         try driver.check(driver.cuEventRecord(event, member.stream), "cuEventRecord")
         do {
-            try poll(event, rank: rank, waitingFor: "the other ranks at the final barrier")
+            try poll(event, rank: rank, waitingFor: what)
         } catch {
-            lock.withLock { orphans.append(token) }
+            lock.withLock { orphans += tensors }
             throw error
         }
     }

@@ -30,6 +30,10 @@ struct NCCL: @unchecked Sendable {
     let ncclSend: @convention(c) (UInt64, Int, Int32, Int32, Comm, Stream) -> Result
     let ncclRecv: @convention(c) (UInt64, Int, Int32, Int32, Comm, Stream) -> Result
     let ncclAllReduce: @convention(c) (UInt64, UInt64, Int, Int32, Int32, Comm, Stream) -> Result
+    /// (send, receive, elements per rank, type, comm, stream)
+    let ncclAllGather: @convention(c) (UInt64, UInt64, Int, Int32, Comm, Stream) -> Result
+    /// (send, receive, elements per rank, type, op, comm, stream)
+    let ncclReduceScatter: @convention(c) (UInt64, UInt64, Int, Int32, Int32, Comm, Stream) -> Result
 
     init() throws {
         library = try DynamicLibrary("NCCL (libnccl)", candidates: ["libnccl.so.2", "libnccl.so"],
@@ -47,6 +51,8 @@ struct NCCL: @unchecked Sendable {
         ncclSend = try library.symbol("ncclSend")
         ncclRecv = try library.symbol("ncclRecv")
         ncclAllReduce = try library.symbol("ncclAllReduce")
+        ncclAllGather = try library.symbol("ncclAllGather")
+        ncclReduceScatter = try library.symbol("ncclReduceScatter")
     }
 
     /// e.g. "2.28.3"
