@@ -31,7 +31,7 @@ let package = Package(
             resources: [
                 .embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu"),
                 .embedInCode("kernels/attention_backward_mma.cu"), .embedInCode("kernels/mma_primitives.cuh"),
-                .embedInCode("kernels/tensor_ops.cu"),
+                .embedInCode("kernels/tensor_ops.cu"), .embedInCode("kernels/training_ops.cu"),
             ]
         ),
         // LLaMA-style model with explicit backward, checkpointing strategies, optimizer, data, trainer.
@@ -53,7 +53,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DistFlashAttnCUDATests",
-            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference"]
+            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference", "DistFlashTrain"]
         ),
         .testTarget(
             name: "DistFlashTrainTests",

@@ -18,9 +18,10 @@ public struct RotaryEmbedding: Sendable {
     public let headDim: Int
     /// Global position of each of the shard's n tokens.
     public let positions: [Int]
-    /// cos and sin of each (token, frequency) angle `[n, D/2]`, computed in float64 and rounded once.
-    private let cosines: [Float]
-    private let sines: [Float]
+    /// cos and sin of each (token, frequency) angle `[n, D/2]`, computed in float64 and rounded once (a GPU
+    /// uploads the same tables).
+    public let cosines: [Float]
+    public let sines: [Float]
 
     public init(positions: [Int], headDim: Int, theta: Double) throws {
         guard headDim >= 2, headDim % 2 == 0 else {

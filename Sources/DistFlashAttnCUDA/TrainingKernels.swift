@@ -1,0 +1,299 @@
+import DistFlashAttn
+import Foundation
+
+/// The small kernels of a training step on one GPU (`kernels/training_ops.cu`), on the device's compute stream:
+/// each computes what the CPU layer of the same name does. Activations that feed a GEMM or the attention come out
+/// bf16; statistics, gradients, master weights and moments are fp32. Shapes are checked before any launch.
+public struct TrainingKernels: Sendable {
+    public let device: CUDADevice
+    static let source = String(decoding: PackageResources.training_ops_cu, as: UTF8.self)
+    /// Threads per block (the kernels' BLOCK).
+    private static let block = 256
+    /// RMSNorm's backward keeps E / 256 weight-gradient sums per thread (the kernels' RMS_MAX_PER_THREAD).
+    static let maxNormWidth = 256 * 32
+
+    public init(device: CUDADevice) { self.device = device }
+
+    // MARK: RMSNorm
+
+    /// y = w ∘ x · r (bf16 `[rows, E]`) and r = 1 / √(mean(x²) + ε) (fp32 `[rows]`) for x fp32 `[…, E]`, w `[E]`.
+    public func rmsNormForward(_ x: DeviceTensor, weight: DeviceTensor, epsilon: Float) throws
+        -> (output: DeviceTensor, inverseRMS: DeviceTensor) {
+        let (rows, width) = try normRows(x, weight)
+        let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
+        let inverseRMS = try DeviceTensor(device, shape: Array(x.shape.dropLast()), precision: .float32)
+        if rows > 0 {
+            try launch("rmsnorm_forward", grid: rows, [.pointer(x.address), .pointer(weight.address),
+                                                       .pointer(output.address), .pointer(inverseRMS.address),
+                                                       .int(Int32(width)), .float(epsilon)])
+        }
+        return (output, inverseRMS)
+    }
+
+    /// Adds dx into `inputGrad` (fp32, shape of x) and dw into `weightGrad` (fp32 `[E]`), given dy (fp32, shape of
+    /// x) and the forward's x and r. dw is summed over rows in a fixed order (deterministic).
+    public func rmsNormBackward(_ x: DeviceTensor, inverseRMS: DeviceTensor, weight: DeviceTensor,
+                                outputGrad: DeviceTensor, inputGrad: DeviceTensor, weightGrad: DeviceTensor) throws {
+        let (rows, width) = try normRows(x, weight)
+        try require(outputGrad, .float32, x.shape, "RMSNorm dy")
+        try require(inputGrad, .float32, x.shape, "RMSNorm dx")
+        try require(weightGrad, .float32, weight.shape, "RMSNorm dw")
+        try require(inverseRMS, .float32, Array(x.shape.dropLast()), "RMSNorm r")
+        guard rows > 0 else { return }
+        let rowsPerBlock = 64
+        let blocks = (rows + rowsPerBlock - 1) / rowsPerBlock
+        let partial = try DeviceTensor(device, shape: [blocks, width], precision: .float32)
+        try launch("rmsnorm_backward", grid: blocks,
+                   [.pointer(x.address), .pointer(weight.address), .pointer(inverseRMS.address),
+                    .pointer(outputGrad.address), .pointer(inputGrad.address), .pointer(partial.address),
+                    .int(Int32(rows)), .int(Int32(width)), .int(Int32(rowsPerBlock))])
+        try launch("column_sums", grid: min((width + Self.block - 1) / Self.block, 65_535),
+                   [.pointer(partial.address), .pointer(weightGrad.address), .int(Int32(blocks)), .int(Int32(width))])
+    }
+
+    // MARK: Rotary embedding
+
+    /// cos and sin of each (token, frequency) angle `[n, D/2]`, as the CPU layer computes them, on the device.
+    public struct RotaryTables: Sendable {
+        let cosines: DeviceTensor
+        let sines: DeviceTensor
+        public var tokens: Int { cosines.shape[0] }
+        public var headDim: Int { 2 * cosines.shape[1] }
+
+        public init(device: CUDADevice, cosines: [Float], sines: [Float], tokens: Int, headDim: Int) throws {
+            guard headDim >= 2, headDim % 2 == 0, cosines.count == tokens * headDim / 2, sines.count == cosines.count
+            else {
+                throw DistFlashError(.shapeMismatch, "rotary tables: \(cosines.count) cosines and \(sines.count) sines "
+                    + "for n = \(tokens) tokens and D = \(headDim) (even): need n · D/2 each")
+            }
+            let shape = [tokens, headDim / 2]
+            self.cosines = try .upload(try Tensor(shape: shape, scalars: cosines), to: device, as: .float32)
+            self.sines = try .upload(try Tensor(shape: shape, scalars: sines), to: device, as: .float32)
+        }
+    }
+
+    /// x (fp32 `[B, n, heads, D]`) rotated by its tokens' angles, in bf16 (the attention's input).
+    public func rotary(_ x: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
+        let pairs = try rotaryPairs(x, tables)
+        let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
+        if pairs > 0 {
+            try launch("rope_forward", grid: gridStride(pairs),
+                       [.pointer(x.address), .pointer(output.address)] + rotaryArguments(x, tables, pairs))
+        }
+        return output
+    }
+
+    /// The backward of `rotary`, in place on the gradient (fp32 `[B, n, heads, D]`).
+    public func rotaryBackward(_ grad: DeviceTensor, _ tables: RotaryTables) throws {
+        let pairs = try rotaryPairs(grad, tables)
+        if pairs > 0 {
+            try launch("rope_backward", grid: gridStride(pairs),
+                       [.pointer(grad.address)] + rotaryArguments(grad, tables, pairs))
+        }
+    }
+
+    // MARK: SwiGLU
+
+    /// a = silu(g) · u in bf16 (the down projection's input), for g, u fp32 of one shape.
+    public func swiGLUForward(gate: DeviceTensor, up: DeviceTensor) throws -> DeviceTensor {
+        try require(gate, .float32, gate.shape, "SwiGLU gate")
+        try require(up, .float32, gate.shape, "SwiGLU up")
+        let output = try DeviceTensor(device, shape: gate.shape, precision: .bfloat16)
+        if gate.count > 0 {
+            try launch("swiglu_forward", grid: gridStride(gate.count),
+                       [.pointer(gate.address), .pointer(up.address), .pointer(output.address), .int64(Int64(gate.count))])
+        }
+        return output
+    }
+
+    /// (dg, du) in fp32 from da (fp32) and the forward's g and u.
+    public func swiGLUBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws
+        -> (gate: DeviceTensor, up: DeviceTensor) {
+        for (tensor, name) in [(gate, "gate"), (up, "up"), (outputGrad, "da")] {
+            try require(tensor, .float32, gate.shape, "SwiGLU \(name)")
+        }
+        let (dgate, dup) = (try DeviceTensor(device, shape: gate.shape, precision: .float32),
+                            try DeviceTensor(device, shape: gate.shape, precision: .float32))
+        if gate.count > 0 {
+            try launch("swiglu_backward", grid: gridStride(gate.count),
+                       [.pointer(gate.address), .pointer(up.address), .pointer(outputGrad.address),
+                        .pointer(dgate.address), .pointer(dup.address), .int64(Int64(gate.count))])
+        }
+        return (dgate, dup)
+    }
+
+    // MARK: Cross-entropy
+
+    /// One forward's results: the loss (labelled rows' LSE − z[label], summed in float64, divided by N), each
+    /// row's LSE (fp32 `[T]`, for the backward) and how many labelled rows' first largest logit is the label.
+    public struct CrossEntropyResult: Sendable {
+        public let loss: Double
+        public let logSumExp: DeviceTensor
+        public let correct: Int
+        let labels: DeviceBuffer
+    }
+
+    /// Cross-entropy of logits (fp32 `[T, V]`) against labels (`[T]`, −1: no loss), normalised by N ≥ 1 (the
+    /// labelled tokens over all ranks, so the ranks' losses add up to the global mean).
+    public func crossEntropyForward(logits: DeviceTensor, labels: [Int32], normalizer: Int) throws -> CrossEntropyResult {
+        let vocab = try checkCrossEntropy(logits, labels, normalizer)
+        let rows = labels.count
+        let labelBuffer = try DeviceBuffer.upload(device, labels)
+        let logSumExp = try DeviceTensor(device, shape: [rows], precision: .float32)
+        let losses = try DeviceBuffer(device, bytes: rows * 4), correct = try DeviceBuffer(device, bytes: rows * 4)
+        guard rows > 0 else { return CrossEntropyResult(loss: 0, logSumExp: logSumExp, correct: 0, labels: labelBuffer) }
+        try launch("cross_entropy_forward", grid: rows,
+                   [.pointer(logits.address), .pointer(labelBuffer.address), .pointer(logSumExp.address),
+                    .pointer(losses.address), .pointer(correct.address), .int(Int32(vocab))])
+        let loss = try losses.download(rows, as: Float.self, initial: 0).reduce(0.0) { $0 + Double($1) }
+        let hits = try correct.download(rows, as: Int32.self, initial: 0).reduce(0) { $0 + Int($1) }
+        return CrossEntropyResult(loss: loss / Double(normalizer), logSumExp: logSumExp, correct: hits,
+                                  labels: labelBuffer)
+    }
+
+    /// dz = (softmax(z) − onehot(label)) / N for labelled rows, 0 for the others, in bf16 `[T, V]` (the output
+    /// head's GEMM input), from the forward's logits and result.
+    public func crossEntropyBackward(logits: DeviceTensor, _ forward: CrossEntropyResult, normalizer: Int) throws
+        -> DeviceTensor {
+        let rows = forward.logSumExp.count
+        guard logits.shape.count == 2, logits.shape[0] == rows, logits.precision == .float32, normalizer >= 1 else {
+            throw DistFlashError(.shapeMismatch, "cross-entropy backward: logits \(logits.precision) \(logits.shape) "
+                + "must be fp32 [T = \(rows), V] and N = \(normalizer) ≥ 1")
+        }
+        let output = try DeviceTensor(device, shape: logits.shape, precision: .bfloat16)
+        if rows > 0 {
+            try launch("cross_entropy_backward", grid: rows,
+                       [.pointer(logits.address), .pointer(forward.labels.address), .pointer(forward.logSumExp.address),
+                        .pointer(output.address), .float(1 / Float(normalizer)), .int(Int32(logits.shape[1]))])
+        }
+        return output
+    }
+
+    // MARK: Embedding
+
+    /// The rows of the table (fp32 `[V, E]`) at the tokens: fp32 `[T, E]`. Tokens outside 0..<V are an error.
+    public func embeddingForward(tokens: [Int32], table: DeviceTensor) throws -> DeviceTensor {
+        let width = try checkEmbedding(tokens, table)
+        let buffer = try DeviceBuffer.upload(device, tokens)
+        let output = try DeviceTensor(device, shape: [tokens.count, width], precision: .float32)
+        if output.count > 0 {
+            try launch("embedding_forward", grid: gridStride(output.count),
+                       [.pointer(buffer.address), .pointer(table.address), .pointer(output.address),
+                        .int(Int32(width)), .int64(Int64(output.count))])
+        }
+        return output
+    }
+
+    /// tableGrad (fp32 `[V, E]`) += the rows of dy (fp32 `[T, E]`) at the tokens.
+    public func embeddingBackward(tokens: [Int32], outputGrad: DeviceTensor, tableGrad: DeviceTensor) throws {
+        let width = try checkEmbedding(tokens, tableGrad)
+        try require(outputGrad, .float32, [tokens.count, width], "embedding dy")
+        guard outputGrad.count > 0 else { return }
+        let buffer = try DeviceBuffer.upload(device, tokens)
+        try launch("embedding_backward", grid: gridStride(outputGrad.count),
+                   [.pointer(buffer.address), .pointer(outputGrad.address), .pointer(tableGrad.address),
+                    .int(Int32(width)), .int64(Int64(outputGrad.count))])
+    }
+
+    // MARK: Optimizer
+
+    /// One AdamW update (update number `step`, 1-based) of the fp32 master weights θ with gradients g and moments
+    /// m, v (all fp32, one shape), decay λ applied as given; refreshes `bf16Copy` (the GEMMs' weights) if given.
+    public func adamW(_ theta: DeviceTensor, gradient: DeviceTensor, m: DeviceTensor, v: DeviceTensor,
+                      bf16Copy: DeviceTensor?, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,
+                      weightDecay: Float, step: Int) throws {
+        for (tensor, name) in [(gradient, "gradient"), (m, "m"), (v, "v")] {
+            try require(tensor, .float32, theta.shape, "AdamW \(name)")
+        }
+        if let copy = bf16Copy { try require(copy, .bfloat16, theta.shape, "AdamW bf16 copy") }
+        guard step >= 1 else { throw DistFlashError(.invalidProblem, "AdamW step \(step): updates count from 1") }
+        let correction1 = Float(1 - pow(Double(beta1), Double(step)))
+        let correction2 = Float(1 - pow(Double(beta2), Double(step)))
+        guard theta.count > 0 else { return }
+        try launch("adamw_step", grid: gridStride(theta.count),
+                   [.pointer(theta.address), .pointer(gradient.address), .pointer(m.address), .pointer(v.address),
+                    .pointer(bf16Copy?.address ?? 0), .int64(Int64(theta.count)), .float(learningRate), .float(beta1),
+                    .float(beta2), .float(epsilon), .float(weightDecay), .float(correction1), .float(correction2)])
+    }
+
+    /// x (fp32) rounded to bf16.
+    public func bf16(_ x: DeviceTensor) throws -> DeviceTensor {
+        try require(x, .float32, x.shape, "cast input")
+        let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
+        if x.count > 0 {
+            try launch("cast_bf16", grid: gridStride(x.count),
+                       [.pointer(x.address), .pointer(output.address), .int64(Int64(x.count))])
+        }
+        return output
+    }
+
+    // MARK: Helpers
+
+    private func launch(_ name: String, grid: Int, _ arguments: [CUDADevice.Argument]) throws {
+        try device.exclusive {
+            try device.launch(try device.kernel(name, source: Self.source), grid: (grid, 1, 1), block: Self.block,
+                              arguments)
+        }
+    }
+
+    /// Blocks for a grid-stride loop over `count` elements.
+    private func gridStride(_ count: Int) -> Int { min((count + Self.block - 1) / Self.block, 65_535) }
+
+    private func require(_ tensor: DeviceTensor, _ precision: DeviceTensor.Precision, _ shape: [Int], _ name: String) throws {
+        guard tensor.shape == shape, tensor.precision == precision else {
+            throw DistFlashError(.shapeMismatch, "\(name) is \(tensor.precision) \(tensor.shape), expected \(precision) \(shape)")
+        }
+    }
+
+    private func normRows(_ x: DeviceTensor, _ weight: DeviceTensor) throws -> (rows: Int, width: Int) {
+        let width = weight.count
+        guard weight.shape.count == 1, x.shape.last == width, x.precision == .float32, weight.precision == .float32 else {
+            throw DistFlashError(.shapeMismatch, "RMSNorm: x \(x.precision) \(x.shape) and w \(weight.precision) "
+                + "\(weight.shape) must be fp32 […, E] and [E]")
+        }
+        guard width <= Self.maxNormWidth else {
+            throw DistFlashError(.invalidProblem, "RMSNorm width E = \(width): the GPU kernel takes E ≤ \(Self.maxNormWidth)")
+        }
+        return (width == 0 ? 0 : x.count / width, width)
+    }
+
+    private func rotaryPairs(_ x: DeviceTensor, _ tables: RotaryTables) throws -> Int {
+        guard x.shape.count == 4, x.shape[1] == tables.tokens, x.shape[3] == tables.headDim, x.precision == .float32 else {
+            throw DistFlashError(.shapeMismatch, "rotary input is \(x.precision) \(x.shape), expected fp32 [B, n = "
+                + "\(tables.tokens), heads, D = \(tables.headDim)]")
+        }
+        return x.count / 2
+    }
+
+    private func rotaryArguments(_ x: DeviceTensor, _ tables: RotaryTables, _ pairs: Int) -> [CUDADevice.Argument] {
+        [.pointer(tables.cosines.address), .pointer(tables.sines.address), .int(Int32(tables.tokens)),
+         .int(Int32(x.shape[2])), .int(Int32(tables.headDim)), .int64(Int64(pairs))]
+    }
+
+    private func checkCrossEntropy(_ logits: DeviceTensor, _ labels: [Int32], _ normalizer: Int) throws -> Int {
+        guard logits.shape.count == 2, logits.shape[0] == labels.count, logits.precision == .float32 else {
+            throw DistFlashError(.shapeMismatch, "cross-entropy: logits \(logits.precision) \(logits.shape) must be "
+                + "fp32 [T = \(labels.count), V]")
+        }
+        let vocab = logits.shape[1]
+        if let bad = labels.firstIndex(where: { $0 < -1 || Int($0) >= vocab }) {
+            throw DistFlashError(.invalidProblem, "label \(labels[bad]) at row \(bad) is outside 0..<\(vocab) "
+                + "(and is not −1, the no-loss label)")
+        }
+        guard normalizer >= 1 else {
+            throw DistFlashError(.invalidProblem, "loss normalizer N = \(normalizer): must be ≥ 1")
+        }
+        return vocab
+    }
+
+    private func checkEmbedding(_ tokens: [Int32], _ table: DeviceTensor) throws -> Int {
+        guard table.shape.count == 2, table.precision == .float32 else {
+            throw DistFlashError(.shapeMismatch, "embedding table is \(table.precision) \(table.shape), expected fp32 [V, E]")
+        }
+        if let bad = tokens.firstIndex(where: { $0 < 0 || Int($0) >= table.shape[0] }) {
+            throw DistFlashError(.invalidProblem, "token \(tokens[bad]) at index \(bad) is outside the vocabulary "
+                + "0..<\(table.shape[0])")
+        }
+        return table.shape[1]
+    }
+}

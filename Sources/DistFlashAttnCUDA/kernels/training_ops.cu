@@ -1,0 +1,223 @@
+// The small kernels of a training step around the GEMMs (cuBLAS) and the attention: RMSNorm, rotary embedding,
+// SwiGLU, cross-entropy, token embedding, AdamW and the fp32 → bf16 cast. Activations that feed a GEMM or the
+// attention are written in bf16; statistics, gradients, master weights and optimizer moments stay fp32. Each
+// kernel computes what the CPU layer of the same name computes, in the same order where it matters, and all are
+// memory-bound: one pass over their data, simplicity first. Row reductions use one block of BLOCK threads per row.
+// Reductions over rows (RMSNorm's weight gradient) go through per-chunk partials summed in a fixed order, so
+// they are deterministic; the embedding's scatter-add uses atomics (its order varies from run to run).
+typedef unsigned short bf16_t;
+#define BLOCK 256
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ bf16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16_t)(u >> 16);
+}
+
+// The sum of v over the block (every thread gets it); `scratch` holds BLOCK / 32 floats.
+__device__ float block_sum(float v, float *scratch) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float total = 0.f;
+    for (int w = 0; w < BLOCK / 32; ++w) total += scratch[w];
+    return total;
+}
+
+// The largest v over the block and the smallest index holding it (every thread gets both).
+__device__ void block_argmax(float &v, int &index, float *scratch, int *scratch_index) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const float other = __shfl_xor_sync(0xffffffffu, v, offset);
+        const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+        if (other > v || (other == v && other_index < index)) { v = other; index = other_index; }
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0) { scratch[warp] = v; scratch_index[warp] = index; }
+    __syncthreads();
+    v = scratch[0]; index = scratch_index[0];
+    for (int w = 1; w < BLOCK / 32; ++w) {
+        if (scratch[w] > v || (scratch[w] == v && scratch_index[w] < index)) { v = scratch[w]; index = scratch_index[w]; }
+    }
+}
+
+// y = w ∘ x · r (bf16), r = 1 / √(Σ x² / E + ε) per row of x [rows, E]. Grid: rows.
+extern "C" __global__ void rmsnorm_forward(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
+    __shared__ float scratch[BLOCK / 32];
+    const float *row = x + (long long)blockIdx.x * E;
+    float squares = 0.f;
+    for (int e = threadIdx.x; e < E; e += BLOCK) squares += row[e] * row[e];
+    const float rt = 1.f / sqrtf(block_sum(squares, scratch) / (float)E + eps);
+    if (threadIdx.x == 0) r[blockIdx.x] = rt;
+    bf16_t *out = y + (long long)blockIdx.x * E;
+    for (int e = threadIdx.x; e < E; e += BLOCK) out[e] = float_to_bf16(w[e] * (row[e] * rt));
+}
+
+// dx += r · (w ∘ dy − x · r² · Σ(w ∘ dy ∘ x) / E) for each row; this block's rows' Σ dy ∘ x · r go to
+// dw_partial[blockIdx.x, :] (summed over blocks by column_sums). Grid: ceil(rows / rows_per_block); E ≤ BLOCK ·
+// RMS_MAX_PER_THREAD.
+#define RMS_MAX_PER_THREAD 32
+extern "C" __global__ void rmsnorm_backward(const float *x, const float *w, const float *r, const float *dy, float *dx,
+                                            float *dw_partial, int rows, int E, int rows_per_block) {
+    __shared__ float scratch[BLOCK / 32];
+    float dw[RMS_MAX_PER_THREAD];
+    for (int k = 0; k < RMS_MAX_PER_THREAD; ++k) dw[k] = 0.f;
+    const int first = blockIdx.x * rows_per_block, last = min(rows, first + rows_per_block);
+    for (int t = first; t < last; ++t) {
+        const float *row = x + (long long)t * E, *grad = dy + (long long)t * E;
+        const float rt = r[t];
+        float dot = 0.f;
+        for (int e = threadIdx.x, k = 0; e < E; e += BLOCK, ++k) {
+            dot += w[e] * grad[e] * row[e];
+            dw[k] += grad[e] * row[e] * rt;
+        }
+        const float c = rt * rt * block_sum(dot, scratch) / (float)E;
+        float *out = dx + (long long)t * E;
+        for (int e = threadIdx.x; e < E; e += BLOCK) out[e] += rt * (w[e] * grad[e] - row[e] * c);
+    }
+    for (int e = threadIdx.x, k = 0; e < E; e += BLOCK, ++k) dw_partial[(long long)blockIdx.x * E + e] = dw[k];
+}
+
+// out[c] += Σ_r partial[r, c], summed in row order (deterministic). Grid-stride over columns.
+extern "C" __global__ void column_sums(const float *partial, float *out, int rows, int columns) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < columns; c += gridDim.x * blockDim.x) {
+        float total = 0.f;
+        for (int k = 0; k < rows; ++k) total += partial[(long long)k * columns + c];
+        out[c] += total;
+    }
+}
+
+// Rotary embedding (rotate_half pairing: i with i + D/2) of x [B, n, heads, D] by the angles of each token's
+// global position, tables cos, sin [n, D/2]: direction +1 forward (fp32 in, bf16 out), −1 backward (in place on
+// an fp32 gradient; out = x). One thread per (row, pair); pairs = B · n · heads · D/2.
+__device__ __forceinline__ void rotate_pair(const float *x, long long p, int n, int heads, int D, const float *cosines,
+                                            const float *sines, float direction, float &lo, float &hi) {
+    const int half = D / 2;
+    const int i = (int)(p % half);
+    const long long head_row = p / half;                 // (b, t, h) flattened
+    const int t = (int)(head_row / heads % n);
+    const float *head = x + head_row * D;
+    const float c = cosines[(long long)t * half + i], s = direction * sines[(long long)t * half + i];
+    const float a = head[i], b = head[i + half];
+    lo = a * c - b * s;
+    hi = b * c + a * s;
+}
+
+extern "C" __global__ void rope_forward(const float *x, bf16_t *y, const float *cosines, const float *sines, int n,
+                                        int heads, int D, long long pairs) {
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pairs; p += (long long)gridDim.x * blockDim.x) {
+        float lo, hi;
+        rotate_pair(x, p, n, heads, D, cosines, sines, 1.f, lo, hi);
+        const long long base = p / (D / 2) * D + p % (D / 2);
+        y[base] = float_to_bf16(lo);
+        y[base + D / 2] = float_to_bf16(hi);
+    }
+}
+
+extern "C" __global__ void rope_backward(float *grad, const float *cosines, const float *sines, int n, int heads, int D,
+                                         long long pairs) {
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pairs; p += (long long)gridDim.x * blockDim.x) {
+        float lo, hi;
+        rotate_pair(grad, p, n, heads, D, cosines, sines, -1.f, lo, hi);  // each thread reads and writes its pair only
+        const long long base = p / (D / 2) * D + p % (D / 2);
+        grad[base] = lo;
+        grad[base + D / 2] = hi;
+    }
+}
+
+// a = silu(g) · u (bf16), elementwise.
+extern "C" __global__ void swiglu_forward(const float *gate, const float *up, bf16_t *a, long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        const float g = gate[i];
+        a[i] = float_to_bf16(g / (1.f + expf(-g)) * up[i]);
+    }
+}
+
+// dg = da · u · σ(g) · (1 + g · (1 − σ(g))), du = da · g · σ(g).
+extern "C" __global__ void swiglu_backward(const float *gate, const float *up, const float *da, float *dgate, float *dup,
+                                           long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        const float g = gate[i], d = da[i], sigmoid = 1.f / (1.f + expf(-g));
+        dgate[i] = d * up[i] * sigmoid * (1.f + g * (1.f - sigmoid));
+        dup[i] = d * g * sigmoid;
+    }
+}
+
+// Per row t of logits z [T, V]: LSE, the loss LSE − z[label] (0 without a label: −1), and whether the first
+// largest logit is at the label. Grid: T.
+extern "C" __global__ void cross_entropy_forward(const float *z, const int *labels, float *lse, float *loss, int *correct,
+                                                 int V) {
+    __shared__ float scratch[BLOCK / 32];
+    __shared__ int scratch_index[BLOCK / 32];
+    const float *row = z + (long long)blockIdx.x * V;
+    float top = NEG_INF;
+    int best = 0x7fffffff;
+    for (int v = threadIdx.x; v < V; v += BLOCK) {
+        if (row[v] > top) { top = row[v]; best = v; }  // a thread's indices rise: the first largest stays
+    }
+    block_argmax(top, best, scratch, scratch_index);
+    float sum = 0.f;
+    for (int v = threadIdx.x; v < V; v += BLOCK) sum += expf(row[v] - top);
+    const float total = block_sum(sum, scratch);
+    if (threadIdx.x == 0) {
+        const float l = top + logf(total);
+        const int label = labels[blockIdx.x];
+        lse[blockIdx.x] = l;
+        loss[blockIdx.x] = label >= 0 ? l - row[label] : 0.f;
+        correct[blockIdx.x] = label >= 0 && best == label;
+    }
+}
+
+// dz = (e^(z − LSE) − [v = label]) · scale for labelled rows, 0 otherwise (bf16, for the output head's GEMMs).
+extern "C" __global__ void cross_entropy_backward(const float *z, const int *labels, const float *lse, bf16_t *dz,
+                                                  float scale, int V) {
+    const float *row = z + (long long)blockIdx.x * V;
+    bf16_t *out = dz + (long long)blockIdx.x * V;
+    const int label = labels[blockIdx.x];
+    const float l = lse[blockIdx.x];
+    for (int v = threadIdx.x; v < V; v += BLOCK) {
+        out[v] = label < 0 ? (bf16_t)0 : float_to_bf16(expf(row[v] - l) * scale - (v == label ? scale : 0.f));
+    }
+}
+
+// y[t, :] = table[token_t, :] for T tokens, E per row; count = T · E.
+extern "C" __global__ void embedding_forward(const int *tokens, const float *table, float *y, int E, long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        y[i] = table[(long long)tokens[i / E] * E + i % E];
+    }
+}
+
+// dtable[token_t, :] += dy[t, :] (atomics: tokens repeat).
+extern "C" __global__ void embedding_backward(const int *tokens, const float *dy, float *dtable, int E, long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        atomicAdd(dtable + (long long)tokens[i / E] * E + i % E, dy[i]);
+    }
+}
+
+// One AdamW update of count master weights θ with gradients g and moments m, v, in the CPU optimizer's order of
+// operations; the bf16 copy of θ the GEMMs read is refreshed when given (non-null).
+extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, float *v, bf16_t *theta_bf16,
+                                      long long count, float lr, float beta1, float beta2, float eps, float decay,
+                                      float correction1, float correction2) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        const float grad = g[i];
+        const float mi = beta1 * m[i] + (1.f - beta1) * grad;
+        const float vi = beta2 * v[i] + (1.f - beta2) * (grad * grad);
+        m[i] = mi;
+        v[i] = vi;
+        const float m_hat = mi / correction1, v_hat = vi / correction2;
+        const float t = theta[i] - lr * (m_hat / (sqrtf(v_hat) + eps) + decay * theta[i]);
+        theta[i] = t;
+        if (theta_bf16) theta_bf16[i] = float_to_bf16(t);
+    }
+}
+
+extern "C" __global__ void cast_bf16(const float *x, bf16_t *y, long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        y[i] = float_to_bf16(x[i]);
+    }
+}

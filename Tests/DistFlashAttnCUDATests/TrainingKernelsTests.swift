@@ -1,0 +1,163 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+import DistFlashTrain
+import Testing
+
+/// Each training kernel against the CPU layer of the same name (itself checked against float64 and finite
+/// differences), on fresh random inputs of odd sizes. bf16 outputs may differ from the CPU value rounded to bf16 by
+/// one bf16 step (the fp32 values before rounding differ in their last bits); fp32 outputs by a few fp32 steps of
+/// the terms they sum.
+@Suite("Training kernels")
+struct TrainingKernelsTests {
+    static func random(_ shape: [Int], _ random: inout SeededRandom) -> Tensor { random.normalTensor(shape: shape) }
+
+    /// The worst |got − want| / (relative·|want| + absolute) over the elements: ≤ 1 passes.
+    static func worst(_ got: Tensor, _ want: Tensor, relative: Float, absolute: Float) -> Float {
+        zip(got.scalars, want.scalars).map { abs($0 - $1) / (relative * abs($1) + absolute) }.max() ?? 0
+    }
+
+    /// bf16 output against the CPU's fp32 value: one bf16 step (2⁻⁸ relative) plus fp32 noise.
+    static func worstBF16(_ got: Tensor, _ want: Tensor) -> Float { worst(got, want, relative: 0x1p-8, absolute: 1e-6) }
+
+    @Test("RMSNorm forward and backward equal the CPU layer", .enabled(if: gpu != nil), arguments: [211, 1100])
+    func rmsNorm(_ width: Int) throws {
+        let kernels = TrainingKernels(device: gpu!)
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let (x, w, dy) = (Self.random([3, 37, width], &rng), Self.random([width], &rng), Self.random([3, 37, width], &rng))
+        var (dx, dw) = (Self.random(x.shape, &rng), Self.random([width], &rng))
+        let (y, r) = try RMSNorm.forward(x, weight: w, epsilon: 1e-5)
+        let (dxStart, dwStart) = (dx, dw)
+        try RMSNorm.backward(x, inverseRMS: r, weight: w, outputGrad: dy, inputGrad: &dx, weightGrad: &dw)
+
+        let upload = { (t: Tensor) in try DeviceTensor.upload(t, to: gpu!, as: .float32) }
+        let (gx, gw) = (try upload(x), try upload(w))
+        let forward = try kernels.rmsNormForward(gx, weight: gw, epsilon: 1e-5)
+        #expect(Self.worstBF16(try forward.output.download(), y) <= 1)
+        #expect(Self.worst(try forward.inverseRMS.download(), r, relative: 1e-5, absolute: 0) <= 1)
+        let (gdx, gdw) = (try upload(dxStart), try upload(dwStart))
+        try kernels.rmsNormBackward(gx, inverseRMS: forward.inverseRMS, weight: gw, outputGrad: try upload(dy),
+                                    inputGrad: gdx, weightGrad: gdw)
+        #expect(Self.worst(try gdx.download(), dx, relative: 1e-5, absolute: 1e-5) <= 1)
+        #expect(Self.worst(try gdw.download(), dw, relative: 1e-5, absolute: 1e-4) <= 1)  // sums of 111 rows
+    }
+
+    @Test("rotary embedding forward (bf16 out) and backward equal the CPU layer at scattered global positions",
+          .enabled(if: gpu != nil))
+    func rotary() throws {
+        let kernels = TrainingKernels(device: gpu!)
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let positions = (0..<23).map { 7 * $0 + Int.random(in: 0..<7, using: &rng) + ($0 % 2) * 5000 }
+        let rope = try RotaryEmbedding(positions: positions, headDim: 64, theta: 10_000)
+        let tables = try TrainingKernels.RotaryTables(device: gpu!, cosines: rope.cosines, sines: rope.sines,
+                                                      tokens: positions.count, headDim: 64)
+        let x = Self.random([2, 23, 3, 64], &rng)
+        var (rotated, gradient) = (x, x)
+        try rope.apply(to: &rotated)
+        try rope.applyBackward(to: &gradient)
+        let gx = try DeviceTensor.upload(x, to: gpu!, as: .float32)
+        #expect(Self.worstBF16(try kernels.rotary(gx, tables).download(), rotated) <= 1)
+        try kernels.rotaryBackward(gx, tables)
+        #expect(Self.worst(try gx.download(), gradient, relative: 1e-6, absolute: 1e-6) <= 1)
+    }
+
+    @Test("SwiGLU forward (bf16 out) and backward equal the CPU layer", .enabled(if: gpu != nil))
+    func swiGLU() throws {
+        let kernels = TrainingKernels(device: gpu!)
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let (g, u, da) = (Self.random([5, 333], &rng), Self.random([5, 333], &rng), Self.random([5, 333], &rng))
+        let a = try SwiGLU.forward(gate: g, up: u)
+        let (dg, du) = try SwiGLU.backward(gate: g, up: u, outputGrad: da)
+        let upload = { (t: Tensor) in try DeviceTensor.upload(t, to: gpu!, as: .float32) }
+        let (gg, gu) = (try upload(g), try upload(u))
+        #expect(Self.worstBF16(try kernels.swiGLUForward(gate: gg, up: gu).download(), a) <= 1)
+        let grads = try kernels.swiGLUBackward(gate: gg, up: gu, outputGrad: try upload(da))
+        #expect(Self.worst(try grads.gate.download(), dg, relative: 1e-5, absolute: 1e-6) <= 1)
+        #expect(Self.worst(try grads.up.download(), du, relative: 1e-5, absolute: 1e-6) <= 1)
+    }
+
+    @Test("cross-entropy loss, LSE, accuracy and gradient equal the CPU layer (unlabelled rows included)",
+          .enabled(if: gpu != nil))
+    func crossEntropy() throws {
+        let kernels = TrainingKernels(device: gpu!)
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let (rows, vocab) = (29, 1000)
+        let logits = Self.random([rows, vocab], &rng)
+        let labels: [Int32] = (0..<rows).map { $0 % 7 == 3 ? -1 : Int32.random(in: 0..<Int32(vocab), using: &rng) }
+        let normalizer = 3 * rows  // as if two more ranks held labelled tokens
+        let (loss, lse) = try CrossEntropy.forward(logits: logits, labels: labels, normalizer: normalizer)
+        let correct = try CrossEntropy.correctPredictions(logits: logits, labels: labels)
+        let dz = try CrossEntropy.backward(logits: logits, labels: labels, logSumExp: lse, normalizer: normalizer)
+
+        let gz = try DeviceTensor.upload(logits, to: gpu!, as: .float32)
+        let result = try kernels.crossEntropyForward(logits: gz, labels: labels, normalizer: normalizer)
+        #expect(abs(result.loss - loss) <= 1e-5 * abs(loss))
+        #expect(result.correct == correct)
+        #expect(Self.worst(try result.logSumExp.download(), try Tensor(shape: [rows], scalars: lse),
+                           relative: 1e-6, absolute: 0) <= 1)
+        let gdz = try kernels.crossEntropyBackward(logits: gz, result, normalizer: normalizer)
+        #expect(Self.worst(try gdz.download(), dz, relative: 0x1p-8, absolute: 1e-9) <= 1)
+    }
+
+    @Test("embedding lookup and scatter-add (repeated tokens) equal the CPU layer", .enabled(if: gpu != nil))
+    func embedding() throws {
+        let kernels = TrainingKernels(device: gpu!)
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let (vocab, width) = (97, 45)
+        let table = Self.random([vocab, width], &rng)
+        let tokens: [Int32] = (0..<301).map { _ in Int32.random(in: 0..<20, using: &rng) }  // many repeats
+        let dy = Self.random([tokens.count, width], &rng)
+        let y = try Embedding.forward(tokens: tokens, batch: 1, table: table)
+        var dtable = Self.random([vocab, width], &rng)
+        let gdtable = try DeviceTensor.upload(dtable, to: gpu!, as: .float32)
+        Embedding.backward(tokens: tokens, outputGrad: dy, tableGrad: &dtable)
+
+        let gy = try kernels.embeddingForward(tokens: tokens, table: try DeviceTensor.upload(table, to: gpu!, as: .float32))
+        #expect(try gy.download().scalars == y.scalars)
+        try kernels.embeddingBackward(tokens: tokens, outputGrad: try DeviceTensor.upload(dy, to: gpu!, as: .float32),
+                                      tableGrad: gdtable)
+        #expect(Self.worst(try gdtable.download(), dtable, relative: 1e-5, absolute: 1e-5) <= 1)
+        #expect(throws: DistFlashError.self) {
+            try kernels.embeddingForward(tokens: [0, Int32(vocab)], table: try DeviceTensor.upload(table, to: gpu!, as: .float32))
+        }
+    }
+
+    @Test("three AdamW updates equal the CPU optimizer's; the bf16 copy follows", .enabled(if: gpu != nil))
+    func adamW() throws {
+        let kernels = TrainingKernels(device: gpu!)
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let weight = Self.random([13, 31], &rng)
+        var parameters = Parameters([(name: "w", tensor: weight)])
+        var optimizer = try AdamW(parameters: parameters)
+        let h = optimizer.hyperparameters
+        let upload = { (t: Tensor) in try DeviceTensor.upload(t, to: gpu!, as: .float32) }
+        let (theta, m, v) = (try upload(weight), try upload(Tensor(shape: weight.shape)), try upload(Tensor(shape: weight.shape)))
+        let copy = try DeviceTensor.upload(Tensor(shape: weight.shape), to: gpu!, as: .bfloat16)
+        for step in 1...3 {
+            let gradient = Self.random(weight.shape, &rng)
+            try optimizer.update(&parameters, gradients: Parameters([(name: "w", tensor: gradient)]), learningRate: 0.01)
+            try kernels.adamW(theta, gradient: try upload(gradient), m: m, v: v, bf16Copy: copy, learningRate: 0.01,
+                              beta1: h.beta1, beta2: h.beta2, epsilon: h.epsilon, weightDecay: h.weightDecay, step: step)
+        }
+        #expect(Self.worst(try theta.download(), parameters.tensors[0], relative: 1e-5, absolute: 1e-6) <= 1)
+        #expect(try copy.download().scalars == (try theta.download()).roundedToBFloat16().scalars)
+    }
+
+    @Test("fp32 → bf16 rounds to nearest even like the host", .enabled(if: gpu != nil))
+    func cast() throws {
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let x = Self.random([1001], &rng)
+        let rounded = try TrainingKernels(device: gpu!).bf16(try DeviceTensor.upload(x, to: gpu!, as: .float32))
+        #expect(try rounded.download().scalars == x.roundedToBFloat16().scalars)
+    }
+
+    @Test("mismatched shapes are errors that name them, before any launch", .enabled(if: gpu != nil))
+    func shapeErrors() throws {
+        let kernels = TrainingKernels(device: gpu!)
+        let x = try DeviceTensor.upload(Tensor(shape: [4, 8]), to: gpu!, as: .float32)
+        let w = try DeviceTensor.upload(Tensor(shape: [7]), to: gpu!, as: .float32)
+        #expect(throws: DistFlashError.self) { try kernels.rmsNormForward(x, weight: w, epsilon: 1e-5) }
+        #expect(throws: DistFlashError.self) { try kernels.swiGLUForward(gate: x, up: w) }
+        #expect(throws: DistFlashError.self) { try kernels.crossEntropyForward(logits: x, labels: [0, 1, 2], normalizer: 1) }
+        #expect(throws: DistFlashError.self) { try kernels.crossEntropyForward(logits: x, labels: [0, 1, 2, 8], normalizer: 1) }
+    }
+}
