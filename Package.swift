@@ -36,6 +36,8 @@ let package = Package(
         ),
         // LLaMA-style model with explicit backward, checkpointing strategies, optimizer, data, trainer.
         .target(name: "DistFlashTrain", dependencies: ["DistFlashAttn", "DistFlashAttnCPU"]),
+        // The training model on GPUs: cuBLAS GEMMs, the training kernels and the attention on device tensors.
+        .target(name: "DistFlashTrainCUDA", dependencies: ["DistFlashAttn", "DistFlashAttnCUDA", "DistFlashTrain"]),
         // Naive float64 attention: the independent reference for tests and `--check`.
         .target(name: "DistFlashAttnReference", dependencies: ["DistFlashAttn"]),
         .executableTarget(
@@ -53,7 +55,8 @@ let package = Package(
         ),
         .testTarget(
             name: "DistFlashAttnCUDATests",
-            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference", "DistFlashTrain"]
+            dependencies: ["DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference", "DistFlashTrain",
+                           "DistFlashTrainCUDA"]
         ),
         .testTarget(
             name: "DistFlashTrainTests",

@@ -34,6 +34,14 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
         return DeviceTensor(buffer: buffer, shape: tensor.shape, precision: precision)
     }
 
+    /// The same memory read with another shape of the same element count (no copy; writes show through).
+    public func reshaped(_ shape: [Int]) throws -> DeviceTensor {
+        guard shape.reduce(1, *) == count, shape.allSatisfy({ $0 >= 0 }) else {
+            throw DistFlashError(.shapeMismatch, "cannot view \(self.shape) (\(count) elements) as \(shape)")
+        }
+        return DeviceTensor(buffer: buffer, shape: shape, precision: precision)
+    }
+
     /// The contents as a host tensor (bf16 widened to fp32), after the work queued before.
     public func download() throws -> Tensor {
         switch precision {

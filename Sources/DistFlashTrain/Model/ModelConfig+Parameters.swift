@@ -1,7 +1,7 @@
 import DistFlashAttn
 
 /// The nine tensors of one decoder layer, in Hugging Face `state_dict` order.
-enum LayerTensor: Int, CaseIterable {
+public enum LayerTensor: Int, CaseIterable, Sendable {
     case query, key, value, output, gate, up, down, inputNorm, postAttentionNorm
 
     var suffix: String {
@@ -65,10 +65,10 @@ extension ModelConfig {
     }
 
     // Slots: where each tensor sits in `Parameters` (the order of `parameterSpecs`).
-    var embeddingSlot: Int { 0 }
-    func slot(_ layer: Int, _ tensor: LayerTensor) -> Int { 1 + layer * LayerTensor.allCases.count + tensor.rawValue }
-    var finalNormSlot: Int { 1 + layers * LayerTensor.allCases.count }
-    var outputSlot: Int { finalNormSlot + 1 }
+    public var embeddingSlot: Int { 0 }
+    public func slot(_ layer: Int, _ tensor: LayerTensor) -> Int { 1 + layer * LayerTensor.allCases.count + tensor.rawValue }
+    public var finalNormSlot: Int { 1 + layers * LayerTensor.allCases.count }
+    public var outputSlot: Int { finalNormSlot + 1 }
 
     /// Fresh parameters, the same for the same seed: every matrix N(0, 0.02²), every norm weight 1. Values are
     /// drawn tensor by tensor in `parameterSpecs` order from one `SeededRandom` stream.

@@ -1,0 +1,51 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+import Synchronization
+
+/// The attention as the GPU model sees it (the device counterpart of `AttentionOperator`): this rank's shard in,
+/// its result out, whatever brings the other ranks' keys. Shapes: Q `[B, n, H, D]` and K, V `[B, n, H_kv, D]` in
+/// bf16 at the shard's global `positions`; O `[B, n, H, D]` and LSE `[B, H, n]` fp32; dO bf16; dQ, dK, dV fp32.
+public protocol DeviceAttention: Sendable {
+    func forward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int]) throws
+        -> (output: DeviceTensor, logSumExp: DeviceTensor)
+    func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int], output: DeviceTensor,
+                  logSumExp: DeviceTensor, outputGrad: DeviceTensor) throws
+        -> (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor)
+    /// Number of `forward` calls so far (the checkpointing strategies differ in it).
+    var forwardCalls: Int { get }
+}
+
+/// Attention on one GPU over a shard holding the whole sequence: one query block against the same tokens as keys,
+/// through the backend's block primitives; scale 1/√D.
+public final class SingleGPUAttention: DeviceAttention {
+    public let blocks: CUDABlocks
+    public let mask: AttentionMask
+    private let calls = Atomic<Int>(0)
+
+    public init(blocks: CUDABlocks, mask: AttentionMask = .causal) { (self.blocks, self.mask) = (blocks, mask) }
+
+    public var forwardCalls: Int { calls.load(ordering: .relaxed) }
+
+    public func forward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int]) throws
+        -> (output: DeviceTensor, logSumExp: DeviceTensor) {
+        calls.add(1, ordering: .relaxed)
+        let (batch, n, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
+        var output = try blocks.filled([batch, n, heads, dim], with: 0, like: nil)
+        var logSumExp = try blocks.filled([batch, heads, n], with: -.infinity, like: nil)
+        try blocks.forward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                           mask: mask, scale: 1 / Float(dim).squareRoot(), output: &output, logSumExp: &logSumExp)
+        return (output, logSumExp)
+    }
+
+    public func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int],
+                         output: DeviceTensor, logSumExp: DeviceTensor, outputGrad: DeviceTensor) throws
+        -> (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
+        let delta = try blocks.backwardPreprocess(output: output, outputGrad: outputGrad)
+        var dq = try blocks.filled(query.shape, with: 0, like: nil)
+        var (dk, dv) = (try blocks.filled(key.shape, with: 0, like: nil), try blocks.filled(key.shape, with: 0, like: nil))
+        try blocks.backward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                            mask: mask, scale: 1 / Float(query.shape[3]).squareRoot(), outputGrad: outputGrad,
+                            logSumExp: logSumExp, delta: delta, queryGrad: &dq, keyGrad: &dk, valueGrad: &dv)
+        return (dq, dk, dv)
+    }
+}

@@ -1,0 +1,84 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+import DistFlashTrain
+
+/// The LLaMA-style model of `LlamaModel` on one GPU: the same layers and checkpoint strategies, with bf16 GEMM
+/// operands and fp32 master weights, residual stream, statistics and gradients. One rank's shard of the sequence
+/// goes in; the attention (`DeviceAttention`) brings the other ranks' keys when there are any.
+public struct DeviceLlamaModel: Sendable {
+    public let config: ModelConfig
+    public let attention: any DeviceAttention
+    public let checkpoint: CheckpointStrategy
+    let ops: DeviceOps
+
+    public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
+                device: CUDADevice) throws {
+        (self.config, self.attention, self.checkpoint) = (config, attention, checkpoint)
+        let blocks = CUDABlocks(device: device)
+        ops = DeviceOps(matmul: try DeviceMatmul(device: device), kernels: TrainingKernels(device: device), blocks: blocks)
+    }
+
+    /// What the backward needs of one forward.
+    public struct Cache {
+        public let loss: Double
+        public let correctPredictions: Int
+        let shard: TokenBatch
+        let positions: [Int]
+        let lossNormalizer: Int
+        let rope: TrainingKernels.RotaryTables
+        var layers: [DeviceSavedLayer]
+        let head: DeviceOutputHead.Saved
+    }
+
+    /// The loss of a shard (tokens and labels `[B, n]`, label −1: no loss) at its tokens' global `positions`,
+    /// normalised by N (the labelled tokens over all ranks), and what the backward needs.
+    public func forward(_ shard: TokenBatch, positions: [Int], lossNormalizer: Int, weights: DeviceWeights) throws
+        -> Cache {
+        guard positions.count == shard.sequence else {
+            throw DistFlashError(.shapeMismatch, "\(positions.count) positions for a shard of n = \(shard.sequence) "
+                + "tokens: give one global position per token")
+        }
+        let host = try RotaryEmbedding(positions: positions, headDim: config.headDim, theta: config.ropeTheta)
+        let rope = try TrainingKernels.RotaryTables(device: ops.blocks.device, cosines: host.cosines, sines: host.sines,
+                                                    tokens: positions.count, headDim: config.headDim)
+        var x = try ops.kernels.embeddingForward(tokens: shard.tokens, table: weights.master[config.embeddingSlot])
+        var saved: [DeviceSavedLayer] = []
+        for index in 0..<config.layers {
+            let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
+            let activations = try layer.forward(x)
+            x = try layer.output(activations.mlp)
+            saved.append(DeviceSavedLayer(activations, strategy: checkpoint))
+        }
+        let (loss, correct, head) = try outputHead(weights, []).forward(x, labels: shard.labels,
+                                                                        normalizer: lossNormalizer)
+        return Cache(loss: loss, correctPredictions: correct, shard: shard, positions: positions,
+                     lossNormalizer: lossNormalizer, rope: rope, layers: saved, head: head)
+    }
+
+    /// Adds the gradient of the cached forward's loss with respect to every parameter into `gradients` (fp32, in
+    /// `Parameters` order), recomputing what the strategy dropped, last layer first.
+    public func backward(_ cache: consuming Cache, weights: DeviceWeights, into gradients: [DeviceTensor]) throws {
+        guard gradients.count == weights.master.count,
+              zip(gradients, weights.master).allSatisfy({ $0.shape == $1.shape && $0.precision == .float32 }) else {
+            throw DistFlashError(.shapeMismatch, "gradients must be fp32 tensors of the parameters' shapes, in order")
+        }
+        var outputGrad = try outputHead(weights, gradients).backward(cache.head, normalizer: cache.lossNormalizer)
+        for index in (0..<config.layers).reversed() {
+            let layer = decoderLayer(index, weights, gradients, cache.rope, cache.positions, cache.shard.batch)
+            let activations = try layer.restore(cache.layers.removeLast())
+            outputGrad = try layer.backward(activations, outputGrad: outputGrad)
+        }
+        try ops.kernels.embeddingBackward(tokens: cache.shard.tokens, outputGrad: outputGrad,
+                                          tableGrad: gradients[config.embeddingSlot])
+    }
+
+    private func decoderLayer(_ index: Int, _ weights: DeviceWeights, _ gradients: [DeviceTensor],
+                              _ rope: TrainingKernels.RotaryTables, _ positions: [Int], _ batch: Int) -> DeviceDecoderLayer {
+        DeviceDecoderLayer(config: config, index: index, weights: weights, gradients: gradients, rope: rope,
+                           positions: positions, batch: batch, attention: attention, ops: ops)
+    }
+
+    private func outputHead(_ weights: DeviceWeights, _ gradients: [DeviceTensor]) -> DeviceOutputHead {
+        DeviceOutputHead(config: config, weights: weights, gradients: gradients, ops: ops)
+    }
+}

@@ -1,0 +1,34 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+
+/// The GPU operations a model's layers share: cuBLAS GEMMs, the training kernels, and the executor's block ops
+/// (fill, copy) — all on one device's compute stream.
+struct DeviceOps {
+    let matmul: DeviceMatmul
+    let kernels: TrainingKernels
+    let blocks: CUDABlocks
+
+    /// y = x·Wᵀ in fp32 `[T, out]` (x bf16 `[T, in]`, W bf16 `[out, in]`).
+    func linear(_ x: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
+        let y = try blocks.filled([x.count / weight.shape[1], weight.shape[0]], with: 0, like: nil)
+        try matmul.multiply(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true, into: y)
+        return y
+    }
+
+    /// dx = dy·W in fp32 `[T, in]` (dy bf16 `[T, out]`, W bf16 `[out, in]`).
+    func inputGradient(_ dy: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
+        let dx = try blocks.filled([dy.count / weight.shape[0], weight.shape[1]], with: 0, like: nil)
+        try matmul.multiply(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight, into: dx)
+        return dx
+    }
+
+    /// dW += dyᵀ·x (dy bf16 `[T, out]`, x bf16 `[T, in]`, dW fp32 `[out, in]`).
+    func weightGradient(_ dy: DeviceTensor, _ x: DeviceTensor, into weightGrad: DeviceTensor) throws {
+        let (out, inputs) = (weightGrad.shape[0], weightGrad.shape[1])
+        try matmul.multiply(dy.reshaped([dy.count / out, out]), x.reshaped([x.count / inputs, inputs]),
+                            transposeA: true, into: weightGrad, beta: 1)
+    }
+
+    /// A fresh copy of x.
+    func copy(_ x: DeviceTensor) throws -> DeviceTensor { try blocks.slice(x, x.shape.map { 0..<$0 }) }
+}
