@@ -125,20 +125,20 @@ struct AttentionKernels: Sendable {
     /// Launches the backward kernel(s) that add dQ, dK, dV: `tensorCore` (from `backwardLaunch`, for D ∈ {64, 128})
     /// or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token arrays; `sizes`: the trailing scalars.
     func runBackward(_ tensorCore: BackwardLaunch?, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
-                     inputs: [CUDADevice.Argument], gradients: (query: DeviceBuffer, key: DeviceBuffer, value: DeviceBuffer),
+                     inputs: [CUDADevice.Argument], gradients: (query: UInt64, key: UInt64, value: UInt64),
                      sizes: [CUDADevice.Argument]) throws {
         let (dq, dk, dv) = gradients
         if let tensorCore {
             try tensorCore.run(device, inputs + tensorCore.boundArguments
-                + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + sizes)
+                + [.pointer(dq), .pointer(dk), .pointer(dv)] + sizes)
             return
         }
         try device.launch(try device.kernel("attention_backward_dkdv", source: Self.simtSource),
                           grid: ((keys + warps - 1) / warps, kvHeads, batch), block: 32 * warps,
-                          inputs + [.pointer(dk.address), .pointer(dv.address)] + sizes)
+                          inputs + [.pointer(dk), .pointer(dv)] + sizes)
         try device.launch(try device.kernel("attention_backward_dq", source: Self.simtSource),
                           grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
-                          inputs + [.pointer(dq.address)] + sizes)
+                          inputs + [.pointer(dq)] + sizes)
     }
 
     /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 8 warps per

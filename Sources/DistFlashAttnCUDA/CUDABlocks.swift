@@ -63,7 +63,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         let tensor = try DeviceTensor(device, shape: shape, precision: prototype?.precision ?? .float32)
         if tensor.count > 0 {
             switch tensor.precision {
-            case .float32: try tensor.buffer.fill32(value.bitPattern, count: tensor.count)
+            case .float32: try tensor.buffer.fill32(value.bitPattern, count: tensor.count)  // a fresh tensor: offset 0
             case .bfloat16: try tensor.buffer.fill16(BFloat16.bits(value), count: tensor.count)
             }
         }
@@ -189,7 +189,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         try timed {
             try kernels.runBackward(launch, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
                                     batch: g.batch, inputs: inputs,
-                                    gradients: (queryGrad.buffer, keyGrad.buffer, valueGrad.buffer), sizes: sizes)
+                                    gradients: (queryGrad.address, keyGrad.address, valueGrad.address), sizes: sizes)
         }
         withExtendedLifetime(dO) {}
     }

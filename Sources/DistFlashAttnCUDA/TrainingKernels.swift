@@ -197,11 +197,12 @@ public struct TrainingKernels: Sendable {
 
     // MARK: Optimizer
 
-    /// One AdamW update (update number `step`, 1-based) of the fp32 master weights θ with gradients g and moments
-    /// m, v (all fp32, one shape), decay λ applied as given; refreshes `bf16Copy` (the GEMMs' weights) if given.
-    public func adamW(_ theta: DeviceTensor, gradient: DeviceTensor, m: DeviceTensor, v: DeviceTensor,
-                      bf16Copy: DeviceTensor?, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,
-                      weightDecay: Float, step: Int) throws {
+    /// One AdamW update (update number `step`, 1-based) of the fp32 master weights θ with gradients
+    /// g · `gradientScale` (the clipping factor) and moments m, v (all fp32, one shape), decay λ applied as given;
+    /// refreshes `bf16Copy` (the GEMMs' weights) if given.
+    public func adamW(_ theta: DeviceTensor, gradient: DeviceTensor, gradientScale: Float = 1, m: DeviceTensor,
+                      v: DeviceTensor, bf16Copy: DeviceTensor?, learningRate: Float, beta1: Float, beta2: Float,
+                      epsilon: Float, weightDecay: Float, step: Int) throws {
         for (tensor, name) in [(gradient, "gradient"), (m, "m"), (v, "v")] {
             try require(tensor, .float32, theta.shape, "AdamW \(name)")
         }
@@ -212,19 +213,44 @@ public struct TrainingKernels: Sendable {
         guard theta.count > 0 else { return }
         try launch("adamw_step", grid: gridStride(theta.count),
                    [.pointer(theta.address), .pointer(gradient.address), .pointer(m.address), .pointer(v.address),
-                    .pointer(bf16Copy?.address ?? 0), .int64(Int64(theta.count)), .float(learningRate), .float(beta1),
+                    .pointer(bf16Copy?.address ?? 0), .int64(Int64(theta.count)), .float(gradientScale),
+                    .float(learningRate), .float(beta1),
                     .float(beta2), .float(epsilon), .float(weightDecay), .float(correction1), .float(correction2)])
     }
 
     /// x (fp32) rounded to bf16.
     public func bf16(_ x: DeviceTensor) throws -> DeviceTensor {
-        try require(x, .float32, x.shape, "cast input")
         let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
+        try bf16(x, into: output)
+        return output
+    }
+
+    /// output (bf16) = x (fp32) rounded, same shape.
+    public func bf16(_ x: DeviceTensor, into output: DeviceTensor) throws {
+        try require(x, .float32, x.shape, "cast input")
+        try require(output, .bfloat16, x.shape, "cast output")
         if x.count > 0 {
             try launch("cast_bf16", grid: gridStride(x.count),
                        [.pointer(x.address), .pointer(output.address), .int64(Int64(x.count))])
         }
-        return output
+    }
+
+    /// Σ x² over an fp32 tensor, the block sums added in float64.
+    public func sumOfSquares(_ x: DeviceTensor) throws -> Double {
+        try require(x, .float32, x.shape, "sum of squares input")
+        guard x.count > 0 else { return 0 }
+        let blocks = min(gridStride(x.count), 1024)
+        let partial = try DeviceBuffer(device, bytes: 4 * blocks)
+        try launch("sum_squares", grid: blocks, [.pointer(x.address), .pointer(partial.address), .int64(Int64(x.count))])
+        return try partial.download(blocks, as: Float.self, initial: 0).reduce(0.0) { $0 + Double($1) }
+    }
+
+    /// Sets every element of an fp32 tensor (or view) to `value`.
+    public func fill(_ x: DeviceTensor, with value: Float) throws {
+        try require(x, .float32, x.shape, "fill target")
+        if x.count > 0 {
+            try launch("fill_f32", grid: gridStride(x.count), [.pointer(x.address), .float(value), .int64(Int64(x.count))])
+        }
     }
 
     // MARK: Helpers

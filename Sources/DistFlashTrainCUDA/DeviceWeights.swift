@@ -3,7 +3,7 @@ import DistFlashAttnCUDA
 import DistFlashTrain
 
 /// A model's parameters on one GPU, in `Parameters` order: fp32 master weights (what the optimizer updates and a
-/// checkpoint saves) and, for every matrix a GEMM reads, a bf16 copy (refreshed by the optimizer's update).
+/// checkpoint saves) and, for every matrix a GEMM reads, a bf16 copy (refreshed after each update).
 public final class DeviceWeights: @unchecked Sendable {
     // Invariant: the tensors' shapes never change; their contents change only through work on the device's stream.
     public let names: [String]
@@ -11,11 +11,24 @@ public final class DeviceWeights: @unchecked Sendable {
     /// The bf16 copy of each tensor of rank 2 (nil for the norm weights, which stay fp32).
     public let bf16: [DeviceTensor?]
 
-    public init(_ parameters: Parameters, on device: CUDADevice) throws {
-        let kernels = TrainingKernels(device: device)
-        names = parameters.names
-        master = try parameters.tensors.map { try DeviceTensor.upload($0, to: device, as: .float32) }
+    /// Copies of `parameters` on `device`, each in its own memory.
+    public convenience init(_ parameters: Parameters, on device: CUDADevice) throws {
+        try self.init(names: parameters.names,
+                      master: parameters.tensors.map { try DeviceTensor.upload($0, to: device, as: .float32) },
+                      kernels: TrainingKernels(device: device))
+    }
+
+    /// Over existing master tensors (e.g. views of one flat buffer), with fresh bf16 copies of the matrices.
+    init(names: [String], master: [DeviceTensor], kernels: TrainingKernels) throws {
+        (self.names, self.master) = (names, master)
         bf16 = try master.map { $0.shape.count >= 2 ? try kernels.bf16($0) : nil }
+    }
+
+    /// Re-rounds every bf16 copy from its master (after an update).
+    func refreshCopies(_ kernels: TrainingKernels) throws {
+        for (master, copy) in zip(master, bf16) {
+            if let copy { try kernels.bf16(master, into: copy) }
+        }
     }
 
     /// The master weights as host tensors.

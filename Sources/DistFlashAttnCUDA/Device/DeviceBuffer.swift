@@ -36,13 +36,13 @@ final class DeviceBuffer: @unchecked Sendable {
         return buffer
     }
 
-    /// Copies the buffer into `count` values of `T`, after the work queued before it.
-    func download<T>(_ count: Int, as type: T.Type, initial: T) throws -> [T] {
+    /// Copies `count` values of `T` from `byteOffset` on, after the work queued before it.
+    func download<T>(_ count: Int, as type: T.Type, initial: T, byteOffset: Int = 0) throws -> [T] {
         var values = [T](repeating: initial, count: count)
         if count > 0 {
             try device.makeCurrent()
             try values.withUnsafeMutableBytes { raw in
-                try device.driver.check(device.driver.cuMemcpyDtoHAsync(raw.baseAddress!, address, raw.count,
+                try device.driver.check(device.driver.cuMemcpyDtoHAsync(raw.baseAddress!, address + UInt64(byteOffset), raw.count,
                                                                         device.stream), "cuMemcpyDtoHAsync")
             }
             try device.synchronize()

@@ -12,20 +12,23 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
     public let shape: [Int]
     public let precision: Precision
     let buffer: DeviceBuffer
+    /// Where the tensor starts in `buffer`, in bytes (views of a larger tensor start inside it).
+    private let offset: Int
 
     init(_ device: CUDADevice, shape: [Int], precision: Precision) throws {
-        (self.shape, self.precision) = (shape, precision)
+        (self.shape, self.precision, offset) = (shape, precision, 0)
         buffer = try DeviceBuffer(device, bytes: shape.reduce(1, *) * precision.size)
     }
 
-    private init(buffer: DeviceBuffer, shape: [Int], precision: Precision) {
-        (self.buffer, self.shape, self.precision) = (buffer, shape, precision)
+    private init(buffer: DeviceBuffer, offset: Int = 0, shape: [Int], precision: Precision) {
+        (self.buffer, self.offset, self.shape, self.precision) = (buffer, offset, shape, precision)
     }
 
     public var count: Int { shape.reduce(1, *) }
     public var byteCount: Int { count * precision.size }
-    var address: UInt64 { buffer.address }
-    var device: CUDADevice { buffer.device }
+    var address: UInt64 { buffer.address + UInt64(offset) }
+    /// The GPU holding the tensor.
+    public var device: CUDADevice { buffer.device }
 
     /// A device copy of `tensor`, rounded to bf16 if asked.
     public static func upload(_ tensor: Tensor, to device: CUDADevice, as precision: Precision) throws -> DeviceTensor {
@@ -39,16 +42,26 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
         guard shape.reduce(1, *) == count, shape.allSatisfy({ $0 >= 0 }) else {
             throw DistFlashError(.shapeMismatch, "cannot view \(self.shape) (\(count) elements) as \(shape)")
         }
-        return DeviceTensor(buffer: buffer, shape: shape, precision: precision)
+        return DeviceTensor(buffer: buffer, offset: offset, shape: shape, precision: precision)
+    }
+
+    /// Elements `range` of the tensor's row-major order, read as `shape` (no copy; writes show through): the
+    /// parameters' or gradients' slice of one flat buffer.
+    public func elements(_ range: Range<Int>, as shape: [Int]) throws -> DeviceTensor {
+        guard range.lowerBound >= 0, range.upperBound <= count, shape.reduce(1, *) == range.count else {
+            throw DistFlashError(.shapeMismatch, "elements \(range) of \(self.shape) (\(count) elements) as \(shape)")
+        }
+        return DeviceTensor(buffer: buffer, offset: offset + range.lowerBound * precision.size, shape: shape,
+                            precision: precision)
     }
 
     /// The contents as a host tensor (bf16 widened to fp32), after the work queued before.
     public func download() throws -> Tensor {
         switch precision {
         case .float32:
-            return try Tensor(shape: shape, scalars: buffer.download(count, as: Float.self, initial: 0))
+            return try Tensor(shape: shape, scalars: buffer.download(count, as: Float.self, initial: 0, byteOffset: offset))
         case .bfloat16:
-            let bits = try buffer.download(count, as: UInt16.self, initial: 0)
+            let bits = try buffer.download(count, as: UInt16.self, initial: 0, byteOffset: offset)
             return try Tensor(shape: shape, scalars: bits.map { Float(bitPattern: UInt32($0) << 16) })
         }
     }

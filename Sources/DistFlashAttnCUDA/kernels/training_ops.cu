@@ -198,13 +198,14 @@ extern "C" __global__ void embedding_backward(const int *tokens, const float *dy
     }
 }
 
-// One AdamW update of count master weights θ with gradients g and moments m, v, in the CPU optimizer's order of
-// operations; the bf16 copy of θ the GEMMs read is refreshed when given (non-null).
+// One AdamW update of count master weights θ with gradients g · grad_scale (the clipping factor; the CPU
+// scales g first, the same product) and moments m, v, in the CPU optimizer's order of operations; the bf16 copy
+// of θ the GEMMs read is refreshed when given (non-null).
 extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, float *v, bf16_t *theta_bf16,
-                                      long long count, float lr, float beta1, float beta2, float eps, float decay,
-                                      float correction1, float correction2) {
+                                      long long count, float grad_scale, float lr, float beta1, float beta2, float eps,
+                                      float decay, float correction1, float correction2) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-        const float grad = g[i];
+        const float grad = grad_scale == 1.f ? g[i] : g[i] * grad_scale;
         const float mi = beta1 * m[i] + (1.f - beta1) * grad;
         const float vi = beta2 * v[i] + (1.f - beta2) * (grad * grad);
         m[i] = mi;
@@ -219,5 +220,22 @@ extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, fl
 extern "C" __global__ void cast_bf16(const float *x, bf16_t *y, long long count) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
         y[i] = float_to_bf16(x[i]);
+    }
+}
+
+// partial[blockIdx.x] = Σ x² over the block's grid-stride share (the host adds the partials in float64).
+extern "C" __global__ void sum_squares(const float *x, float *partial, long long count) {
+    __shared__ float scratch[BLOCK / 32];
+    float sum = 0.f;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        sum += x[i] * x[i];
+    }
+    const float total = block_sum(sum, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+extern "C" __global__ void fill_f32(float *x, float value, long long count) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        x[i] = value;
     }
 }

@@ -21,6 +21,13 @@ public struct StepReport: Sendable, Equatable {
     public var seconds: Double
 
     public var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
+
+    public init(step: Int, loss: Double, accuracy: Double, labelled: Int, gradientNorm: Float, learningRate: Float,
+                sequence: Int, tokens: Int, seconds: Double) {
+        (self.step, self.loss, self.accuracy, self.labelled, self.gradientNorm, self.learningRate) =
+            (step, loss, accuracy, labelled, gradientNorm, learningRate)
+        (self.sequence, self.tokens, self.seconds) = (sequence, tokens, seconds)
+    }
 }
 
 /// Loss and accuracy on held-out batches (forward only, parameters unchanged).

@@ -1,0 +1,112 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+import DistFlashTrain
+
+/// One rank's parameters, gradients and ZeRO-1 optimizer shard on its GPU. The master weights and the gradients
+/// each live in one flat fp32 buffer of N_pad = ⌈N / P⌉·P elements (the model reads per-tensor views of them);
+/// rank r owns the AdamW moments of flat elements r·N_pad/P ..< (r+1)·N_pad/P. One update:
+/// ```
+/// g_r = reduce-scatter(Σ_ranks G)            this rank's shard of the summed gradient
+/// ‖g‖² = Σ_ranks ‖g_r‖²  (all-reduce)         c = min(1, maxNorm / (‖g‖ + 10⁻⁶))
+/// θ_r ← AdamW(θ_r, c·g_r)                    per tensor segment (weight decay only on matrices)
+/// Θ = all-gather(θ_r);  bf16 copies re-rounded
+/// ```
+/// With one rank there is nothing to reduce or gather. Every rank must call `update` together.
+public final class ShardedOptimizer: @unchecked Sendable {
+    // Invariant: touched only by its rank's thread.
+    public let rank: Int
+    public let ranks: Int
+    public let weights: DeviceWeights
+    public let gradients: [DeviceTensor]
+    public let hyperparameters: AdamW.Hyperparameters
+    public private(set) var step = 0
+    private let kernels: TrainingKernels
+    private let flatMaster: DeviceTensor
+    private let flatGradient: DeviceTensor
+    private let shard: Range<Int>
+    private let m: DeviceTensor
+    private let v: DeviceTensor
+    /// Flat element range of each tensor.
+    private let spans: [Range<Int>]
+
+    public init(_ parameters: Parameters, rank: Int, ranks: Int, hyperparameters: AdamW.Hyperparameters,
+                device: CUDADevice) throws {
+        try hyperparameters.validate()
+        (self.rank, self.ranks, self.hyperparameters) = (rank, ranks, hyperparameters)
+        kernels = TrainingKernels(device: device)
+        let total = parameters.scalarCount
+        let padded = (total + ranks - 1) / ranks * ranks
+        var flat = parameters.tensors.flatMap(\.scalars)
+        flat += [Float](repeating: 0, count: padded - total)
+        let flatMaster = try DeviceTensor.upload(try Tensor(shape: [padded], scalars: flat), to: device, as: .float32)
+        let flatGradient = try DeviceTensor.upload(Tensor(shape: [padded]), to: device, as: .float32)
+        var start = 0
+        let spans = parameters.tensors.map { tensor in
+            defer { start += tensor.count }
+            return start..<start + tensor.count
+        }
+        let master = try zip(spans, parameters.tensors).map { try flatMaster.elements($0, as: $1.shape) }
+        gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
+        weights = try DeviceWeights(names: parameters.names, master: master, kernels: kernels)
+        (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
+        let share = padded / ranks
+        shard = rank * share..<(rank + 1) * share
+        m = try DeviceTensor.upload(Tensor(shape: [share]), to: device, as: .float32)
+        v = try DeviceTensor.upload(Tensor(shape: [share]), to: device, as: .float32)
+    }
+
+    /// Sets every gradient to zero (before a step's backward adds into them).
+    public func zeroGradients() throws { try kernels.fill(flatGradient, with: 0) }
+
+    /// One update at `learningRate`, gradients clipped to global norm `maxNorm`; returns the norm before clipping
+    /// (non-finite: nothing was updated). `communicator` is nil with one rank.
+    @discardableResult
+    public func update(learningRate: Float, maxNorm: Float, communicator: NCCLCommunicator?) throws -> Float {
+        let mine: DeviceTensor
+        if ranks > 1 {
+            guard let communicator else {
+                throw DistFlashError(.runtime, "rank \(rank): \(ranks) ranks need a communicator for the update")
+            }
+            mine = try DeviceTensor.upload(Tensor(shape: [shard.count]), to: flatMaster.device,
+                                           as: .float32)
+            try communicator.reduceScatterSum(flatGradient, into: mine, rank: rank)
+        } else {
+            mine = flatGradient
+        }
+        var squares = try kernels.sumOfSquares(mine)
+        if ranks > 1, let communicator {
+            squares = try allReduce(squares, communicator)
+        }
+        let norm = Float(squares.squareRoot())
+        guard norm.isFinite else { return norm }
+        let scale = norm > maxNorm ? maxNorm / (norm + 1e-6) : 1
+        step += 1
+        let h = hyperparameters
+        for (t, span) in spans.enumerated() {
+            let lower = max(span.lowerBound, shard.lowerBound), upper = min(span.upperBound, shard.upperBound)
+            guard lower < upper else { continue }
+            let local = lower - shard.lowerBound..<upper - shard.lowerBound
+            let decay = weights.master[t].shape.count >= 2 ? h.weightDecay : 0
+            try kernels.adamW(try flatMaster.elements(lower..<upper, as: [upper - lower]),
+                              gradient: try mine.elements(local, as: [local.count]), gradientScale: scale,
+                              m: try m.elements(local, as: [local.count]), v: try v.elements(local, as: [local.count]),
+                              bf16Copy: nil, learningRate: learningRate, beta1: h.beta1, beta2: h.beta2,
+                              epsilon: h.epsilon, weightDecay: decay, step: step)
+        }
+        if ranks > 1, let communicator {
+            try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster, rank: rank)
+        }
+        try weights.refreshCopies(kernels)
+        return norm
+    }
+
+    /// A float64 sum over ranks through fp32 (split into a high and a low part, so no digits are lost).
+    private func allReduce(_ value: Double, _ communicator: NCCLCommunicator) throws -> Double {
+        let high = Float(value), low = Float(value - Double(high))
+        let pair = try DeviceTensor.upload(try Tensor(shape: [2], scalars: [high, low]),
+                                           to: flatMaster.device, as: .float32)
+        try communicator.allReduceSum([pair], rank: rank)
+        let sum = try pair.download().scalars
+        return Double(sum[0]) + Double(sum[1])
+    }
+}

@@ -1,0 +1,50 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+import DistFlashTrain
+import DistFlashTrainCUDA
+import Testing
+
+/// The GPU trainer against the CPU trainer on the same run (same seed: same data and initial weights), and P
+/// GPUs against one. bf16 GEMM operands make the GPU's steps differ slightly, so the loss trajectories are
+/// compared with a tolerance.
+@Suite("GPU trainer")
+struct DeviceTrainerTests {
+    static func configuration(workers: Int, plan: Plan.Kind = .distflash) -> TrainingConfiguration {
+        var configuration = TrainingConfiguration()
+        (configuration.model, configuration.task, configuration.sequence, configuration.batch) = ("tiny", "recall", 512, 2)
+        (configuration.steps, configuration.workers, configuration.plan) = (4, workers, plan)
+        configuration.seed = UInt64.random(in: 0...1_000_000)
+        return configuration
+    }
+
+    @Test("one GPU's first losses track the CPU trainer's", .enabled(if: gpu != nil))
+    func tracksCPU() throws {
+        let configuration = Self.configuration(workers: 1)
+        var cpu = try Trainer(configuration)
+        let device = try DeviceTrainer(configuration, devices: [gpu!])
+        for _ in 0..<configuration.steps {
+            let (expected, got) = (try cpu.step(), try device.step())
+            #expect(abs(got.loss - expected.loss) <= 2e-2 * expected.loss, "step \(got.step): \(got.loss) vs CPU \(expected.loss)")
+            #expect(abs(got.gradientNorm - expected.gradientNorm) <= 5e-2 * expected.gradientNorm, "step \(got.step) ‖g‖")
+        }
+    }
+}
+
+extension SeveralGPUs {
+    @Suite("GPU trainer on several GPUs")
+    struct Training {
+        @Test("P GPUs (every plan) track one GPU: same losses and gradient norms to bf16 accuracy",
+              .enabled(if: gpus.count >= 2), arguments: Plan.Kind.allCases)
+        func multiGPUTracksOne(_ plan: Plan.Kind) throws {
+            let one = try DeviceTrainer(DeviceTrainerTests.configuration(workers: 1), devices: [gpus[0]])
+            var configuration = DeviceTrainerTests.configuration(workers: gpus.count, plan: plan)
+            configuration.seed = one.configuration.seed
+            let many = try DeviceTrainer(configuration, devices: gpus)
+            for _ in 0..<configuration.steps {
+                let (expected, got) = (try one.step(), try many.step())
+                #expect(abs(got.loss - expected.loss) <= 1e-2 * expected.loss, "\(plan) step \(got.step): \(got.loss) vs \(expected.loss)")
+                #expect(abs(got.gradientNorm - expected.gradientNorm) <= 3e-2 * expected.gradientNorm, "\(plan) step \(got.step) ‖g‖")
+            }
+        }
+    }
+}
