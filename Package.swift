@@ -44,7 +44,7 @@ let package = Package(
             name: "distflash",
             dependencies: [
                 "DistFlashAttn", "DistFlashAttnCPU", "DistFlashAttnCUDA", "DistFlashAttnReference", "DistFlashTrain",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "DistFlashTrainCUDA", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -91,8 +91,12 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--vocab", type=int, help="vocabulary size (default the preset's; 256 matches a byte-level "
+                        "`distflash train --task text=FILE` run)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.vocab:
+        PRESETS[args.preset]["vocab_size"] = args.vocab
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     if not args.json:
         print(f"{name} torch {torch.__version__}, HF LlamaForCausalLM (SDPA), bf16 autocast, AdamW, B = 1")

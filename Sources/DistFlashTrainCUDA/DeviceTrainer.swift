@@ -15,6 +15,9 @@ public final class DeviceTrainer: @unchecked Sendable {
     public let schedule: LearningRateSchedule
     public private(set) var completedSteps = 0
     let training: any BatchSource
+    let heldOut: any BatchSource
+    /// Accuracy of guessing (recall: 1 / values), where the task defines one.
+    public let chanceAccuracy: Double?
     let problem: AttentionProblem
     let positions: [[Int]]
     let ranks: [RankState]
@@ -38,7 +41,7 @@ public final class DeviceTrainer: @unchecked Sendable {
         }
         self.configuration = configuration
         let sources = try configuration.dataSources()
-        training = sources.training
+        (training, heldOut, chanceAccuracy) = (sources.training, sources.heldOut, sources.chance)
         model = try ModelConfig.preset(configuration.model, vocab: training.vocabularySize)
         schedule = try LearningRateSchedule(peak: configuration.learningRate, warmupSteps: configuration.warmupSteps,
                                             totalSteps: configuration.steps,
@@ -109,6 +112,31 @@ public final class DeviceTrainer: @unchecked Sendable {
                           accuracy: Double(results.reduce(0) { $0 + $1.correct }) / Double(labelled),
                           labelled: labelled, gradientNorm: norm, learningRate: rate,
                           sequence: configuration.sequence, tokens: configuration.batch * configuration.sequence,
+                          seconds: (ContinuousClock.now - clock).seconds)
+    }
+
+    /// Loss and accuracy over `configuration.evaluationBatches` held-out batches (the CPU trainer's), forward only.
+    public func evaluate() throws -> Evaluation {
+        let clock = ContinuousClock.now
+        let (ranks, positions) = (self.ranks, self.positions)
+        var (loss, correct, labelled) = (0.0, 0, 0)
+        for index in 0..<configuration.evaluationBatches {
+            let batch = heldOut.batch(step: index, size: configuration.batch)
+            let work: @Sendable (Int) throws -> (loss: Double, correct: Int) = { rank in
+                let state = ranks[rank]
+                let cache = try state.model.forward(Self.shard(batch, positions[rank]), positions: positions[rank],
+                                                    lossNormalizer: batch.labeledCount, weights: state.optimizer.weights)
+                return (cache.loss * Double(batch.labeledCount), cache.correctPredictions)
+            }
+            let results = try communicator.map {
+                try RankThreads.run(ranks: ranks.count, communicator: $0, what: "GPU evaluation", work)
+            } ?? [try work(0)]
+            loss += results.reduce(0) { $0 + $1.loss }
+            correct += results.reduce(0) { $0 + $1.correct }
+            labelled += batch.labeledCount
+        }
+        return Evaluation(step: completedSteps, loss: loss / Double(max(labelled, 1)),
+                          accuracy: Double(correct) / Double(max(labelled, 1)), labelled: labelled,
                           seconds: (ContinuousClock.now - clock).seconds)
     }
 

@@ -1,6 +1,8 @@
 import ArgumentParser
 import DistFlashAttn
+import DistFlashAttnCUDA
 import DistFlashTrain
+import DistFlashTrainCUDA
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +12,7 @@ import Darwin
 
 extension CheckpointStrategy: ExpressibleByArgument {}
 
-/// `distflash train`: the LLaMA-style model trained sequence-parallel over P CPU workers.
+/// `distflash train`: the LLaMA-style model trained sequence-parallel over P CPU workers or P GPUs.
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -50,6 +52,10 @@ struct TrainCommand: ParsableCommand {
 
     // Execution.
     @Option(help: "CPU workers P (sequence-parallel ranks; default 1).") var workers: Int?
+    @Option(help: "Train on GPUs 0..<P of this process instead of CPU workers (bf16 GEMMs, fp32 master weights, ZeRO-1).")
+    var gpus: Int?
+    @Option(name: .customLong("peak-tflops"), help: "The GPU's peak dense bf16 TFLOP/s, for MFU (default 989: H100 SXM).")
+    var peakTFLOPS = 989.0
     @Option(help: "Plan: \(Plan.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (default distflash).")
     var plan: Plan.Kind?
     @Option(help: "Activation checkpointing: none, layer or remat (default remat).") var checkpoint: CheckpointStrategy?
@@ -68,6 +74,14 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Print one JSON object per step, then a summary object (JSON lines).") var json = false
 
     func validate() throws {
+        if let gpus {
+            guard gpus >= 1 else { throw ValidationError("--gpus \(gpus): must be ≥ 1") }
+            guard workers == nil else { throw ValidationError("--gpus \(gpus) with --workers: give one of them") }
+            for (flag, given) in [("--resume", resume != nil), ("--save", save != nil), ("--seq-warmup", seqWarmup != nil),
+                                  ("--threads", threads != nil)] where given {
+                throw ValidationError("\(flag) with --gpus: GPU training does not take it yet")
+            }
+        }
         if let saveEvery {
             guard saveEvery >= 1 else { throw ValidationError("--save-every \(saveEvery): must be ≥ 1 steps") }
             guard save != nil else { throw ValidationError("--save-every \(saveEvery): give --save FILE too") }
@@ -83,9 +97,16 @@ struct TrainCommand: ParsableCommand {
             checkpointFile = file
         }
         try apply(to: &configuration)
+        if let gpus {
+            configuration.workers = gpus
+            configuration.sequenceWarmup = nil
+            return try runOnGPUs(configuration, count: gpus)
+        }
 
         var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: resume ?? "checkpoint")
-        var output = TrainingOutput(trainer: trainer, json: json)
+        var output = TrainingOutput(configuration: trainer.configuration, model: trainer.model,
+                                    chanceAccuracy: trainer.chanceAccuracy, firstStep: trainer.completedSteps,
+                                    resources: TrainingOutput.cpuResources(trainer), json: json)
         InterruptRequest.install(notice: "Ctrl-C: finishing this step, then "
             + (save.map { "saving \($0)" } ?? "stopping (no --save: nothing will be saved)")
             + "; press Ctrl-C again to quit at once")
@@ -109,7 +130,8 @@ struct TrainCommand: ParsableCommand {
         if let save { try trainer.checkpoint().write(to: URL(fileURLWithPath: save)) }
         try writeCurve(output)
         let interrupted = !trainer.isFinished
-        output.finish(trainer: trainer, saved: save, curve: curve, interrupted: interrupted)
+        output.finish(configuration: trainer.configuration, model: trainer.model,
+                      completedSteps: trainer.completedSteps, saved: save, curve: curve, interrupted: interrupted)
         if interrupted {
             let resumeHint = save.map { ": saved \($0); continue with the same command and --resume \($0)" }
                 ?? ": nothing saved (no --save)"
@@ -117,6 +139,46 @@ struct TrainCommand: ParsableCommand {
                 + "\(configuration.steps)" + resumeHint + "\n").utf8))
             throw ExitCode(130)
         }
+    }
+
+    /// The run on GPUs 0..<count (one rank each, threads of this process): steps, held-out evaluations, the curve.
+    private func runOnGPUs(_ configuration: TrainingConfiguration, count: Int) throws {
+        let devices = try (0..<count).map { try CUDADevice(ordinal: $0) }
+        let trainer = try DeviceTrainer(configuration, devices: devices)
+        let resources = "\(count) × \(devices[0].name)" + (count > 1 ? " (\(configuration.plan.rawValue))" : "")
+        var output = TrainingOutput(configuration: configuration, model: trainer.model,
+                                    chanceAccuracy: trainer.chanceAccuracy, firstStep: 0, resources: resources,
+                                    json: json)
+        InterruptRequest.install(notice: "Ctrl-C: finishing this step, then stopping; press Ctrl-C again to quit at once")
+        output.start()
+        let interval = configuration.evaluationInterval
+        if interval > 0 { output.record(evaluation: try trainer.evaluate()) }
+        let flopsPerStep = try Self.modelFLOPs(configuration, trainer.model)
+        while !trainer.isFinished && !InterruptRequest.isRequested {
+            let report = try trainer.step()
+            let peak = try trainer.peakMemoryBytes()
+            let evaluation = trainer.isFinished || (interval > 0 && report.step % interval == 0)
+                ? try trainer.evaluate() : nil
+            let mfu = flopsPerStep / report.seconds / (Double(count) * peakTFLOPS * 1e12)
+            output.record(step: report, evaluation: evaluation, gpu: (mfu, peak))
+            if evaluation != nil { try writeCurve(output) }
+        }
+        try writeCurve(output)
+        let interrupted = !trainer.isFinished
+        output.finish(configuration: configuration, model: trainer.model, completedSteps: trainer.completedSteps,
+                      saved: nil, curve: curve, interrupted: interrupted)
+        if interrupted { throw ExitCode(130) }
+    }
+
+    /// Model FLOPs of one step (what MFU counts: no recomputation): 6 per weight of every GEMM per token, plus the
+    /// attention's forward and backward (3.5 × its forward, which the mask's visible pairs decide) in every layer.
+    static func modelFLOPs(_ c: TrainingConfiguration, _ model: ModelConfig) throws -> Double {
+        let tokens = Double(c.batch * c.sequence)
+        let gemmWeights = Double(model.parameterCount - model.vocab * model.dim - (2 * model.layers + 1) * model.dim)
+        let attention = try AttentionProblem(batch: c.batch, sequence: c.sequence, heads: model.heads,
+                                             kvHeads: model.kvHeads, headDim: model.headDim,
+                                             mask: try c.attentionMask(), dtype: .bf16)
+        return 6 * gemmWeights * tokens + Double(model.layers) * 3.5 * attention.forwardFLOPs
     }
 
     /// The flags that were given, over `configuration` (the defaults, or a checkpoint's settings).
@@ -185,22 +247,27 @@ struct TrainingOutput {
     /// the held-out accuracy at θ_k.
     private var losses: [Int: Double] = [:], accuracies: [Int: Double] = [:]
 
-    init(trainer: Trainer, json: Bool) {
-        let c = trainer.configuration
+    /// `resources`: what runs it, e.g. "4 workers (distflash), 2 threads each" or "4 GPUs (distflash) …".
+    init(configuration c: TrainingConfiguration, model: ModelConfig, chanceAccuracy: Double?, firstStep: Int,
+         resources: String, json: Bool) {
         self.json = json
-        chanceAccuracy = trainer.chanceAccuracy
+        self.chanceAccuracy = chanceAccuracy
         totalSteps = c.steps
-        firstStep = trainer.completedSteps
+        self.firstStep = firstStep
         let parallel = c.workers == 1 ? "1 worker" : "\(c.workers) workers (\(c.plan.rawValue))"
         let warmup = c.sequenceWarmup.map { " (steps 1–\($0.steps) at S = \($0.sequence))" } ?? ""
         title = "\(c.model) on \(c.taskName), S = \(c.sequence)\(warmup), \(c.mask) mask, \(parallel)"
-        header = "training \(c.model) (\(trainer.model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask)"
+        header = "training \(c.model) (\(model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask)"
             + (c.sequenceWarmup.map { " · warm-up: \($0.steps) steps of \($0.batch) rows at S=\($0.sequence)" } ?? "")
-            + " · "
-            + "\(parallel), \(trainer.threadsPerRank) thread\(trainer.threadsPerRank == 1 ? "" : "s") each, "
-            + "checkpoint \(c.checkpoint) · steps \(trainer.completedSteps)→\(c.steps), lr \(c.learningRate) "
+            + " · \(resources), checkpoint \(c.checkpoint) · steps \(firstStep)→\(c.steps), lr \(c.learningRate) "
             + "(warm-up \(c.warmupSteps), cosine to ×\(c.minimumLearningRateRatio)), clip \(c.maxGradientNorm), "
-            + "seed \(c.seed)" + (trainer.chanceAccuracy.map { " · chance accuracy \(Self.percent($0))" } ?? "")
+            + "seed \(c.seed)" + (chanceAccuracy.map { " · chance accuracy \(Self.percent($0))" } ?? "")
+    }
+
+    static func cpuResources(_ trainer: Trainer) -> String {
+        let c = trainer.configuration
+        let parallel = c.workers == 1 ? "1 worker" : "\(c.workers) workers (\(c.plan.rawValue))"
+        return "\(parallel), \(trainer.threadsPerRank) thread\(trainer.threadsPerRank == 1 ? "" : "s") each"
     }
 
     var curvePoints: [CurvePoint] {
@@ -225,7 +292,8 @@ struct TrainingOutput {
         }
     }
 
-    mutating func record(step report: StepReport, evaluation: Evaluation?) {
+    /// `gpu`: the step's model FLOP utilisation and the largest device memory any GPU held, on GPU runs.
+    mutating func record(step report: StepReport, evaluation: Evaluation?, gpu: (mfu: Double, peakBytes: Int)? = nil) {
         losses[report.step - 1] = report.loss
         trainingSeconds += report.seconds
         tokens += report.tokens
@@ -245,10 +313,14 @@ struct TrainingOutput {
                 object["held_out_loss"] = evaluation.loss
                 object["held_out_accuracy"] = evaluation.accuracy
             }
+            if let gpu { (object["mfu"], object["device_peak_bytes"]) = (gpu.mfu, gpu.peakBytes) }
             emit(object)
             return
         }
-        let line = progress(report)
+        var line = progress(report)
+        if let gpu {
+            line += String(format: "  MFU %.1f %%  peak %.1f GiB", gpu.mfu * 100, Double(gpu.peakBytes) / Double(1 << 30))
+        }
         if evaluation != nil {
             permanent(line)
         } else if live {
@@ -256,16 +328,17 @@ struct TrainingOutput {
         }
     }
 
-    func finish(trainer: Trainer, saved: String?, curve: String?, interrupted: Bool) {
+    func finish(configuration: TrainingConfiguration, model: ModelConfig, completedSteps: Int, saved: String?,
+                curve: String?, interrupted: Bool) {
         let seconds = (ContinuousClock.now - clock).seconds
         if json {
             var object: [String: Any] = [
-                "event": "summary", "steps": trainer.completedSteps, "total_steps": totalSteps,
+                "event": "summary", "steps": completedSteps, "total_steps": totalSteps,
                 "interrupted": interrupted, "seconds": seconds, "training_seconds": trainingSeconds,
                 "tokens_per_s": trainingSeconds > 0 ? Double(tokens) / trainingSeconds : 0,
-                "parameters": trainer.model.parameterCount, "workers": trainer.configuration.workers,
-                "plan": trainer.configuration.plan.rawValue, "sequence": trainer.configuration.sequence,
-                "checkpoint": trainer.configuration.checkpoint.rawValue,
+                "parameters": model.parameterCount, "workers": configuration.workers,
+                "plan": configuration.plan.rawValue, "sequence": configuration.sequence,
+                "checkpoint": configuration.checkpoint.rawValue,
             ]
             if let lastStep { object["final_loss"] = lastStep.loss; object["final_accuracy"] = lastStep.accuracy }
             if let lastEvaluation {
@@ -278,7 +351,7 @@ struct TrainingOutput {
             emit(object)
             return
         }
-        var summary = "\(interrupted ? "stopped" : "done") after step \(trainer.completedSteps)/\(totalSteps) in "
+        var summary = "\(interrupted ? "stopped" : "done") after step \(completedSteps)/\(totalSteps) in "
             + Self.duration(seconds)
         if let lastEvaluation {
             summary += " · held-out accuracy \(Self.percent(lastEvaluation.accuracy)) at step \(lastEvaluation.step)"

@@ -41,6 +41,10 @@ public struct Evaluation: Sendable, Equatable {
     /// Labelled held-out tokens.
     public var labelled: Int
     public var seconds: Double
+
+    public init(step: Int, loss: Double, accuracy: Double, labelled: Int, seconds: Double) {
+        (self.step, self.loss, self.accuracy, self.labelled, self.seconds) = (step, loss, accuracy, labelled, seconds)
+    }
 }
 
 /// The batch's loss, correct-prediction count and gradient summed over the ranks, before clipping and update.
