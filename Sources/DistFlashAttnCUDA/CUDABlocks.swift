@@ -19,8 +19,12 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     static let opsSource = String(decoding: PackageResources.tensor_ops_cu, as: UTF8.self)
     private let warps = 4
 
-    public init(device: CUDADevice) {
-        self.device = device
+    /// Whether each primitive is timed with a pair of CUDA events (which `finish` reads and frees). Long-lived
+    /// users that never call `finish` (a training model's tensor ops) turn it off, or the events would pile up.
+    public let timesPrimitives: Bool
+
+    public init(device: CUDADevice, timing: Bool = true) {
+        (self.device, timesPrimitives) = (device, timing)
         kernels = AttentionKernels(device: device)
     }
 
@@ -217,6 +221,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     /// Queues `work` between two timing events on the compute stream; the pair counts in `finish` only once both
     /// are recorded (a primitive that fails leaves nothing behind).
     private func timed(_ work: () throws -> Void) throws {
+        guard timesPrimitives else { return try work() }
         let driver = device.driver
         var start: OpaquePointer?, end: OpaquePointer?
         try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")

@@ -14,7 +14,7 @@ public struct DeviceLlamaModel: Sendable {
     public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
                 device: CUDADevice) throws {
         (self.config, self.attention, self.checkpoint) = (config, attention, checkpoint)
-        let blocks = CUDABlocks(device: device)
+        let blocks = CUDABlocks(device: device, timing: false)  // nobody reads per-op times here
         ops = DeviceOps(matmul: try DeviceMatmul(device: device), kernels: TrainingKernels(device: device), blocks: blocks)
     }
 

@@ -58,11 +58,11 @@ public final class DeviceTrainer: @unchecked Sendable {
         (self.problem, self.communicator) = (problem, communicator)
         let (model, checkpoint, overlap) = (model, configuration.checkpoint, configuration.overlap)
         ranks = try devices.enumerated().map { rank, device in
-            let blocks = CUDABlocks(device: device)
+            // The plan's executor reads (and frees) its primitives' timings after every pass; one GPU alone never does.
             let attention: any DeviceAttention = communicator.map {
-                PlanDeviceAttention(rank: rank, problem: problem, plans: plans, blocks: blocks, communicator: $0,
-                                    overlap: overlap)
-            } ?? SingleGPUAttention(blocks: blocks, mask: problem.mask)
+                PlanDeviceAttention(rank: rank, problem: problem, plans: plans, blocks: CUDABlocks(device: device),
+                                    communicator: $0, overlap: overlap)
+            } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
             return RankState(model: try DeviceLlamaModel(config: model, attention: attention,
                                                          checkpoint: checkpoint, device: device),
                              optimizer: try ShardedOptimizer(parameters, rank: rank, ranks: count,
@@ -80,6 +80,10 @@ public final class DeviceTrainer: @unchecked Sendable {
         }
         let clock = ContinuousClock.now
         let batch = training.batch(step: completedSteps, size: configuration.batch)
+        guard batch.labeledCount > 0 else {
+            throw DistFlashError(.invalidProblem, "step \(completedSteps + 1): the batch has no labelled token to "
+                + "learn from (check the task's settings)")
+        }
         let rate = schedule.rate(at: completedSteps)
         let (ranks, positions, communicator) = (self.ranks, self.positions, self.communicator)
         let maxNorm = configuration.maxGradientNorm

@@ -26,6 +26,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let shard: Range<Int>
     private let m: DeviceTensor
     private let v: DeviceTensor
+    /// This rank's shard of the summed gradient (the reduce-scatter's output; with one rank, the gradient itself).
+    private let reduced: DeviceTensor
     /// Flat element range of each tensor.
     private let spans: [Range<Int>]
 
@@ -39,7 +41,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
         var flat = parameters.tensors.flatMap(\.scalars)
         flat += [Float](repeating: 0, count: padded - total)
         let flatMaster = try DeviceTensor.upload(try Tensor(shape: [padded], scalars: flat), to: device, as: .float32)
-        let flatGradient = try DeviceTensor.upload(Tensor(shape: [padded]), to: device, as: .float32)
+        let zeros = CUDABlocks(device: device, timing: false)  // device-side fills: no host buffers of zeros
+        let flatGradient = try zeros.filled([padded], with: 0, like: nil)
         var start = 0
         let spans = parameters.tensors.map { tensor in
             defer { start += tensor.count }
@@ -51,8 +54,9 @@ public final class ShardedOptimizer: @unchecked Sendable {
         (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
         let share = padded / ranks
         shard = rank * share..<(rank + 1) * share
-        m = try DeviceTensor.upload(Tensor(shape: [share]), to: device, as: .float32)
-        v = try DeviceTensor.upload(Tensor(shape: [share]), to: device, as: .float32)
+        m = try zeros.filled([share], with: 0, like: nil)
+        v = try zeros.filled([share], with: 0, like: nil)
+        reduced = ranks > 1 ? try zeros.filled([share], with: 0, like: nil) : flatGradient
     }
 
     /// Sets every gradient to zero (before a step's backward adds into them).
@@ -62,16 +66,12 @@ public final class ShardedOptimizer: @unchecked Sendable {
     /// (non-finite: nothing was updated). `communicator` is nil with one rank.
     @discardableResult
     public func update(learningRate: Float, maxNorm: Float, communicator: NCCLCommunicator?) throws -> Float {
-        let mine: DeviceTensor
+        let mine = reduced
         if ranks > 1 {
             guard let communicator else {
                 throw DistFlashError(.runtime, "rank \(rank): \(ranks) ranks need a communicator for the update")
             }
-            mine = try DeviceTensor.upload(Tensor(shape: [shard.count]), to: flatMaster.device,
-                                           as: .float32)
             try communicator.reduceScatterSum(flatGradient, into: mine, rank: rank)
-        } else {
-            mine = flatGradient
         }
         var squares = try kernels.sumOfSquares(mine)
         if ranks > 1, let communicator {
@@ -100,7 +100,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
         return norm
     }
 
-    /// A float64 sum over ranks through fp32 (split into a high and a low part, so no digits are lost).
+    /// A float64 sum over ranks through fp32, split into a high and a low part (ample for a norm).
     private func allReduce(_ value: Double, _ communicator: NCCLCommunicator) throws -> Double {
         let high = Float(value), low = Float(value - Double(high))
         let pair = try DeviceTensor.upload(try Tensor(shape: [2], scalars: [high, low]),

@@ -12,7 +12,7 @@ struct DeviceTrainerTests {
     static func configuration(workers: Int, plan: Plan.Kind = .distflash) -> TrainingConfiguration {
         var configuration = TrainingConfiguration()
         (configuration.model, configuration.task, configuration.sequence, configuration.batch) = ("tiny", "recall", 512, 2)
-        (configuration.steps, configuration.workers, configuration.plan) = (4, workers, plan)
+        (configuration.steps, configuration.warmupSteps, configuration.workers, configuration.plan) = (4, 1, workers, plan)
         configuration.seed = UInt64.random(in: 0...1_000_000)
         return configuration
     }

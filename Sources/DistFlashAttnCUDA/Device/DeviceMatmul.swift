@@ -45,8 +45,9 @@ public final class DeviceMatmul: @unchecked Sendable {
                 + "\(b.shape)\(transposeB ? "ᵀ" : "") is [\(m), \(n)] only if their inner sizes agree (\(k) vs \(kB)) "
                 + "and C \(c.shape) is [\(m), \(n)]")
         }
-        guard a.precision == b.precision else {
-            throw DistFlashError(.shapeMismatch, "matmul: A is \(a.precision) and B \(b.precision): they must match")
+        guard a.precision == b.precision, a.precision == .bfloat16 || c.precision == .float32 else {
+            throw DistFlashError(.shapeMismatch, "matmul: A \(a.precision), B \(b.precision), C \(c.precision): A and "
+                + "B must match, and fp32 operands need an fp32 C")
         }
         guard [m, n, k].allSatisfy({ $0 <= Int(Int32.max) }) else {
             throw DistFlashError(.shapeMismatch, "matmul: [\(m), \(k)] × [\(k), \(n)] exceeds cuBLAS's 32-bit sizes")
