@@ -13,7 +13,7 @@ public final class DeviceTrainer: @unchecked Sendable {
     public let configuration: TrainingConfiguration
     public let model: ModelConfig
     public let schedule: LearningRateSchedule
-    public private(set) var completedSteps = 0
+    public private(set) var completedSteps: Int
     let training: any BatchSource
     let heldOut: any BatchSource
     /// Accuracy of guessing (recall: 1 / values), where the task defines one.
@@ -29,8 +29,11 @@ public final class DeviceTrainer: @unchecked Sendable {
         let optimizer: ShardedOptimizer
     }
 
-    /// `devices[r]` runs rank r. Throws `invalidProblem` for settings the GPU path does not take yet.
-    public init(_ configuration: TrainingConfiguration, devices: [CUDADevice]) throws {
+    /// `devices[r]` runs rank r; a fresh run, or the continuation of `checkpoint` (named `checkpointName` in
+    /// errors; checked as the CPU trainer checks it). Throws `invalidProblem` for settings the GPU path does not
+    /// take yet.
+    public init(_ configuration: TrainingConfiguration, devices: [CUDADevice], resume checkpoint: TrainingCheckpoint? = nil,
+                checkpointName: String = "checkpoint") throws {
         try configuration.validate()
         guard configuration.sequenceWarmup == nil else {
             throw DistFlashError(.invalidProblem, "--seq-warmup: the GPU trainer does not run a sequence warm-up yet")
@@ -49,14 +52,16 @@ public final class DeviceTrainer: @unchecked Sendable {
         let problem = try AttentionProblem(batch: configuration.batch, sequence: configuration.sequence,
                                        heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim,
                                        mask: try configuration.attentionMask(), dtype: .bf16)
-        let parameters = model.initialParameters(seed: configuration.seed)
+        try checkpoint?.check(resuming: configuration, model: model, name: checkpointName)
+        let parameters = checkpoint?.parameters ?? model.initialParameters(seed: configuration.seed)
+        completedSteps = checkpoint?.step ?? 0
         let hyperparameters = AdamW.Hyperparameters(weightDecay: configuration.weightDecay)
         let count = devices.count
         let communicator = count > 1 ? try NCCLCommunicator(devices: devices, timeout: configuration.timeout) : nil
         let plans = try RankAttention.Plans(configuration.plan, problem: problem, ranks: count)
         positions = (0..<count).map { plans.forward.layout.positions(rank: $0) }
         (self.problem, self.communicator) = (problem, communicator)
-        let (model, checkpoint, overlap) = (model, configuration.checkpoint, configuration.overlap)
+        let (model, strategy, overlap, saved) = (model, configuration.checkpoint, configuration.overlap, checkpoint?.optimizer)
         ranks = try devices.enumerated().map { rank, device in
             // The plan's executor reads (and frees) its primitives' timings after every pass; one GPU alone never does.
             let attention: any DeviceAttention = communicator.map {
@@ -64,9 +69,10 @@ public final class DeviceTrainer: @unchecked Sendable {
                                     communicator: $0, overlap: overlap)
             } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
             return RankState(model: try DeviceLlamaModel(config: model, attention: attention,
-                                                         checkpoint: checkpoint, device: device),
+                                                         checkpoint: strategy, device: device),
                              optimizer: try ShardedOptimizer(parameters, rank: rank, ranks: count,
-                                                             hyperparameters: hyperparameters, device: device))
+                                                             hyperparameters: hyperparameters,
+                                                             resume: saved, device: device))
         }
     }
 
@@ -146,6 +152,15 @@ public final class DeviceTrainer: @unchecked Sendable {
 
     /// The current weights (rank 0's replica; every rank holds the same after an update).
     public func parameters() throws -> Parameters { try ranks[0].optimizer.weights.download() }
+
+    /// Parameters, the optimizer state gathered from every rank's shard, step and trajectory settings: what
+    /// `init(_:devices:resume:)` — or the CPU trainer — continues from.
+    public func checkpoint() throws -> TrainingCheckpoint {
+        try TrainingCheckpoint(parameters: try parameters(),
+                               optimizer: try AdamWState.gathered(try ranks.map { try $0.optimizer.state() }),
+                               step: completedSteps, seed: configuration.seed, task: configuration.taskName,
+                               configuration: try configuration.trajectoryJSON())
+    }
 
     /// The most device memory any rank held at once since the last call, in bytes.
     public func peakMemoryBytes() throws -> Int {

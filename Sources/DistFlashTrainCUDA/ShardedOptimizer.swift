@@ -24,6 +24,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let flatMaster: DeviceTensor
     private let flatGradient: DeviceTensor
     private let shard: Range<Int>
+    /// N, the parameters' flat length (the buffers are padded past it).
+    private let parameterCount: Int
     private let m: DeviceTensor
     private let v: DeviceTensor
     /// This rank's shard of the summed gradient (the reduce-scatter's output; with one rank, the gradient itself).
@@ -31,8 +33,10 @@ public final class ShardedOptimizer: @unchecked Sendable {
     /// Flat element range of each tensor.
     private let spans: [Range<Int>]
 
+    /// Rank `rank` of `ranks` over `parameters`, fresh or continuing `resume` (a full state over every flat
+    /// index, as a checkpoint stores it: this rank takes its slice).
     public init(_ parameters: Parameters, rank: Int, ranks: Int, hyperparameters: AdamW.Hyperparameters,
-                device: CUDADevice) throws {
+                resume: AdamWState? = nil, device: CUDADevice) throws {
         try hyperparameters.validate()
         (self.rank, self.ranks, self.hyperparameters) = (rank, ranks, hyperparameters)
         kernels = TrainingKernels(device: device)
@@ -53,10 +57,35 @@ public final class ShardedOptimizer: @unchecked Sendable {
         weights = try DeviceWeights(names: parameters.names, master: master, kernels: kernels)
         (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
         let share = padded / ranks
-        shard = rank * share..<(rank + 1) * share
-        m = try zeros.filled([share], with: 0, like: nil)
-        v = try zeros.filled([share], with: 0, like: nil)
+        let shard = rank * share..<(rank + 1) * share
+        (self.shard, self.parameterCount) = (shard, total)
+        if let resume {
+            guard resume.shard == 0..<total else {
+                throw DistFlashError(.shapeMismatch, "AdamW state over \(resume.shard): resuming needs the full range "
+                    + "0..<\(total)")
+            }
+            // The padded shard: the state's values where they exist, zeros past the last parameter.
+            let owned = min(shard.lowerBound, total)..<min(shard.upperBound, total)
+            let padding = [Float](repeating: 0, count: share - owned.count)
+            m = try DeviceTensor.upload(try Tensor(shape: [share], scalars: Array(resume.m[owned]) + padding),
+                                        to: device, as: .float32)
+            v = try DeviceTensor.upload(try Tensor(shape: [share], scalars: Array(resume.v[owned]) + padding),
+                                        to: device, as: .float32)
+            step = resume.step
+        } else {
+            m = try zeros.filled([share], with: 0, like: nil)
+            v = try zeros.filled([share], with: 0, like: nil)
+        }
         reduced = ranks > 1 ? try zeros.filled([share], with: 0, like: nil) : flatGradient
+    }
+
+    /// This rank's moments over its flat range (padding dropped): the shards of all ranks, in rank order, gather
+    /// into the full state a checkpoint stores.
+    public func state() throws -> AdamWState {
+        let owned = min(shard.lowerBound, parameterCount)..<min(shard.upperBound, parameterCount)
+        let local = 0..<owned.count
+        return try AdamWState(step: step, shard: owned, m: Array(try m.download().scalars[local]),
+                              v: Array(try v.download().scalars[local]))
     }
 
     /// Sets every gradient to zero (before a step's backward adds into them).

@@ -77,8 +77,7 @@ struct TrainCommand: ParsableCommand {
         if let gpus {
             guard gpus >= 1 else { throw ValidationError("--gpus \(gpus): must be ≥ 1") }
             guard workers == nil else { throw ValidationError("--gpus \(gpus) with --workers: give one of them") }
-            for (flag, given) in [("--resume", resume != nil), ("--save", save != nil), ("--seq-warmup", seqWarmup != nil),
-                                  ("--threads", threads != nil)] where given {
+            for (flag, given) in [("--seq-warmup", seqWarmup != nil), ("--threads", threads != nil)] where given {
                 throw ValidationError("\(flag) with --gpus: GPU training does not take it yet")
             }
         }
@@ -97,88 +96,61 @@ struct TrainCommand: ParsableCommand {
             checkpointFile = file
         }
         try apply(to: &configuration)
+        let name = resume ?? "checkpoint"
         if let gpus {
             configuration.workers = gpus
-            configuration.sequenceWarmup = nil
-            return try runOnGPUs(configuration, count: gpus)
+            // No sequence warm-up on GPUs yet: a fresh run goes without one (a resumed run keeps its checkpoint's).
+            if resume == nil { configuration.sequenceWarmup = nil }
+            let devices = try (0..<gpus).map { try CUDADevice(ordinal: $0) }
+            var run = GPUTrainingRun(trainer: try DeviceTrainer(configuration, devices: devices, resume: checkpointFile,
+                                                                checkpointName: name),
+                                     peakTFLOPS: peakTFLOPS)
+            let resources = "\(gpus) × \(devices[0].name)" + (gpus > 1 ? " (\(configuration.plan.rawValue))" : "")
+            try train(&run, resources: resources, chanceAccuracy: run.trainer.chanceAccuracy)
+        } else {
+            var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: name)
+            try train(&trainer, resources: TrainingOutput.cpuResources(trainer), chanceAccuracy: trainer.chanceAccuracy)
         }
+    }
 
-        var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: resume ?? "checkpoint")
-        var output = TrainingOutput(configuration: trainer.configuration, model: trainer.model,
-                                    chanceAccuracy: trainer.chanceAccuracy, firstStep: trainer.completedSteps,
-                                    resources: TrainingOutput.cpuResources(trainer), json: json)
+    /// Steps until done or Ctrl-C, with held-out evaluations, checkpoints (`--save`, `--save-every`) and the curve.
+    private func train<Run: TrainingRun>(_ run: inout Run, resources: String, chanceAccuracy: Double?) throws {
+        let configuration = run.configuration
+        var output = TrainingOutput(configuration: configuration, model: run.model, chanceAccuracy: chanceAccuracy,
+                                    firstStep: run.completedSteps, resources: resources, json: json)
         InterruptRequest.install(notice: "Ctrl-C: finishing this step, then "
             + (save.map { "saving \($0)" } ?? "stopping (no --save: nothing will be saved)")
             + "; press Ctrl-C again to quit at once")
         output.start()
 
-        if trainer.completedSteps == 0 && configuration.evaluationInterval > 0 {
-            output.record(evaluation: try trainer.evaluate())
+        if run.completedSteps == 0 && configuration.evaluationInterval > 0 {
+            output.record(evaluation: try run.evaluate())
         }
-        while !trainer.isFinished && !InterruptRequest.isRequested {
-            let report = try trainer.step()
+        while !run.isFinished && !InterruptRequest.isRequested {
+            let report = try run.step()
+            let figures = try run.deviceFigures(report)
             let interval = configuration.evaluationInterval
-            let evaluation = trainer.isFinished || (interval > 0 && report.step % interval == 0)
-                ? try trainer.evaluate() : nil
-            output.record(step: report, evaluation: evaluation)
-            if let save, let saveEvery, report.step % saveEvery == 0, !trainer.isFinished {
-                try trainer.checkpoint().write(to: URL(fileURLWithPath: save))
+            let evaluation = run.isFinished || (interval > 0 && report.step % interval == 0)
+                ? try run.evaluate() : nil
+            output.record(step: report, evaluation: evaluation, gpu: figures)
+            if let save, let saveEvery, report.step % saveEvery == 0, !run.isFinished {
+                try run.checkpoint().write(to: URL(fileURLWithPath: save))
             }
             if evaluation != nil { try writeCurve(output) }
         }
 
-        if let save { try trainer.checkpoint().write(to: URL(fileURLWithPath: save)) }
+        if let save { try run.checkpoint().write(to: URL(fileURLWithPath: save)) }
         try writeCurve(output)
-        let interrupted = !trainer.isFinished
-        output.finish(configuration: trainer.configuration, model: trainer.model,
-                      completedSteps: trainer.completedSteps, saved: save, curve: curve, interrupted: interrupted)
+        let interrupted = !run.isFinished
+        output.finish(configuration: configuration, model: run.model, completedSteps: run.completedSteps, saved: save,
+                      curve: curve, interrupted: interrupted)
         if interrupted {
             let resumeHint = save.map { ": saved \($0); continue with the same command and --resume \($0)" }
                 ?? ": nothing saved (no --save)"
-            FileHandle.standardError.write(Data(("interrupted after step \(trainer.completedSteps) of "
+            FileHandle.standardError.write(Data(("interrupted after step \(run.completedSteps) of "
                 + "\(configuration.steps)" + resumeHint + "\n").utf8))
             throw ExitCode(130)
         }
-    }
-
-    /// The run on GPUs 0..<count (one rank each, threads of this process): steps, held-out evaluations, the curve.
-    private func runOnGPUs(_ configuration: TrainingConfiguration, count: Int) throws {
-        let devices = try (0..<count).map { try CUDADevice(ordinal: $0) }
-        let trainer = try DeviceTrainer(configuration, devices: devices)
-        let resources = "\(count) × \(devices[0].name)" + (count > 1 ? " (\(configuration.plan.rawValue))" : "")
-        var output = TrainingOutput(configuration: configuration, model: trainer.model,
-                                    chanceAccuracy: trainer.chanceAccuracy, firstStep: 0, resources: resources,
-                                    json: json)
-        InterruptRequest.install(notice: "Ctrl-C: finishing this step, then stopping; press Ctrl-C again to quit at once")
-        output.start()
-        let interval = configuration.evaluationInterval
-        if interval > 0 { output.record(evaluation: try trainer.evaluate()) }
-        let flopsPerStep = try Self.modelFLOPs(configuration, trainer.model)
-        while !trainer.isFinished && !InterruptRequest.isRequested {
-            let report = try trainer.step()
-            let peak = try trainer.peakMemoryBytes()
-            let evaluation = trainer.isFinished || (interval > 0 && report.step % interval == 0)
-                ? try trainer.evaluate() : nil
-            let mfu = flopsPerStep / report.seconds / (Double(count) * peakTFLOPS * 1e12)
-            output.record(step: report, evaluation: evaluation, gpu: (mfu, peak))
-            if evaluation != nil { try writeCurve(output) }
-        }
-        try writeCurve(output)
-        let interrupted = !trainer.isFinished
-        output.finish(configuration: configuration, model: trainer.model, completedSteps: trainer.completedSteps,
-                      saved: nil, curve: curve, interrupted: interrupted)
-        if interrupted { throw ExitCode(130) }
-    }
-
-    /// Model FLOPs of one step (what MFU counts: no recomputation): 6 per weight of every GEMM per token, plus the
-    /// attention's forward and backward (3.5 × its forward, which the mask's visible pairs decide) in every layer.
-    static func modelFLOPs(_ c: TrainingConfiguration, _ model: ModelConfig) throws -> Double {
-        let tokens = Double(c.batch * c.sequence)
-        let gemmWeights = Double(model.parameterCount - model.vocab * model.dim - (2 * model.layers + 1) * model.dim)
-        let attention = try AttentionProblem(batch: c.batch, sequence: c.sequence, heads: model.heads,
-                                             kvHeads: model.kvHeads, headDim: model.headDim,
-                                             mask: try c.attentionMask(), dtype: .bf16)
-        return 6 * gemmWeights * tokens + Double(model.layers) * 3.5 * attention.forwardFLOPs
     }
 
     /// The flags that were given, over `configuration` (the defaults, or a checkpoint's settings).

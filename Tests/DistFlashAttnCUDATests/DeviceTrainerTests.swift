@@ -48,3 +48,22 @@ extension SeveralGPUs {
         }
     }
 }
+
+extension DeviceTrainerTests {
+    @Test("a GPU run resumed from its checkpoint continues the uninterrupted trajectory", .enabled(if: gpu != nil))
+    func resumes() throws {
+        let configuration = Self.configuration(workers: 1)
+        let whole = try DeviceTrainer(configuration, devices: [gpu!])
+        let expected = try (0..<configuration.steps).map { _ in try whole.step() }
+        let first = try DeviceTrainer(configuration, devices: [gpu!])
+        for _ in 0..<2 { try first.step() }
+        let checkpoint = try first.checkpoint()
+        #expect(checkpoint.optimizer.step == 2 && checkpoint.step == 2)
+        let resumed = try DeviceTrainer(configuration, devices: [gpu!], resume: checkpoint)
+        for report in expected.dropFirst(2) {
+            let got = try resumed.step()
+            // Same weights and moments; only the order of fp32 atomics (dQ, embedding) may differ between runs.
+            #expect(abs(got.loss - report.loss) <= 1e-4 * report.loss, "step \(got.step): \(got.loss) vs \(report.loss)")
+        }
+    }
+}

@@ -121,3 +121,27 @@ public struct TrainingCheckpoint: Sendable, Equatable {
                       step: step, seed: seed, task: try metadata("task"), configuration: try metadata("config"))
     }
 }
+
+extension TrainingCheckpoint {
+    /// Throws `invalidProblem` unless this checkpoint can continue `configuration` with `model` (named `name` in
+    /// errors): the same trajectory settings, parameters of the model's shapes, a step within the run, and one
+    /// optimizer update per step taken.
+    public func check(resuming configuration: TrainingConfiguration, model: ModelConfig, name: String) throws {
+        let saved = try TrainingConfiguration(trajectoryJSON: self.configuration, name: name)
+        let differences = try configuration.trajectoryDifferences(from: saved)
+        guard differences.isEmpty else {
+            throw DistFlashError(.invalidProblem, "\(name): this run's settings differ from the "
+                + "checkpoint's:\n  " + differences.joined(separator: "\n  ") + "\nA resumed run keeps every setting "
+                + "its trajectory depends on: drop those flags (the checkpoint's values are used) or start a new run")
+        }
+        try model.validate(parameters, "\(name) parameters")
+        guard step <= configuration.steps else {
+            throw DistFlashError(.invalidProblem, "\(name): step \(step) is past the run's "
+                + "\(configuration.steps) steps")
+        }
+        guard optimizer.step == step else {
+            throw DistFlashError(.invalidFile, "\(name): optimizer step \(optimizer.step) but "
+                + "training step \(step); every training step makes one update")
+        }
+    }
+}

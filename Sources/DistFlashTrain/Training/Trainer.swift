@@ -74,22 +74,7 @@ public struct Trainer: Sendable {
             completedSteps = 0
             return
         }
-        let saved = try TrainingConfiguration(trajectoryJSON: checkpoint.configuration, name: checkpointName)
-        let differences = try configuration.trajectoryDifferences(from: saved)
-        guard differences.isEmpty else {
-            throw DistFlashError(.invalidProblem, "\(checkpointName): this run's settings differ from the "
-                + "checkpoint's:\n  " + differences.joined(separator: "\n  ") + "\nA resumed run keeps every setting "
-                + "its trajectory depends on: drop those flags (the checkpoint's values are used) or start a new run")
-        }
-        try model.validate(checkpoint.parameters, "\(checkpointName) parameters")
-        guard checkpoint.step <= configuration.steps else {
-            throw DistFlashError(.invalidProblem, "\(checkpointName): step \(checkpoint.step) is past the run's "
-                + "\(configuration.steps) steps")
-        }
-        guard checkpoint.optimizer.step == checkpoint.step else {
-            throw DistFlashError(.invalidFile, "\(checkpointName): optimizer step \(checkpoint.optimizer.step) but "
-                + "training step \(checkpoint.step); every training step makes one update")
-        }
+        try checkpoint.check(resuming: configuration, model: model, name: checkpointName)
         parameters = checkpoint.parameters
         optimizer = try AdamW(state: checkpoint.optimizer, hyperparameters: hyperparameters)
         completedSteps = checkpoint.step
