@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# On a machine with GPUs and the static binary at bin/distflash: the GPU trainer's step time, tokens/s, MFU and
-# peak memory for --checkpoint none / layer / remat at 16k and 32k tokens per GPU (llama-1b, byte-level text of
-# random bytes, the distflash plan over every GPU), then the Hugging Face + PyTorch baseline on one GPU with the
-# same shape and vocabulary, in the same call. Logs under $OUT; one summary line per run on standard output.
+# On a machine with GPUs and the static binary at bin/distflash. Logs under $OUT.
+#   check  the tiny model's first steps on 1 GPU, on every GPU from one process, and on every GPU as one process
+#          each (torchrun): the three loss trajectories side by side (same seed, same data)
+#   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
+#          and 32k tokens per GPU (llama-1b, byte-level text of random bytes, the distflash plan over every GPU),
+#          then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary, same call
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
 gpus=${GPUS:-$(nvidia-smi --list-gpus | wc -l)}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | tee "$out/gpu.txt"
+mode=${1:-bench}
+if [ "$mode" = check ]; then
+    tiny="train --preset tiny --task recall --seq 1024 --batch 4 --steps 8 --warmup 2 --eval-every 0 --seed 7 --json"
+    timeout 200 bin/distflash $tiny --gpus 1 >"$out/check-1gpu.jsonl" 2>"$out/check-1gpu.err"
+    echo "1 GPU: exit $?"
+    timeout 200 bin/distflash $tiny --gpus "$gpus" >"$out/check-${gpus}gpu.jsonl" 2>"$out/check-${gpus}gpu.err"
+    echo "$gpus GPUs, one process: exit $?"
+    timeout 200 torchrun --nproc-per-node "$gpus" --master-port 29710 --no-python bin/distflash $tiny --gpus 1 \
+        >"$out/check-torchrun.jsonl" 2>"$out/check-torchrun.err"
+    echo "$gpus processes (torchrun): exit $?"
+    for f in 1gpu "${gpus}gpu" torchrun; do
+        echo "$f: $(grep -o '"loss":[0-9.]*' "$out/check-$f.jsonl" | cut -d: -f2 | tr '\n' ' ') $(tail -c 300 "$out/check-$f.err")"
+    done
+    exit 0
+fi
 head -c 64000000 /dev/urandom >"$out/random.bytes"
 for tokens in ${TOKENS:-16384 32768}; do
     for strategy in none layer remat; do

@@ -20,16 +20,7 @@ public struct ProcessRankAttention: Sendable {
         run.timeout = timeout
         let device = try CUDADevice(ordinal: launch.localRank)
         blocks = CUDABlocks(device: device)
-        let id: [UInt8]
-        if launch.rank == 0 {
-            id = try NCCL().uniqueId()
-            try Rendezvous.serve(id, port: launch.masterPort, worldSize: launch.worldSize, timeout: timeout)
-        } else {
-            id = try Rendezvous.fetch(host: launch.masterAddress, port: launch.masterPort, rank: launch.rank,
-                                      timeout: timeout)
-        }
-        communicator = try NCCLCommunicator(rank: launch.rank, of: launch.worldSize, device: device, id: id,
-                                            timeout: timeout)
+        communicator = try .joining(launch, device: device, timeout: timeout)
     }
 
     /// One pass: on rank 0, the gathered full result and every rank's figures; on the others, their own figures.

@@ -3,43 +3,68 @@ import DistFlashAttnCUDA
 import DistFlashTrain
 import Foundation
 
-/// `Trainer`'s step on P GPUs driven by this process (one thread per GPU): every rank holds a replica of the
-/// parameters and its shard of every row (the plan's layout), runs the GPU model on it with the plan's attention
-/// over NCCL, and the ZeRO-1 optimizer reduces the gradients, clips and updates its shard, and gathers the
-/// weights. Data, schedule and initial parameters are the CPU trainer's (functions of the seed and the step), so
-/// the loss trajectories can be compared.
+/// `Trainer`'s step on P GPUs: every rank holds a replica of the parameters and its shard of every row (the
+/// plan's layout), runs the GPU model on it with the plan's attention over NCCL, and the ZeRO-1 optimizer reduces
+/// the gradients, clips and updates its shard, and gathers the weights. The ranks are either threads of this
+/// process (one per GPU) or this process alone among P processes started by a launcher. Data, schedule and
+/// initial parameters are the CPU trainer's (functions of the seed and the step), so loss trajectories compare.
 public final class DeviceTrainer: @unchecked Sendable {
-    // Invariant: used from one thread at a time (its rank threads run inside `step`).
+    // Invariant: used from one thread at a time (its rank threads run inside `step` and `evaluate`).
     public let configuration: TrainingConfiguration
     public let model: ModelConfig
     public let schedule: LearningRateSchedule
     public private(set) var completedSteps: Int
-    let training: any BatchSource
-    let heldOut: any BatchSource
     /// Accuracy of guessing (recall: 1 / values), where the task defines one.
     public let chanceAccuracy: Double?
-    let problem: AttentionProblem
+    let training: any BatchSource
+    let heldOut: any BatchSource
     let positions: [[Int]]
-    let ranks: [RankState]
+    /// This process's ranks, by global rank.
+    let local: [Int: RankState]
     let communicator: NCCLCommunicator?
+    /// Whether other processes hold the other ranks.
+    let spansProcesses: Bool
 
-    /// One rank's GPU, model and optimizer.
+    /// Where the ranks run.
+    public enum Placement {
+        /// Rank r on `devices[r]`, every rank a thread of this process.
+        case devices([CUDADevice])
+        /// This process is rank `launch.rank` of `launch.worldSize`, on GPU `launch.localRank`.
+        case process(LaunchEnvironment)
+    }
+
+    /// One rank's model and optimizer.
     struct RankState: @unchecked Sendable {
         let model: DeviceLlamaModel
         let optimizer: ShardedOptimizer
     }
 
-    /// `devices[r]` runs rank r; a fresh run, or the continuation of `checkpoint` (named `checkpointName` in
-    /// errors; checked as the CPU trainer checks it). Throws `invalidProblem` for settings the GPU path does not
-    /// take yet.
-    public init(_ configuration: TrainingConfiguration, devices: [CUDADevice], resume checkpoint: TrainingCheckpoint? = nil,
+    public convenience init(_ configuration: TrainingConfiguration, devices: [CUDADevice],
+                            resume checkpoint: TrainingCheckpoint? = nil, checkpointName: String = "checkpoint") throws {
+        try self.init(configuration, placement: .devices(devices), resume: checkpoint, checkpointName: checkpointName)
+    }
+
+    /// A fresh run, or the continuation of `checkpoint` (named `checkpointName` in errors; checked as the CPU
+    /// trainer checks it). Throws `invalidProblem` for settings the GPU path does not take yet.
+    public init(_ configuration: TrainingConfiguration, placement: Placement, resume checkpoint: TrainingCheckpoint? = nil,
                 checkpointName: String = "checkpoint") throws {
         try configuration.validate()
         guard configuration.sequenceWarmup == nil else {
             throw DistFlashError(.invalidProblem, "--seq-warmup: the GPU trainer does not run a sequence warm-up yet")
         }
-        guard configuration.workers == devices.count else {
-            throw DistFlashError(.invalidProblem, "workers P = \(configuration.workers) with \(devices.count) GPUs: "
+        let ranksHere: [(rank: Int, device: CUDADevice)]
+        let worldSize: Int
+        switch placement {
+        case .devices(let devices):
+            (ranksHere, worldSize, spansProcesses) = (Array(devices.enumerated().map { ($0, $1) }), devices.count, false)
+            communicator = devices.count > 1 ? try NCCLCommunicator(devices: devices, timeout: configuration.timeout) : nil
+        case .process(let launch):
+            let device = try CUDADevice(ordinal: launch.localRank)
+            (ranksHere, worldSize, spansProcesses) = ([(launch.rank, device)], launch.worldSize, true)
+            communicator = try .joining(launch, device: device, timeout: configuration.timeout)
+        }
+        guard configuration.workers == worldSize else {
+            throw DistFlashError(.invalidProblem, "workers P = \(configuration.workers) with \(worldSize) GPU ranks: "
                 + "one rank per GPU")
         }
         self.configuration = configuration
@@ -50,31 +75,32 @@ public final class DeviceTrainer: @unchecked Sendable {
                                             totalSteps: configuration.steps,
                                             minimumRatio: configuration.minimumLearningRateRatio)
         let problem = try AttentionProblem(batch: configuration.batch, sequence: configuration.sequence,
-                                       heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim,
-                                       mask: try configuration.attentionMask(), dtype: .bf16)
+                                           heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim,
+                                           mask: try configuration.attentionMask(), dtype: .bf16)
         try checkpoint?.check(resuming: configuration, model: model, name: checkpointName)
         let parameters = checkpoint?.parameters ?? model.initialParameters(seed: configuration.seed)
         completedSteps = checkpoint?.step ?? 0
         let hyperparameters = AdamW.Hyperparameters(weightDecay: configuration.weightDecay)
-        let count = devices.count
-        let communicator = count > 1 ? try NCCLCommunicator(devices: devices, timeout: configuration.timeout) : nil
-        let plans = try RankAttention.Plans(configuration.plan, problem: problem, ranks: count)
-        positions = (0..<count).map { plans.forward.layout.positions(rank: $0) }
-        (self.problem, self.communicator) = (problem, communicator)
+        let plans = try RankAttention.Plans(configuration.plan, problem: problem, ranks: worldSize)
+        positions = (0..<worldSize).map { plans.forward.layout.positions(rank: $0) }
         let (model, strategy, overlap, saved) = (model, configuration.checkpoint, configuration.overlap, checkpoint?.optimizer)
-        ranks = try devices.enumerated().map { rank, device in
+        let communicator = self.communicator
+        local = Dictionary(uniqueKeysWithValues: try ranksHere.map { rank, device in
             // The plan's executor reads (and frees) its primitives' timings after every pass; one GPU alone never does.
             let attention: any DeviceAttention = communicator.map {
                 PlanDeviceAttention(rank: rank, problem: problem, plans: plans, blocks: CUDABlocks(device: device),
                                     communicator: $0, overlap: overlap)
             } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
-            return RankState(model: try DeviceLlamaModel(config: model, attention: attention,
-                                                         checkpoint: strategy, device: device),
-                             optimizer: try ShardedOptimizer(parameters, rank: rank, ranks: count,
-                                                             hyperparameters: hyperparameters,
-                                                             resume: saved, device: device))
-        }
+            return (rank, RankState(model: try DeviceLlamaModel(config: model, attention: attention, checkpoint: strategy,
+                                                                device: device),
+                                    optimizer: try ShardedOptimizer(parameters, rank: rank, ranks: worldSize,
+                                                                    hyperparameters: hyperparameters, resume: saved,
+                                                                    device: device)))
+        })
     }
+
+    /// Whether this process reports and saves for the run (it holds rank 0).
+    public var reportsResults: Bool { local[0] != nil }
 
     public var isFinished: Bool { completedSteps >= configuration.steps }
 
@@ -91,35 +117,26 @@ public final class DeviceTrainer: @unchecked Sendable {
                 + "learn from (check the task's settings)")
         }
         let rate = schedule.rate(at: completedSteps)
-        let (ranks, positions, communicator) = (self.ranks, self.positions, self.communicator)
-        let maxNorm = configuration.maxGradientNorm
-        let work: @Sendable (Int) throws -> (loss: Double, correct: Int, norm: Float) = { rank in
-            let state = ranks[rank]
-            let shard = Self.shard(batch, positions[rank])
+        let (local, positions, maxNorm) = (self.local, self.positions, configuration.maxGradientNorm)
+        let results = try eachRank("GPU training step \(completedSteps + 1)") { rank in
+            let state = local[rank]!
             try state.optimizer.zeroGradients()
-            let cache = try state.model.forward(shard, positions: positions[rank], lossNormalizer: batch.labeledCount,
-                                                weights: state.optimizer.weights)
+            let cache = try state.model.forward(Self.shard(batch, positions[rank]), positions: positions[rank],
+                                                lossNormalizer: batch.labeledCount, weights: state.optimizer.weights)
             let (loss, correct) = (cache.loss, cache.correctPredictions)
             try state.model.backward(cache, weights: state.optimizer.weights, into: state.optimizer.gradients)
-            let norm = try state.optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: communicator)
-            return (loss, correct, norm)
-        }
-        let results: [(loss: Double, correct: Int, norm: Float)]
-        if let communicator {
-            results = try RankThreads.run(ranks: ranks.count, communicator: communicator,
-                                          what: "GPU training step \(completedSteps + 1)", work)
-        } else {
-            results = [try work(0)]
+            let norm = try state.optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: self.communicator)
+            return (loss: loss, correct: Double(correct), norm: norm)
         }
         let norm = results[0].norm
         guard norm.isFinite else {
             throw DistFlashError(.runtime, "step \(completedSteps + 1): the gradient norm is \(norm); training "
                 + "diverged: lower --lr or --clip")
         }
+        let (loss, correct) = try sums(results.map { [$0.loss, $0.correct] })
         completedSteps += 1
         let labelled = batch.labeledCount
-        return StepReport(step: completedSteps, loss: results.reduce(0) { $0 + $1.loss },
-                          accuracy: Double(results.reduce(0) { $0 + $1.correct }) / Double(labelled),
+        return StepReport(step: completedSteps, loss: loss, accuracy: correct / Double(labelled),
                           labelled: labelled, gradientNorm: norm, learningRate: rate,
                           sequence: configuration.sequence, tokens: configuration.batch * configuration.sequence,
                           seconds: (ContinuousClock.now - clock).seconds)
@@ -128,43 +145,71 @@ public final class DeviceTrainer: @unchecked Sendable {
     /// Loss and accuracy over `configuration.evaluationBatches` held-out batches (the CPU trainer's), forward only.
     public func evaluate() throws -> Evaluation {
         let clock = ContinuousClock.now
-        let (ranks, positions) = (self.ranks, self.positions)
-        var (loss, correct, labelled) = (0.0, 0, 0)
+        let (local, positions) = (self.local, self.positions)
+        var (loss, correct, labelled) = (0.0, 0.0, 0)
         for index in 0..<configuration.evaluationBatches {
             let batch = heldOut.batch(step: index, size: configuration.batch)
-            let work: @Sendable (Int) throws -> (loss: Double, correct: Int) = { rank in
-                let state = ranks[rank]
+            let results = try eachRank("GPU evaluation") { rank in
+                let state = local[rank]!
                 let cache = try state.model.forward(Self.shard(batch, positions[rank]), positions: positions[rank],
                                                     lossNormalizer: batch.labeledCount, weights: state.optimizer.weights)
-                return (cache.loss * Double(batch.labeledCount), cache.correctPredictions)
+                return [cache.loss * Double(batch.labeledCount), Double(cache.correctPredictions)]
             }
-            let results = try communicator.map {
-                try RankThreads.run(ranks: ranks.count, communicator: $0, what: "GPU evaluation", work)
-            } ?? [try work(0)]
-            loss += results.reduce(0) { $0 + $1.loss }
-            correct += results.reduce(0) { $0 + $1.correct }
-            labelled += batch.labeledCount
+            let (batchLoss, batchCorrect) = try sums(results)
+            (loss, correct, labelled) = (loss + batchLoss, correct + batchCorrect, labelled + batch.labeledCount)
         }
         return Evaluation(step: completedSteps, loss: loss / Double(max(labelled, 1)),
-                          accuracy: Double(correct) / Double(max(labelled, 1)), labelled: labelled,
+                          accuracy: correct / Double(max(labelled, 1)), labelled: labelled,
                           seconds: (ContinuousClock.now - clock).seconds)
     }
 
-    /// The current weights (rank 0's replica; every rank holds the same after an update).
-    public func parameters() throws -> Parameters { try ranks[0].optimizer.weights.download() }
+    /// The current weights (every rank holds the same after an update).
+    public func parameters() throws -> Parameters { try local.values.first!.optimizer.weights.download() }
 
     /// Parameters, the optimizer state gathered from every rank's shard, step and trajectory settings: what
     /// `init(_:devices:resume:)` — or the CPU trainer — continues from.
     public func checkpoint() throws -> TrainingCheckpoint {
         try TrainingCheckpoint(parameters: try parameters(),
-                               optimizer: try AdamWState.gathered(try ranks.map { try $0.optimizer.state() }),
+                               optimizer: try gatheredOptimizerState(),
                                step: completedSteps, seed: configuration.seed, task: configuration.taskName,
                                configuration: try configuration.trajectoryJSON())
     }
 
-    /// The most device memory any rank held at once since the last call, in bytes.
+    /// The most device memory any of this process's ranks held at once since the last call, in bytes.
     public func peakMemoryBytes() throws -> Int {
-        try ranks.map { try $0.optimizer.weights.master[0].device.peakMemoryBytes(reset: true) }.max() ?? 0
+        try local.values.map { try $0.optimizer.weights.master[0].device.peakMemoryBytes(reset: true) }.max() ?? 0
+    }
+
+    /// The whole optimizer state: this process's ranks' shards joined, or (across processes) gathered over NCCL
+    /// (every process must call it).
+    private func gatheredOptimizerState() throws -> AdamWState {
+        if spansProcesses, let communicator { return try local.values.first!.optimizer.gatheredState(communicator) }
+        return try AdamWState.gathered(try local.keys.sorted().map { try local[$0]!.optimizer.state() })
+    }
+
+    /// `work(rank)` for every rank of this process — as threads when it holds several, bounded by the
+    /// communicator's timeout — and the results in rank order. A failing rank aborts the communicator, so the
+    /// other ranks (here or in other processes) stop too.
+    private func eachRank<T: Sendable>(_ what: String, _ work: @escaping @Sendable (Int) throws -> T) throws -> [T] {
+        guard let communicator else { return [try work(0)] }
+        guard spansProcesses else { return try RankThreads.run(ranks: local.count, communicator: communicator, what: what, work) }
+        let rank = local.keys.first!
+        do {
+            return [try work(rank)]
+        } catch {
+            let failure = error as? DistFlashError ?? DistFlashError(.runtime, "rank \(rank): \(error)")
+            communicator.abort(failure)
+            throw failure
+        }
+    }
+
+    /// Column sums of the ranks' figures: over this process's ranks, then over every process.
+    private func sums(_ rows: [[Double]]) throws -> (Double, Double) {
+        var total = rows.reduce([0.0, 0.0]) { [$0[0] + $1[0], $0[1] + $1[1]] }
+        if spansProcesses, let communicator, let (rank, state) = local.first {
+            total = try communicator.allReduceSum(total, rank: rank, device: state.optimizer.weights.master[0].device)
+        }
+        return (total[0], total[1])
     }
 
     /// Rows `[B, n]` of a batch `[B, S]` at `positions` (labels were shifted before sharding, so the label of a

@@ -88,6 +88,19 @@ public final class ShardedOptimizer: @unchecked Sendable {
                               v: Array(try v.download().scalars[local]))
     }
 
+    /// The whole optimizer state on every rank, from every rank's shard over NCCL (all ranks call it together).
+    public func gatheredState(_ communicator: NCCLCommunicator) throws -> AdamWState {
+        let padded = flatMaster.count
+        let zeros = CUDABlocks(device: flatMaster.device, timing: false)
+        var moments: [[Float]] = []
+        for moment in [m, v] {
+            let whole = try zeros.filled([padded], with: 0, like: nil)
+            try communicator.allGather(moment, into: whole, rank: rank)
+            moments.append(Array(try whole.download().scalars[0..<parameterCount]))
+        }
+        return try AdamWState(step: step, shard: 0..<parameterCount, m: moments[0], v: moments[1])
+    }
+
     /// Sets every gradient to zero (before a step's backward adds into them).
     public func zeroGradients() throws { try kernels.fill(flatGradient, with: 0) }
 
@@ -104,7 +117,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         var squares = try kernels.sumOfSquares(mine)
         if ranks > 1, let communicator {
-            squares = try allReduce(squares, communicator)
+            squares = try communicator.allReduceSum([squares], rank: rank, device: flatMaster.device)[0]
         }
         let norm = Float(squares.squareRoot())
         guard norm.isFinite else { return norm }
@@ -127,15 +140,5 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         try weights.refreshCopies(kernels)
         return norm
-    }
-
-    /// A float64 sum over ranks through fp32, split into a high and a low part (ample for a norm).
-    private func allReduce(_ value: Double, _ communicator: NCCLCommunicator) throws -> Double {
-        let high = Float(value), low = Float(value - Double(high))
-        let pair = try DeviceTensor.upload(try Tensor(shape: [2], scalars: [high, low]),
-                                           to: flatMaster.device, as: .float32)
-        try communicator.allReduceSum([pair], rank: rank)
-        let sum = try pair.download().scalars
-        return Double(sum[0]) + Double(sum[1])
     }
 }

@@ -98,14 +98,29 @@ struct TrainCommand: ParsableCommand {
         try apply(to: &configuration)
         let name = resume ?? "checkpoint"
         if let gpus {
-            configuration.workers = gpus
             // No sequence warm-up on GPUs yet: a fresh run goes without one (a resumed run keeps its checkpoint's).
             if resume == nil { configuration.sequenceWarmup = nil }
-            let devices = try (0..<gpus).map { try CUDADevice(ordinal: $0) }
-            var run = GPUTrainingRun(trainer: try DeviceTrainer(configuration, devices: devices, resume: checkpointFile,
-                                                                checkpointName: name),
+            // Started by a launcher as one of several processes: this process is one rank, on GPU LOCAL_RANK.
+            let launch = try LaunchEnvironment.detect(ProcessInfo.processInfo.environment).flatMap {
+                $0.worldSize > 1 ? $0 : nil
+            }
+            let placement: DeviceTrainer.Placement
+            if let launch {
+                guard gpus == 1 else {
+                    throw ValidationError("--gpus \(gpus) under \(launch.launcher) (\(launch.worldSize) processes): each "
+                        + "process drives one GPU; pass --gpus 1, or run one process with --gpus P")
+                }
+                configuration.workers = launch.worldSize
+                placement = .process(launch)
+            } else {
+                configuration.workers = gpus
+                placement = .devices(try (0..<gpus).map { try CUDADevice(ordinal: $0) })
+            }
+            var run = GPUTrainingRun(trainer: try DeviceTrainer(configuration, placement: placement,
+                                                                resume: checkpointFile, checkpointName: name),
                                      peakTFLOPS: peakTFLOPS)
-            let resources = "\(gpus) × \(devices[0].name)" + (gpus > 1 ? " (\(configuration.plan.rawValue))" : "")
+            let where_ = launch.map { "\($0.worldSize) processes (\($0.launcher)), one GPU each" } ?? "\(gpus) GPU\(gpus == 1 ? "" : "s")"
+            let resources = where_ + (configuration.workers > 1 ? " (\(configuration.plan.rawValue))" : "")
             try train(&run, resources: resources, chanceAccuracy: run.trainer.chanceAccuracy)
         } else {
             var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: name)
@@ -117,7 +132,13 @@ struct TrainCommand: ParsableCommand {
     private func train<Run: TrainingRun>(_ run: inout Run, resources: String, chanceAccuracy: Double?) throws {
         let configuration = run.configuration
         var output = TrainingOutput(configuration: configuration, model: run.model, chanceAccuracy: chanceAccuracy,
-                                    firstStep: run.completedSteps, resources: resources, json: json)
+                                    firstStep: run.completedSteps, resources: resources, json: json,
+                                    quiet: !run.reportsResults)
+        // Every rank takes part in a checkpoint (the optimizer shards are gathered); one writes it.
+        func write(_ path: String, _ run: Run) throws {
+            let checkpoint = try run.checkpoint()
+            if run.reportsResults { try checkpoint.write(to: URL(fileURLWithPath: path)) }
+        }
         InterruptRequest.install(notice: "Ctrl-C: finishing this step, then "
             + (save.map { "saving \($0)" } ?? "stopping (no --save: nothing will be saved)")
             + "; press Ctrl-C again to quit at once")
@@ -133,18 +154,17 @@ struct TrainCommand: ParsableCommand {
             let evaluation = run.isFinished || (interval > 0 && report.step % interval == 0)
                 ? try run.evaluate() : nil
             output.record(step: report, evaluation: evaluation, gpu: figures)
-            if let save, let saveEvery, report.step % saveEvery == 0, !run.isFinished {
-                try run.checkpoint().write(to: URL(fileURLWithPath: save))
-            }
-            if evaluation != nil { try writeCurve(output) }
+            if let save, let saveEvery, report.step % saveEvery == 0, !run.isFinished { try write(save, run) }
+            if evaluation != nil && run.reportsResults { try writeCurve(output) }
         }
 
-        if let save { try run.checkpoint().write(to: URL(fileURLWithPath: save)) }
-        try writeCurve(output)
+        if let save { try write(save, run) }
+        if run.reportsResults { try writeCurve(output) }
         let interrupted = !run.isFinished
         output.finish(configuration: configuration, model: run.model, completedSteps: run.completedSteps, saved: save,
                       curve: curve, interrupted: interrupted)
         if interrupted {
+            guard run.reportsResults else { throw ExitCode(130) }
             let resumeHint = save.map { ": saved \($0); continue with the same command and --resume \($0)" }
                 ?? ": nothing saved (no --save)"
             FileHandle.standardError.write(Data(("interrupted after step \(run.completedSteps) of "
@@ -204,6 +224,8 @@ struct TrainCommand: ParsableCommand {
 /// curve's points and the final summary.
 struct TrainingOutput {
     let json: Bool
+    /// Prints nothing (a rank of a multi-process run other than rank 0).
+    let quiet: Bool
     let title: String
     let header: String
     let chanceAccuracy: Double?
@@ -221,8 +243,8 @@ struct TrainingOutput {
 
     /// `resources`: what runs it, e.g. "4 workers (distflash), 2 threads each" or "4 GPUs (distflash) …".
     init(configuration c: TrainingConfiguration, model: ModelConfig, chanceAccuracy: Double?, firstStep: Int,
-         resources: String, json: Bool) {
-        self.json = json
+         resources: String, json: Bool, quiet: Bool = false) {
+        (self.json, self.quiet) = (json, quiet)
         self.chanceAccuracy = chanceAccuracy
         totalSteps = c.steps
         self.firstStep = firstStep
@@ -249,12 +271,13 @@ struct TrainingOutput {
     }
 
     func start() {
-        if !json { Self.write(header) }
+        if !json && !quiet { Self.write(header) }
     }
 
     mutating func record(evaluation: Evaluation) {
         accuracies[evaluation.step] = evaluation.accuracy
         lastEvaluation = evaluation
+        if quiet { return }
         if json {
             emit(["event": "evaluation", "step": evaluation.step, "held_out_loss": evaluation.loss,
                   "held_out_accuracy": evaluation.accuracy, "seconds": evaluation.seconds])
@@ -274,6 +297,7 @@ struct TrainingOutput {
             accuracies[evaluation.step] = evaluation.accuracy
             lastEvaluation = evaluation
         }
+        if quiet { return }
         if json {
             var object: [String: Any] = [
                 "event": "step", "step": report.step, "loss": report.loss, "accuracy": report.accuracy,
@@ -303,6 +327,7 @@ struct TrainingOutput {
     func finish(configuration: TrainingConfiguration, model: ModelConfig, completedSteps: Int, saved: String?,
                 curve: String?, interrupted: Bool) {
         let seconds = (ContinuousClock.now - clock).seconds
+        if quiet { return }
         if json {
             var object: [String: Any] = [
                 "event": "summary", "steps": completedSteps, "total_steps": totalSteps,

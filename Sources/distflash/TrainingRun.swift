@@ -8,6 +8,8 @@ protocol TrainingRun {
     var model: ModelConfig { get }
     var completedSteps: Int { get }
     var isFinished: Bool { get }
+    /// Whether this process prints and writes files for the run (every rank still takes part in each call).
+    var reportsResults: Bool { get }
     mutating func step() throws -> StepReport
     func evaluate() throws -> Evaluation
     func checkpoint() throws -> TrainingCheckpoint
@@ -16,6 +18,7 @@ protocol TrainingRun {
 }
 
 extension Trainer: TrainingRun {
+    var reportsResults: Bool { true }
     func deviceFigures(_ report: StepReport) throws -> (mfu: Double, peakBytes: Int)? { nil }
 }
 
@@ -28,6 +31,7 @@ struct GPUTrainingRun: TrainingRun {
     var model: ModelConfig { trainer.model }
     var completedSteps: Int { trainer.completedSteps }
     var isFinished: Bool { trainer.isFinished }
+    var reportsResults: Bool { trainer.reportsResults }
     func step() throws -> StepReport { try trainer.step() }
     func evaluate() throws -> Evaluation { try trainer.evaluate() }
     func checkpoint() throws -> TrainingCheckpoint { try trainer.checkpoint() }
@@ -35,6 +39,7 @@ struct GPUTrainingRun: TrainingRun {
     func deviceFigures(_ report: StepReport) throws -> (mfu: Double, peakBytes: Int)? {
         let flops = try Self.modelFLOPs(configuration, model)
         return (flops / report.seconds / (Double(configuration.workers) * peakTFLOPS * 1e12), try trainer.peakMemoryBytes())
+        // (Across processes the peak is this process's GPU's.)
     }
 
     /// Model FLOPs of one step (what MFU counts: no recomputation): 6 per weight of every GEMM per token, plus the
