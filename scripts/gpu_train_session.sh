@@ -12,7 +12,7 @@ gpus=${GPUS:-$(nvidia-smi --list-gpus | wc -l)}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | tee "$out/gpu.txt"
 mode=${1:-bench}
 if [ "$mode" = check ]; then
-    tiny="train --preset tiny --task recall --seq 1024 --batch 4 --steps 8 --warmup 2 --eval-every 0 --seed 7 --json"
+    tiny="train --preset tiny --task recall --seq 1024 --batch 4 --steps 8 --warmup 2 --seq-warmup 48:4:8 --eval-every 0 --seed 7 --json"
     timeout 200 bin/distflash $tiny --gpus 1 >"$out/check-1gpu.jsonl" 2>"$out/check-1gpu.err"
     echo "1 GPU: exit $?"
     timeout 200 bin/distflash $tiny --gpus "$gpus" >"$out/check-${gpus}gpu.jsonl" 2>"$out/check-${gpus}gpu.err"
@@ -30,7 +30,7 @@ for tokens in ${TOKENS:-16384 32768}; do
     for strategy in none layer remat; do
         tag=$strategy-$tokens
         timeout "${LIMIT:-240}" bin/distflash train --gpus "$gpus" --preset llama-1b --task "text=$out/random.bytes" \
-            --seq $((tokens * gpus)) --batch 1 --steps "${STEPS:-4}" --warmup 1 --eval-every 0 --eval-batches 1 \
+            --seq $((tokens * gpus)) --batch 1 --steps "${STEPS:-4}" --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
             --checkpoint "$strategy" --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
         echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
     done

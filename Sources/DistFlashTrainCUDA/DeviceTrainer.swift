@@ -17,10 +17,14 @@ public final class DeviceTrainer: @unchecked Sendable {
     /// Accuracy of guessing (recall: 1 / values), where the task defines one.
     public let chanceAccuracy: Double?
     let training: any BatchSource
+    /// Rows of the sequence warm-up's length, for its first steps (nil without warm-up).
+    let warmupTraining: (any BatchSource)?
     let heldOut: any BatchSource
-    let positions: [[Int]]
-    /// This process's ranks, by global rank.
-    let local: [Int: RankState]
+    /// The ranks' models at the full length, and at the warm-up's.
+    let full: Length
+    let warmup: Length?
+    /// This process's ranks' optimizers (parameters, gradients, ZeRO-1 shard), by global rank.
+    let local: [Int: ShardedOptimizer]
     let communicator: NCCLCommunicator?
     /// Whether other processes hold the other ranks.
     let spansProcesses: Bool
@@ -33,10 +37,12 @@ public final class DeviceTrainer: @unchecked Sendable {
         case process(LaunchEnvironment)
     }
 
-    /// One rank's model and optimizer.
-    struct RankState: @unchecked Sendable {
-        let model: DeviceLlamaModel
-        let optimizer: ShardedOptimizer
+    /// The ranks' models for rows of one length: the plan's layout decides each rank's positions.
+    struct Length: @unchecked Sendable {
+        let batch: Int
+        let positions: [[Int]]
+        /// This process's ranks' models, by global rank (each with its attention for this length).
+        let models: [Int: DeviceLlamaModel]
     }
 
     public convenience init(_ configuration: TrainingConfiguration, devices: [CUDADevice],
@@ -45,13 +51,10 @@ public final class DeviceTrainer: @unchecked Sendable {
     }
 
     /// A fresh run, or the continuation of `checkpoint` (named `checkpointName` in errors; checked as the CPU
-    /// trainer checks it). Throws `invalidProblem` for settings the GPU path does not take yet.
+    /// trainer checks it).
     public init(_ configuration: TrainingConfiguration, placement: Placement, resume checkpoint: TrainingCheckpoint? = nil,
                 checkpointName: String = "checkpoint") throws {
         try configuration.validate()
-        guard configuration.sequenceWarmup == nil else {
-            throw DistFlashError(.invalidProblem, "--seq-warmup: the GPU trainer does not run a sequence warm-up yet")
-        }
         let ranksHere: [(rank: Int, device: CUDADevice)]
         let worldSize: Int
         switch placement {
@@ -69,35 +72,45 @@ public final class DeviceTrainer: @unchecked Sendable {
         }
         self.configuration = configuration
         let sources = try configuration.dataSources()
-        (training, heldOut, chanceAccuracy) = (sources.training, sources.heldOut, sources.chance)
+        (training, warmupTraining, heldOut, chanceAccuracy) = (sources.training, sources.warmup, sources.heldOut,
+                                                               sources.chance)
         model = try ModelConfig.preset(configuration.model, vocab: training.vocabularySize)
         schedule = try LearningRateSchedule(peak: configuration.learningRate, warmupSteps: configuration.warmupSteps,
                                             totalSteps: configuration.steps,
                                             minimumRatio: configuration.minimumLearningRateRatio)
-        let problem = try AttentionProblem(batch: configuration.batch, sequence: configuration.sequence,
-                                           heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim,
-                                           mask: try configuration.attentionMask(), dtype: .bf16)
         try checkpoint?.check(resuming: configuration, model: model, name: checkpointName)
         let parameters = checkpoint?.parameters ?? model.initialParameters(seed: configuration.seed)
         completedSteps = checkpoint?.step ?? 0
         let hyperparameters = AdamW.Hyperparameters(weightDecay: configuration.weightDecay)
-        let plans = try RankAttention.Plans(configuration.plan, problem: problem, ranks: worldSize)
-        positions = (0..<worldSize).map { plans.forward.layout.positions(rank: $0) }
-        let (model, strategy, overlap, saved) = (model, configuration.checkpoint, configuration.overlap, checkpoint?.optimizer)
-        let communicator = self.communicator
+        let saved = checkpoint?.optimizer
         local = Dictionary(uniqueKeysWithValues: try ranksHere.map { rank, device in
-            // The plan's executor reads (and frees) its primitives' timings after every pass; one GPU alone never does.
-            let attention: any DeviceAttention = communicator.map {
-                PlanDeviceAttention(rank: rank, problem: problem, plans: plans, blocks: CUDABlocks(device: device),
-                                    communicator: $0, overlap: overlap)
-            } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
-            return (rank, RankState(model: try DeviceLlamaModel(config: model, attention: attention, checkpoint: strategy,
-                                                                device: device),
-                                    optimizer: try ShardedOptimizer(parameters, rank: rank, ranks: worldSize,
-                                                                    hyperparameters: hyperparameters, resume: saved,
-                                                                    device: device)))
+            (rank, try ShardedOptimizer(parameters, rank: rank, ranks: worldSize, hyperparameters: hyperparameters,
+                                        resume: saved, device: device))
         })
+        let (model, communicator) = (model, communicator)
+        func length(batch: Int, sequence: Int) throws -> Length {
+            let problem = try AttentionProblem(batch: batch, sequence: sequence, heads: model.heads,
+                                               kvHeads: model.kvHeads, headDim: model.headDim,
+                                               mask: try configuration.attentionMask(), dtype: .bf16)
+            let plans = try RankAttention.Plans(configuration.plan, problem: problem, ranks: worldSize)
+            let models = try ranksHere.map { rank, device in
+                // The plan's executor reads (and frees) its primitives' timings after every pass; one GPU never does.
+                let attention: any DeviceAttention = communicator.map {
+                    PlanDeviceAttention(rank: rank, problem: problem, plans: plans, blocks: CUDABlocks(device: device),
+                                        communicator: $0, overlap: configuration.overlap)
+                } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
+                return (rank, try DeviceLlamaModel(config: model, attention: attention,
+                                                   checkpoint: configuration.checkpoint, device: device))
+            }
+            return Length(batch: batch, positions: (0..<worldSize).map { plans.forward.layout.positions(rank: $0) },
+                          models: Dictionary(uniqueKeysWithValues: models))
+        }
+        full = try length(batch: configuration.batch, sequence: configuration.sequence)
+        warmup = try configuration.sequenceWarmup.map { try length(batch: $0.batch, sequence: $0.sequence) }
     }
+
+    /// Whether step `step` (0-based) trains on the warm-up's short rows.
+    public func isWarmup(step: Int) -> Bool { step < (configuration.sequenceWarmup?.steps ?? 0) }
 
     /// Whether this process reports and saves for the run (it holds rank 0).
     public var reportsResults: Bool { local[0] != nil }
@@ -111,21 +124,22 @@ public final class DeviceTrainer: @unchecked Sendable {
             throw DistFlashError(.invalidProblem, "the run is complete: all \(configuration.steps) steps are taken")
         }
         let clock = ContinuousClock.now
-        let batch = training.batch(step: completedSteps, size: configuration.batch)
+        let (source, length) = isWarmup(step: completedSteps) ? (warmupTraining!, warmup!) : (training, full)
+        let batch = source.batch(step: completedSteps, size: length.batch)
         guard batch.labeledCount > 0 else {
             throw DistFlashError(.invalidProblem, "step \(completedSteps + 1): the batch has no labelled token to "
                 + "learn from (check the task's settings)")
         }
         let rate = schedule.rate(at: completedSteps)
-        let (local, positions, maxNorm) = (self.local, self.positions, configuration.maxGradientNorm)
+        let (local, maxNorm) = (self.local, configuration.maxGradientNorm)
         let results = try eachRank("GPU training step \(completedSteps + 1)") { rank in
-            let state = local[rank]!
-            try state.optimizer.zeroGradients()
-            let cache = try state.model.forward(Self.shard(batch, positions[rank]), positions: positions[rank],
-                                                lossNormalizer: batch.labeledCount, weights: state.optimizer.weights)
+            let (optimizer, model, positions) = (local[rank]!, length.models[rank]!, length.positions[rank])
+            try optimizer.zeroGradients()
+            let cache = try model.forward(Self.shard(batch, positions), positions: positions,
+                                          lossNormalizer: batch.labeledCount, weights: optimizer.weights)
             let (loss, correct) = (cache.loss, cache.correctPredictions)
-            try state.model.backward(cache, weights: state.optimizer.weights, into: state.optimizer.gradients)
-            let norm = try state.optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: self.communicator)
+            try model.backward(cache, weights: optimizer.weights, into: optimizer.gradients)
+            let norm = try optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: self.communicator)
             return (loss: loss, correct: Double(correct), norm: norm)
         }
         let norm = results[0].norm
@@ -138,21 +152,22 @@ public final class DeviceTrainer: @unchecked Sendable {
         let labelled = batch.labeledCount
         return StepReport(step: completedSteps, loss: loss, accuracy: correct / Double(labelled),
                           labelled: labelled, gradientNorm: norm, learningRate: rate,
-                          sequence: configuration.sequence, tokens: configuration.batch * configuration.sequence,
+                          sequence: batch.sequence, tokens: batch.batch * batch.sequence,
                           seconds: (ContinuousClock.now - clock).seconds)
     }
 
     /// Loss and accuracy over `configuration.evaluationBatches` held-out batches (the CPU trainer's), forward only.
     public func evaluate() throws -> Evaluation {
         let clock = ContinuousClock.now
-        let (local, positions) = (self.local, self.positions)
+        let (local, full) = (self.local, self.full)
         var (loss, correct, labelled) = (0.0, 0.0, 0)
         for index in 0..<configuration.evaluationBatches {
             let batch = heldOut.batch(step: index, size: configuration.batch)
             let results = try eachRank("GPU evaluation") { rank in
-                let state = local[rank]!
-                let cache = try state.model.forward(Self.shard(batch, positions[rank]), positions: positions[rank],
-                                                    lossNormalizer: batch.labeledCount, weights: state.optimizer.weights)
+                let positions = full.positions[rank]
+                let cache = try full.models[rank]!.forward(Self.shard(batch, positions), positions: positions,
+                                                           lossNormalizer: batch.labeledCount,
+                                                           weights: local[rank]!.weights)
                 return [cache.loss * Double(batch.labeledCount), Double(cache.correctPredictions)]
             }
             let (batchLoss, batchCorrect) = try sums(results)
@@ -164,7 +179,7 @@ public final class DeviceTrainer: @unchecked Sendable {
     }
 
     /// The current weights (every rank holds the same after an update).
-    public func parameters() throws -> Parameters { try local.values.first!.optimizer.weights.download() }
+    public func parameters() throws -> Parameters { try local.values.first!.weights.download() }
 
     /// Parameters, the optimizer state gathered from every rank's shard, step and trajectory settings: what
     /// `init(_:devices:resume:)` — or the CPU trainer — continues from.
@@ -177,14 +192,14 @@ public final class DeviceTrainer: @unchecked Sendable {
 
     /// The most device memory any of this process's ranks held at once since the last call, in bytes.
     public func peakMemoryBytes() throws -> Int {
-        try local.values.map { try $0.optimizer.weights.master[0].device.peakMemoryBytes(reset: true) }.max() ?? 0
+        try local.values.map { try $0.weights.master[0].device.peakMemoryBytes(reset: true) }.max() ?? 0
     }
 
     /// The whole optimizer state: this process's ranks' shards joined, or (across processes) gathered over NCCL
     /// (every process must call it).
     private func gatheredOptimizerState() throws -> AdamWState {
-        if spansProcesses, let communicator { return try local.values.first!.optimizer.gatheredState(communicator) }
-        return try AdamWState.gathered(try local.keys.sorted().map { try local[$0]!.optimizer.state() })
+        if spansProcesses, let communicator { return try local.values.first!.gatheredState(communicator) }
+        return try AdamWState.gathered(try local.keys.sorted().map { try local[$0]!.state() })
     }
 
     /// `work(rank)` for every rank of this process — as threads when it holds several, bounded by the
@@ -206,8 +221,8 @@ public final class DeviceTrainer: @unchecked Sendable {
     /// Column sums of the ranks' figures: over this process's ranks, then over every process.
     private func sums(_ rows: [[Double]]) throws -> (Double, Double) {
         var total = rows.reduce([0.0, 0.0]) { [$0[0] + $1[0], $0[1] + $1[1]] }
-        if spansProcesses, let communicator, let (rank, state) = local.first {
-            total = try communicator.allReduceSum(total, rank: rank, device: state.optimizer.weights.master[0].device)
+        if spansProcesses, let communicator, let (rank, optimizer) = local.first {
+            total = try communicator.allReduceSum(total, rank: rank, device: optimizer.weights.master[0].device)
         }
         return (total[0], total[1])
     }

@@ -77,9 +77,7 @@ struct TrainCommand: ParsableCommand {
         if let gpus {
             guard gpus >= 1 else { throw ValidationError("--gpus \(gpus): must be ≥ 1") }
             guard workers == nil else { throw ValidationError("--gpus \(gpus) with --workers: give one of them") }
-            for (flag, given) in [("--seq-warmup", seqWarmup != nil), ("--threads", threads != nil)] where given {
-                throw ValidationError("\(flag) with --gpus: GPU training does not take it yet")
-            }
+            guard threads == nil else { throw ValidationError("--threads with --gpus: the GPUs do the work") }
         }
         if let saveEvery {
             guard saveEvery >= 1 else { throw ValidationError("--save-every \(saveEvery): must be ≥ 1 steps") }
@@ -98,8 +96,6 @@ struct TrainCommand: ParsableCommand {
         try apply(to: &configuration)
         let name = resume ?? "checkpoint"
         if let gpus {
-            // No sequence warm-up on GPUs yet: a fresh run goes without one (a resumed run keeps its checkpoint's).
-            if resume == nil { configuration.sequenceWarmup = nil }
             // Started by a launcher as one of several processes: this process is one rank, on GPU LOCAL_RANK.
             let launch = try LaunchEnvironment.detect(ProcessInfo.processInfo.environment).flatMap {
                 $0.worldSize > 1 ? $0 : nil

@@ -17,9 +17,11 @@ struct DeviceTrainerTests {
         return configuration
     }
 
-    @Test("one GPU's first losses track the CPU trainer's", .enabled(if: gpu != nil))
-    func tracksCPU() throws {
-        let configuration = Self.configuration(workers: 1)
+    @Test("one GPU's first losses track the CPU trainer's (with and without a sequence warm-up)",
+          .enabled(if: gpu != nil), arguments: [false, true])
+    func tracksCPU(_ sequenceWarmup: Bool) throws {
+        var configuration = Self.configuration(workers: 1)
+        if sequenceWarmup { configuration.sequenceWarmup = .init(sequence: 48, steps: 2, batch: 4) }
         var cpu = try Trainer(configuration)
         let device = try DeviceTrainer(configuration, devices: [gpu!])
         for _ in 0..<configuration.steps {
