@@ -115,6 +115,13 @@ public final class DeviceTrainer: @unchecked Sendable {
     /// Whether this process reports and saves for the run (it holds rank 0).
     public var reportsResults: Bool { local[0] != nil }
 
+    /// Whether any rank of the run says `flag` (an interrupt, a failed write): every process calls it at the same
+    /// point and gets the same answer, so they stop, or go on, together.
+    public func anyRank(_ flag: Bool) throws -> Bool {
+        guard spansProcesses, let communicator, let (rank, optimizer) = local.first else { return flag }
+        return try communicator.allReduceSum([flag ? 1 : 0], rank: rank, device: optimizer.weights.master[0].device)[0] > 0
+    }
+
     public var isFinished: Bool { completedSteps >= configuration.steps }
 
     /// One step: forward and backward on every rank, ZeRO-1 reduce, clip, AdamW, gather.
@@ -147,8 +154,8 @@ public final class DeviceTrainer: @unchecked Sendable {
             throw DistFlashError(.runtime, "step \(completedSteps + 1): the gradient norm is \(norm); training "
                 + "diverged: lower --lr or --clip")
         }
+        completedSteps += 1  // the update is made on every rank: count it before anything else can fail
         let (loss, correct) = try sums(results.map { [$0.loss, $0.correct] })
-        completedSteps += 1
         let labelled = batch.labeledCount
         return StepReport(step: completedSteps, loss: loss, accuracy: correct / Double(labelled),
                           labelled: labelled, gradientNorm: norm, learningRate: rate,
@@ -203,8 +210,8 @@ public final class DeviceTrainer: @unchecked Sendable {
     }
 
     /// `work(rank)` for every rank of this process — as threads when it holds several, bounded by the
-    /// communicator's timeout — and the results in rank order. A failing rank aborts the communicator, so the
-    /// other ranks (here or in other processes) stop too.
+    /// communicator's timeout — and the results in rank order. A failing rank aborts the communicator: this
+    /// process's other ranks stop at once, other processes' ranks at their next wait's timeout.
     private func eachRank<T: Sendable>(_ what: String, _ work: @escaping @Sendable (Int) throws -> T) throws -> [T] {
         guard let communicator else { return [try work(0)] }
         guard spansProcesses else { return try RankThreads.run(ranks: local.count, communicator: communicator, what: what, work) }

@@ -115,8 +115,9 @@ struct TrainCommand: ParsableCommand {
             var run = GPUTrainingRun(trainer: try DeviceTrainer(configuration, placement: placement,
                                                                 resume: checkpointFile, checkpointName: name),
                                      peakTFLOPS: peakTFLOPS)
-            let where_ = launch.map { "\($0.worldSize) processes (\($0.launcher)), one GPU each" } ?? "\(gpus) GPU\(gpus == 1 ? "" : "s")"
-            let resources = where_ + (configuration.workers > 1 ? " (\(configuration.plan.rawValue))" : "")
+            let card = try CUDADevice(ordinal: launch?.localRank ?? 0).name
+            let placed = launch.map { "\($0.worldSize) processes (\($0.launcher)), one \(card) each" } ?? "\(gpus) × \(card)"
+            let resources = placed + (configuration.workers > 1 ? " (\(configuration.plan.rawValue))" : "")
             try train(&run, resources: resources, chanceAccuracy: run.trainer.chanceAccuracy)
         } else {
             var trainer = try Trainer(configuration, resume: checkpointFile, checkpointName: name)
@@ -130,10 +131,21 @@ struct TrainCommand: ParsableCommand {
         var output = TrainingOutput(configuration: configuration, model: run.model, chanceAccuracy: chanceAccuracy,
                                     firstStep: run.completedSteps, resources: resources, json: json,
                                     quiet: !run.reportsResults)
+        // Files are written by the reporting process alone; every process learns whether that worked, so a failed
+        // write stops all of them together (across processes the others wait up to --timeout for it).
+        func together(_ what: String, _ run: Run, _ body: () throws -> Void) throws {
+            var failure: Error?
+            if run.reportsResults {
+                do { try body() } catch { failure = error }
+            }
+            if try run.anyRank(failure != nil) {
+                throw failure ?? DistFlashError(.runtime, "rank 0 could not write \(what); every rank stops")
+            }
+        }
         // Every rank takes part in a checkpoint (the optimizer shards are gathered); one writes it.
         func write(_ path: String, _ run: Run) throws {
             let checkpoint = try run.checkpoint()
-            if run.reportsResults { try checkpoint.write(to: URL(fileURLWithPath: path)) }
+            try together(path, run) { try checkpoint.write(to: URL(fileURLWithPath: path)) }
         }
         InterruptRequest.install(notice: "Ctrl-C: finishing this step, then "
             + (save.map { "saving \($0)" } ?? "stopping (no --save: nothing will be saved)")
@@ -143,7 +155,8 @@ struct TrainCommand: ParsableCommand {
         if run.completedSteps == 0 && configuration.evaluationInterval > 0 {
             output.record(evaluation: try run.evaluate())
         }
-        while !run.isFinished && !InterruptRequest.isRequested {
+        // Processes stop together: an interrupt seen by any of them ends the loop for all at the same step.
+        while try !run.isFinished && !run.anyRank(InterruptRequest.isRequested) {
             let report = try run.step()
             let figures = try run.deviceFigures(report)
             let interval = configuration.evaluationInterval
@@ -151,11 +164,11 @@ struct TrainCommand: ParsableCommand {
                 ? try run.evaluate() : nil
             output.record(step: report, evaluation: evaluation, gpu: figures)
             if let save, let saveEvery, report.step % saveEvery == 0, !run.isFinished { try write(save, run) }
-            if evaluation != nil && run.reportsResults { try writeCurve(output) }
+            if evaluation != nil { try together(curve ?? "the curve", run) { try writeCurve(output) } }
         }
 
         if let save { try write(save, run) }
-        if run.reportsResults { try writeCurve(output) }
+        try together(curve ?? "the curve", run) { try writeCurve(output) }
         let interrupted = !run.isFinished
         output.finish(configuration: configuration, model: run.model, completedSteps: run.completedSteps, saved: save,
                       curve: curve, interrupted: interrupted)

@@ -14,6 +14,8 @@ import Testing
         let slurm = try LaunchEnvironment.detect(["SLURM_PROCID": "3", "SLURM_NTASKS": "8", "MASTER_ADDR": "h"])
         #expect(slurm?.rank == 3 && slurm?.localRank == 3 && slurm?.launcher == "Slurm")
         #expect(try LaunchEnvironment.detect(["PATH": "/bin"]) == nil)
+        // One process (srun -n1, mpirun -np 1) is no multi-process run: no rendezvous address needed.
+        #expect(try LaunchEnvironment.detect(["SLURM_PROCID": "0", "SLURM_NTASKS": "1"]) == nil)
         // torchrun's agent holds MASTER_PORT; an explicit port wins over both.
         let agent = try LaunchEnvironment.detect(["RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h",
                                                   "MASTER_PORT": "1234", "TORCHELASTIC_RUN_ID": "none"])

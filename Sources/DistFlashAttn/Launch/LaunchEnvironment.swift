@@ -20,8 +20,9 @@ public struct LaunchEnvironment: Sendable, Equatable {
         (self.masterAddress, self.masterPort, self.launcher) = (masterAddress, masterPort, launcher)
     }
 
-    /// The launch described by `environment` (normally the process's), or nil when no launcher variables are set.
-    /// Throws when they are set but incomplete or out of range, naming the variable.
+    /// The launch described by `environment` (normally the process's), or nil when no launcher variables are set
+    /// or they describe a single process (nothing to join: e.g. `srun -n1`). Throws when they are set but
+    /// incomplete or out of range, naming the variable.
     public static func detect(_ environment: [String: String]) throws -> LaunchEnvironment? {
         let launchers: [(name: String, rank: String, size: String, local: String)] = [
             ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
@@ -47,6 +48,7 @@ public struct LaunchEnvironment: Sendable, Equatable {
             throw DistFlashError(.invalidProblem, "\(launcher.rank) = \(rank): must be in 0..<\(launcher.size) = \(size)")
         }
         guard local >= 0 else { throw DistFlashError(.invalidProblem, "\(launcher.local) = \(local): must be ≥ 0") }
+        guard size > 1 else { return nil }
         guard let address = environment["MASTER_ADDR"], !address.isEmpty else {
             throw DistFlashError(.invalidProblem, "MASTER_ADDR is not set: give the host of rank 0 "
                 + "(e.g. MASTER_ADDR=127.0.0.1 on one host)")
