@@ -1,6 +1,7 @@
 import DistFlashAttn
 import DistFlashAttnCUDA
 import DistFlashTrain
+import Foundation
 
 /// The LLaMA-style model of `LlamaModel` on one GPU: the same layers and checkpoint strategies, with bf16 GEMM
 /// operands and fp32 master weights, residual stream, statistics and gradients. One rank's shard of the sequence
@@ -10,6 +11,8 @@ public struct DeviceLlamaModel: Sendable {
     public let attention: any DeviceAttention
     public let checkpoint: CheckpointStrategy
     let ops: DeviceOps
+    /// The rotary tables of the last positions seen (a rank's positions are the same every step).
+    private let rotary = RotaryCache()
 
     public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
                 device: CUDADevice) throws {
@@ -38,9 +41,7 @@ public struct DeviceLlamaModel: Sendable {
             throw DistFlashError(.shapeMismatch, "\(positions.count) positions for a shard of n = \(shard.sequence) "
                 + "tokens: give one global position per token")
         }
-        let host = try RotaryEmbedding(positions: positions, headDim: config.headDim, theta: config.ropeTheta)
-        let rope = try TrainingKernels.RotaryTables(device: ops.blocks.device, cosines: host.cosines, sines: host.sines,
-                                                    tokens: positions.count, headDim: config.headDim)
+        let rope = try rotary.tables(positions, config, ops.blocks.device)
         var x = try ops.kernels.embeddingForward(tokens: shard.tokens, table: weights.master[config.embeddingSlot])
         var saved: [DeviceSavedLayer] = []
         for index in 0..<config.layers {
@@ -80,5 +81,23 @@ public struct DeviceLlamaModel: Sendable {
 
     private func outputHead(_ weights: DeviceWeights, _ gradients: [DeviceTensor]) -> DeviceOutputHead {
         DeviceOutputHead(config: config, weights: weights, gradients: gradients, ops: ops)
+    }
+}
+
+/// The rotary tables on the device for one list of positions, made on first use and kept while the positions stay.
+final class RotaryCache: @unchecked Sendable {
+    // Invariant: `last` is touched only while holding `lock`.
+    private let lock = NSLock()
+    private var last: (positions: [Int], tables: TrainingKernels.RotaryTables)?
+
+    func tables(_ positions: [Int], _ config: ModelConfig, _ device: CUDADevice) throws -> TrainingKernels.RotaryTables {
+        try lock.withLock {
+            if let last, last.positions == positions { return last.tables }
+            let host = try RotaryEmbedding(positions: positions, headDim: config.headDim, theta: config.ropeTheta)
+            let tables = try TrainingKernels.RotaryTables(device: device, cosines: host.cosines, sines: host.sines,
+                                                          tokens: positions.count, headDim: config.headDim)
+            last = (positions, tables)
+            return tables
+        }
     }
 }
