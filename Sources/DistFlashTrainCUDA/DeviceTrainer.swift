@@ -82,10 +82,10 @@ public final class DeviceTrainer: @unchecked Sendable {
         let parameters = checkpoint?.parameters ?? model.initialParameters(seed: configuration.seed)
         completedSteps = checkpoint?.step ?? 0
         let hyperparameters = AdamW.Hyperparameters(weightDecay: configuration.weightDecay)
-        let saved = checkpoint?.optimizer
+        let (saved, embedding) = (checkpoint?.optimizer, model.embeddingSlot)
         local = Dictionary(uniqueKeysWithValues: try ranksHere.map { rank, device in
             (rank, try ShardedOptimizer(parameters, rank: rank, ranks: worldSize, hyperparameters: hyperparameters,
-                                        resume: saved, device: device))
+                                        resume: saved, fp32Only: [embedding], device: device))
         })
         let (model, communicator) = (model, communicator)
         func length(batch: Int, sequence: Int) throws -> Length {

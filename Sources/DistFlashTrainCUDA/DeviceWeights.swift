@@ -8,20 +8,23 @@ public final class DeviceWeights: @unchecked Sendable {
     // Invariant: the tensors' shapes never change; their contents change only through work on the device's stream.
     public let names: [String]
     public let master: [DeviceTensor]
-    /// The bf16 copy of each tensor of rank 2 (nil for the norm weights, which stay fp32).
+    /// The bf16 copy of each matrix a GEMM reads (nil for the norm weights and the embedding table, read in fp32).
     public let bf16: [DeviceTensor?]
 
     /// Copies of `parameters` on `device`, each in its own memory.
-    public convenience init(_ parameters: Parameters, on device: CUDADevice) throws {
+    /// `fp32Only`: the slots of matrices no GEMM reads (the embedding table), which get no bf16 copy.
+    public convenience init(_ parameters: Parameters, fp32Only: Set<Int> = [], on device: CUDADevice) throws {
         try self.init(names: parameters.names,
                       master: parameters.tensors.map { try DeviceTensor.upload($0, to: device, as: .float32) },
-                      kernels: TrainingKernels(device: device))
+                      fp32Only: fp32Only, kernels: TrainingKernels(device: device))
     }
 
-    /// Over existing master tensors (e.g. views of one flat buffer), with fresh bf16 copies of the matrices.
-    init(names: [String], master: [DeviceTensor], kernels: TrainingKernels) throws {
+    /// Over existing master tensors (e.g. views of one flat buffer), with fresh bf16 copies of the GEMMs' matrices.
+    init(names: [String], master: [DeviceTensor], fp32Only: Set<Int>, kernels: TrainingKernels) throws {
         (self.names, self.master) = (names, master)
-        bf16 = try master.map { $0.shape.count >= 2 ? try kernels.bf16($0) : nil }
+        bf16 = try master.indices.map { i in
+            master[i].shape.count >= 2 && !fp32Only.contains(i) ? try kernels.bf16(master[i]) : nil
+        }
     }
 
     /// Re-rounds every bf16 copy from its master (after an update).

@@ -34,9 +34,9 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let spans: [Range<Int>]
 
     /// Rank `rank` of `ranks` over `parameters`, fresh or continuing `resume` (a full state over every flat
-    /// index, as a checkpoint stores it: this rank takes its slice).
+    /// index, as a checkpoint stores it: this rank takes its slice). `fp32Only`: see `DeviceWeights`.
     public init(_ parameters: Parameters, rank: Int, ranks: Int, hyperparameters: AdamW.Hyperparameters,
-                resume: AdamWState? = nil, device: CUDADevice) throws {
+                resume: AdamWState? = nil, fp32Only: Set<Int> = [], device: CUDADevice) throws {
         try hyperparameters.validate()
         (self.rank, self.ranks, self.hyperparameters) = (rank, ranks, hyperparameters)
         kernels = TrainingKernels(device: device)
@@ -54,7 +54,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         let master = try zip(spans, parameters.tensors).map { try flatMaster.elements($0, as: $1.shape) }
         gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
-        weights = try DeviceWeights(names: parameters.names, master: master, kernels: kernels)
+        weights = try DeviceWeights(names: parameters.names, master: master, fp32Only: fp32Only, kernels: kernels)
         (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
         let share = padded / ranks
         let shard = rank * share..<(rank + 1) * share
