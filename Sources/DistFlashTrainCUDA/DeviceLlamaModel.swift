@@ -34,9 +34,10 @@ public struct DeviceLlamaModel: Sendable {
     }
 
     /// The loss of a shard (tokens and labels `[B, n]`, label −1: no loss) at its tokens' global `positions`,
-    /// normalised by N (the labelled tokens over all ranks), and what the backward needs.
-    public func forward(_ shard: TokenBatch, positions: [Int], lossNormalizer: Int, weights: DeviceWeights) throws
-        -> Cache {
+    /// normalised by N (the labelled tokens over all ranks), and what the backward needs — or, with
+    /// `backward: false` (an evaluation), only each layer's input, so activations never pile up.
+    public func forward(_ shard: TokenBatch, positions: [Int], lossNormalizer: Int, weights: DeviceWeights,
+                        backward: Bool = true) throws -> Cache {
         guard positions.count == shard.sequence else {
             throw DistFlashError(.shapeMismatch, "\(positions.count) positions for a shard of n = \(shard.sequence) "
                 + "tokens: give one global position per token")
@@ -48,7 +49,7 @@ public struct DeviceLlamaModel: Sendable {
             let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
             let activations = try layer.forward(x)
             x = try layer.output(activations.mlp)
-            saved.append(DeviceSavedLayer(activations, strategy: checkpoint))
+            saved.append(DeviceSavedLayer(activations, strategy: backward ? checkpoint : .layer))
         }
         let (loss, correct, head) = try outputHead(weights, []).forward(x, labels: shard.labels,
                                                                         normalizer: lossNormalizer)

@@ -174,7 +174,7 @@ public final class DeviceTrainer: @unchecked Sendable {
                 let positions = full.positions[rank]
                 let cache = try full.models[rank]!.forward(Self.shard(batch, positions), positions: positions,
                                                            lossNormalizer: batch.labeledCount,
-                                                           weights: local[rank]!.weights)
+                                                           weights: local[rank]!.weights, backward: false)
                 return [cache.loss * Double(batch.labeledCount), Double(cache.correctPredictions)]
             }
             let (batchLoss, batchCorrect) = try sums(results)
