@@ -23,9 +23,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let kernels: TrainingKernels
     private let flatMaster: DeviceTensor
     private let flatGradient: DeviceTensor
+    private let layout: EqualShards
     private let shard: Range<Int>
-    /// N, the parameters' flat length (the buffers are padded past it).
-    private let parameterCount: Int
     private let m: DeviceTensor
     private let v: DeviceTensor
     /// This rank's shard of the summed gradient (the reduce-scatter's output; with one rank, the gradient itself).
@@ -41,7 +40,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
         (self.rank, self.ranks, self.hyperparameters) = (rank, ranks, hyperparameters)
         kernels = TrainingKernels(device: device)
         let total = parameters.scalarCount
-        let padded = (total + ranks - 1) / ranks * ranks
+        let layout = EqualShards(count: total, ranks: ranks)
+        let padded = layout.padded
         var flat = parameters.tensors.flatMap(\.scalars)
         flat += [Float](repeating: 0, count: padded - total)
         let flatMaster = try DeviceTensor.upload(try Tensor(shape: [padded], scalars: flat), to: device, as: .float32)
@@ -56,16 +56,15 @@ public final class ShardedOptimizer: @unchecked Sendable {
         gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
         weights = try DeviceWeights(names: parameters.names, master: master, fp32Only: fp32Only, kernels: kernels)
         (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
-        let share = padded / ranks
-        let shard = rank * share..<(rank + 1) * share
-        (self.shard, self.parameterCount) = (shard, total)
+        let (share, shard) = (layout.share, layout.shard(rank))
+        (self.layout, self.shard) = (layout, shard)
         if let resume {
             guard resume.shard == 0..<total else {
                 throw DistFlashError(.shapeMismatch, "AdamW state over \(resume.shard): resuming needs the full range "
                     + "0..<\(total)")
             }
             // The padded shard: the state's values where they exist, zeros past the last parameter.
-            let owned = min(shard.lowerBound, total)..<min(shard.upperBound, total)
+            let owned = layout.owned(rank)
             let padding = [Float](repeating: 0, count: share - owned.count)
             m = try DeviceTensor.upload(try Tensor(shape: [share], scalars: Array(resume.m[owned]) + padding),
                                         to: device, as: .float32)
@@ -82,7 +81,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
     /// This rank's moments over its flat range (padding dropped): the shards of all ranks, in rank order, gather
     /// into the full state a checkpoint stores.
     public func state() throws -> AdamWState {
-        let owned = min(shard.lowerBound, parameterCount)..<min(shard.upperBound, parameterCount)
+        let owned = layout.owned(rank)
         let local = 0..<owned.count
         return try AdamWState(step: step, shard: owned, m: Array(try m.download().scalars[local]),
                               v: Array(try v.download().scalars[local]))
@@ -96,9 +95,9 @@ public final class ShardedOptimizer: @unchecked Sendable {
         for moment in [m, v] {
             let whole = try zeros.filled([padded], with: 0, like: nil)
             try communicator.allGather(moment, into: whole, rank: rank)
-            moments.append(Array(try whole.download().scalars[0..<parameterCount]))
+            moments.append(Array(try whole.download().scalars[0..<layout.count]))
         }
-        return try AdamWState(step: step, shard: 0..<parameterCount, m: moments[0], v: moments[1])
+        return try AdamWState(step: step, shard: 0..<layout.count, m: moments[0], v: moments[1])
     }
 
     /// Sets every gradient to zero (before a step's backward adds into them).
@@ -124,12 +123,9 @@ public final class ShardedOptimizer: @unchecked Sendable {
         let scale = norm > maxNorm ? maxNorm / (norm + 1e-6) : 1
         step += 1
         let h = hyperparameters
-        for (t, span) in spans.enumerated() {
-            let lower = max(span.lowerBound, shard.lowerBound), upper = min(span.upperBound, shard.upperBound)
-            guard lower < upper else { continue }
-            let local = lower - shard.lowerBound..<upper - shard.lowerBound
+        for (t, flat, local) in layout.segments(rank, spans: spans) {
             let decay = weights.master[t].shape.count >= 2 ? h.weightDecay : 0
-            try kernels.adamW(try flatMaster.elements(lower..<upper, as: [upper - lower]),
+            try kernels.adamW(try flatMaster.elements(flat, as: [flat.count]),
                               gradient: try mine.elements(local, as: [local.count]), gradientScale: scale,
                               m: try m.elements(local, as: [local.count]), v: try v.elements(local, as: [local.count]),
                               bf16Copy: nil, learningRate: learningRate, beta1: h.beta1, beta2: h.beta2,
