@@ -142,7 +142,7 @@ public final class DeviceTrainer: @unchecked Sendable {
         let results = try eachRank("GPU training step \(completedSteps + 1)") { rank in
             let (optimizer, model, positions) = (local[rank]!, length.models[rank]!, length.positions[rank])
             try optimizer.zeroGradients()
-            let cache = try model.forward(Self.shard(batch, positions), positions: positions,
+            let cache = try model.forward(batch.columns(positions), positions: positions,
                                           lossNormalizer: batch.labeledCount, weights: optimizer.weights)
             let (loss, correct) = (cache.loss, cache.correctPredictions)
             try model.backward(cache, weights: optimizer.weights, into: optimizer.gradients)
@@ -172,7 +172,7 @@ public final class DeviceTrainer: @unchecked Sendable {
             let batch = heldOut.batch(step: index, size: configuration.batch)
             let results = try eachRank("GPU evaluation") { rank in
                 let positions = full.positions[rank]
-                let cache = try full.models[rank]!.forward(Self.shard(batch, positions), positions: positions,
+                let cache = try full.models[rank]!.forward(batch.columns(positions), positions: positions,
                                                            lossNormalizer: batch.labeledCount,
                                                            weights: local[rank]!.weights, backward: false)
                 return [cache.loss * Double(batch.labeledCount), Double(cache.correctPredictions)]
@@ -232,18 +232,5 @@ public final class DeviceTrainer: @unchecked Sendable {
             total = try communicator.allReduceSum(total, rank: rank, device: optimizer.weights.master[0].device)
         }
         return (total[0], total[1])
-    }
-
-    /// Rows `[B, n]` of a batch `[B, S]` at `positions` (labels were shifted before sharding, so the label of a
-    /// shard's last token travels with it).
-    static func shard(_ batch: TokenBatch, _ positions: [Int]) -> TokenBatch {
-        var (tokens, labels): ([Int32], [Int32]) = ([], [])
-        for b in 0..<batch.batch {
-            for p in positions {
-                tokens.append(batch.tokens[b * batch.sequence + p])
-                labels.append(batch.labels[b * batch.sequence + p])
-            }
-        }
-        return TokenBatch(batch: batch.batch, sequence: positions.count, tokens: tokens, labels: labels)
     }
 }

@@ -53,19 +53,38 @@ public final class DeviceMatmul: @unchecked Sendable {
             throw DistFlashError(.shapeMismatch, "matmul: [\(m), \(k)] × [\(k), \(n)] exceeds cuBLAS's 32-bit sizes")
         }
         guard m > 0, n > 0 else { return }
-        // cuBLAS is column-major: the row-major C = op(A)·op(B) is the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, and a
-        // row-major matrix read column-major is its transpose; so B goes first, each with its own flag, and
-        // every leading dimension is the stored row length.
+        let call = Self.columnMajorCall(a: (aRows, aColumns), b: (bRows, bColumns), transposeA: transposeA,
+                                        transposeB: transposeB)
         var (alpha, beta) = (alpha, beta)
         try device.exclusive {
             try device.makeCurrent()
             try cublas.check(cublas.cublasGemmEx(
-                handle, transposeB ? CUBLAS.transpose : CUBLAS.noTranspose,
-                transposeA ? CUBLAS.transpose : CUBLAS.noTranspose, Int32(n), Int32(m), Int32(k), &alpha,
-                b.address, CUBLAS.type(b.precision), Int32(bColumns), a.address, CUBLAS.type(a.precision),
-                Int32(aColumns), &beta, c.address, CUBLAS.type(c.precision), Int32(n), CUBLAS.compute32F,
-                CUBLAS.defaultAlgorithm), "cublasGemmEx([\(m), \(k)] × [\(k), \(n)])")
+                handle, call.transposeFirst ? CUBLAS.transpose : CUBLAS.noTranspose,
+                call.transposeSecond ? CUBLAS.transpose : CUBLAS.noTranspose, Int32(call.m), Int32(call.n),
+                Int32(call.k), &alpha, b.address, CUBLAS.type(b.precision), Int32(call.leadingFirst), a.address,
+                CUBLAS.type(a.precision), Int32(call.leadingSecond), &beta, c.address, CUBLAS.type(c.precision),
+                Int32(call.leadingC), CUBLAS.compute32F, CUBLAS.defaultAlgorithm),
+                "cublasGemmEx([\(m), \(k)] × [\(k), \(n)])")
         }
+    }
+
+    /// A column-major GEMM call C = op(X)·op(Y) (X first): BLAS's m, n, k, flags and leading dimensions.
+    public struct ColumnMajorCall: Sendable, Equatable {
+        public var transposeFirst: Bool, transposeSecond: Bool
+        public var m: Int, n: Int, k: Int
+        public var leadingFirst: Int, leadingSecond: Int, leadingC: Int
+    }
+
+    /// The column-major call that computes the row-major C `[M, N]` = op(A)·op(B) for stored row-major A
+    /// `(rows, columns)` and B. A row-major matrix read column-major is its transpose, so the row-major C is the
+    /// column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: B goes first, each keeps its own flag, and every leading dimension is
+    /// the stored row length.
+    public static func columnMajorCall(a: (rows: Int, columns: Int), b: (rows: Int, columns: Int), transposeA: Bool,
+                                       transposeB: Bool) -> ColumnMajorCall {
+        let (m, k) = transposeA ? (a.columns, a.rows) : (a.rows, a.columns)
+        let n = transposeB ? b.rows : b.columns
+        return ColumnMajorCall(transposeFirst: transposeB, transposeSecond: transposeA, m: n, n: m, k: k,
+                               leadingFirst: b.columns, leadingSecond: a.columns, leadingC: n)
     }
 
     /// (rows, columns) of a tensor read as a matrix: the last axis is the columns, all others the rows.

@@ -35,16 +35,6 @@ public struct RankContext: Sendable {
             throw DistFlashError(.shapeMismatch, "batch [B, S] = [\(batch.batch), \(batch.sequence)] but the group "
                 + "was built for [\(problem.batch), \(problem.sequence)]")
         }
-        let positions = self.positions
-        var tokens: [Int32] = [], labels: [Int32] = []
-        tokens.reserveCapacity(batch.batch * positions.count)
-        labels.reserveCapacity(batch.batch * positions.count)
-        for b in 0..<batch.batch {
-            for p in positions {
-                tokens.append(batch.tokens[b * batch.sequence + p])
-                labels.append(batch.labels[b * batch.sequence + p])
-            }
-        }
-        return TokenBatch(batch: batch.batch, sequence: positions.count, tokens: tokens, labels: labels)
+        return batch.columns(positions)
     }
 }

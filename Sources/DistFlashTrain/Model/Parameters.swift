@@ -45,4 +45,19 @@ public struct TokenBatch: Sendable, Equatable {
 
     /// Number of tokens that carry a label.
     public var labeledCount: Int { labels.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+
+    /// Every row's tokens and labels at `positions` `[n]`: a rank's shard `[B, n]` (labels were shifted before
+    /// sharding, so the label of a shard's last token travels with it).
+    public func columns(_ positions: [Int]) -> TokenBatch {
+        var tokens: [Int32] = [], labels: [Int32] = []
+        tokens.reserveCapacity(batch * positions.count)
+        labels.reserveCapacity(batch * positions.count)
+        for b in 0..<batch {
+            for p in positions {
+                tokens.append(self.tokens[b * sequence + p])
+                labels.append(self.labels[b * sequence + p])
+            }
+        }
+        return TokenBatch(batch: batch, sequence: positions.count, tokens: tokens, labels: labels)
+    }
 }
