@@ -3,8 +3,8 @@
 #   check  the tiny model's first steps on 1 GPU, on every GPU from one process, and on every GPU as one process
 #          each (torchrun): the three loss trajectories side by side (same seed, same data)
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
-#          and 32k tokens per GPU (llama-1b, byte-level text of random bytes, the distflash plan over every GPU),
-#          then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary, same call
+#          and 32k tokens per GPU (llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
+#          and on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
@@ -26,14 +26,20 @@ if [ "$mode" = check ]; then
     exit 0
 fi
 head -c 64000000 /dev/urandom >"$out/random.bytes"
+# One run: run TAG GPUS SEQ STRATEGY. The step lines (JSON) go to $out/train-TAG.jsonl; the last one is echoed.
+run() {
+    local tag=$1 count=$2 seq=$3 strategy=$4
+    timeout "${LIMIT:-240}" bin/distflash train --gpus "$count" --preset llama-1b --task "text=$out/random.bytes" \
+        --seq "$seq" --batch 1 --steps "${STEPS:-4}" --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
+        --checkpoint "$strategy" --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
+    echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
+}
 for tokens in ${TOKENS:-16384 32768}; do
     for strategy in none layer remat; do
-        tag=$strategy-$tokens
-        timeout "${LIMIT:-240}" bin/distflash train --gpus "$gpus" --preset llama-1b --task "text=$out/random.bytes" \
-            --seq $((tokens * gpus)) --batch 1 --steps "${STEPS:-4}" --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
-            --checkpoint "$strategy" --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
-        echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
+        run "$strategy-$tokens-x$gpus" "$gpus" $((tokens * gpus)) "$strategy"   # every GPU, S = tokens · P
+        run "$strategy-$tokens-x1" 1 "$tokens" "$strategy"                       # one GPU: the baseline's shape
     done
 done
+# The same shape with Hugging Face transformers + PyTorch on one GPU (gradient checkpointing off and on).
 timeout "${LIMIT:-240}" python3 bench/train_hf.py --preset llama-1b --vocab 256 --seqs 16384,32768 --steps 6 \
     | tee "$out/train-hf.md"
