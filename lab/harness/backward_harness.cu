@@ -2,9 +2,15 @@
 // every mask, GQA, strided positions; gradients start non-zero to test that the kernel adds), then timed with CUDA
 // events on the benchmark shapes (bf16, B=1, H=32, D=128). Build and run with lab/run_backward.sh.
 #include "common.cuh"
+// The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
+// skipped by its #pragma once).
+#include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
+}
+namespace prefetch {
+#include "../backward/v2_prefetch.cu"
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -71,8 +77,12 @@ struct Candidate {
     std::string name;
     int D, warps;
     Backward kernel;
+    /// Buffers of the Q and dO tiles (2: the next tile loads while this one computes).
+    int stages = 1;
     int keys() const { return 16 * warps; }
-    size_t shared() const { return (size_t)(2 * keys() + 2 * 64) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4; }
+    size_t shared() const {
+        return (size_t)(2 * keys() + 2 * 64 * stages) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4;
+    }
 };
 
 struct Buffers {
@@ -82,8 +92,8 @@ struct Buffers {
 
 static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d, const Buffers &x) {
     int qtiles = (p.Sq + 63) / 64, ktiles = (p.Sk + c.keys() - 1) / c.keys();
-    mainline::attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, 64, d.qbounds);
-    mainline::attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
+    attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, 64, d.qbounds);
+    attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
     c.kernel<<<dim3(ktiles, p.Hkv, p.B), c.warps * 32, c.shared()>>>(
         d.q, d.k, d.v, x.dout, x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc, d.qbounds, d.kbounds, x.dq, x.dk, x.dv,
         p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind, p.window);
@@ -199,6 +209,8 @@ int main() {
         {"bwd d64 w8", 64, 8, (Backward)attention_backward_mma_d64_w8},
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
+        {"bwd d64 w8 prefetch", 64, 8, (Backward)prefetch::attention_backward_prefetch_d64_w8, 2},
+        {"bwd d128 w8 prefetch", 128, 8, (Backward)prefetch::attention_backward_prefetch_d128_w8, 2},
     };
     for (auto &c : candidates)
         CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));
