@@ -31,6 +31,13 @@ done
 for plan in ring distflash zigzag striped allgather ulysses; do
     run --seq 301 --heads 6 --kv-heads 2 --head-dim 64 --workers 3 --plan "$plan"
 done
+# fp16 inputs (the kernels compiled for fp16): tensor-core and SIMT head dims, every mask, GQA, a plan
+for d in 40 64 128; do
+    for mask in "--mask causal" "--mask full" "--mask window=100" "--doc-lens 1,500,524"; do
+        run --dtype fp16 --seq 1025 --heads 6 --kv-heads 2 --head-dim "$d" $mask
+    done
+done
+run --dtype fp16 --seq 301 --heads 6 --kv-heads 2 --head-dim 64 --workers 3 --plan distflash
 python3 scripts/sdpa_crosscheck.py --binary "$bin" | tee "$out/sdpa.txt" || failures=$((failures + 1))
 echo "gpu checks: $(wc -l <"$out/check.jsonl") runs, $failures failures"
 [ "$failures" = 0 ]

@@ -30,6 +30,8 @@ grid() {  # grid TAG MASK-ARGS...: every P and plan for one mask; failures liste
 }
 grid causal --mask causal & grid full --mask full & grid window --mask window=50 & grid docs --doc-lens 100,201 &
 wait
+# fp16 inputs over NCCL (receive buffers and kernels of the fp16 build)
+grid fp16 --dtype fp16 --mask causal
 cat "$out"/multi-*.jsonl >"$out/multi.jsonl"
 for f in "$out"/grid-*.failed; do [ -e "$f" ] || continue; while read -r line; do fail "$line"; done <"$f"; done
 

@@ -9,13 +9,24 @@ struct AttentionKernels: Sendable {
     let device: CUDADevice
     /// Warps per thread block of the SIMT kernels.
     let warps = 4
+    /// The sources for this backend's input type (bf16 or fp16: one module each, same kernel names).
+    let simtSource: String
+    let forwardSource: String
+    let backwardSource: String
 
-    static let simtSource = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
-    static let forwardSource = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
-    static let backwardSource = KernelSource.splicing(PackageResources.attention_backward_mma_cu)
+    static let simt = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
+    static let forward = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
+    static let backward = KernelSource.splicing(PackageResources.attention_backward_mma_cu)
+
+    init(device: CUDADevice, inputs: DeviceTensor.Precision) {
+        self.device = device
+        (simtSource, forwardSource, backwardSource) = (KernelSource.forInputs(Self.simt, inputs),
+                                                       KernelSource.forInputs(Self.forward, inputs),
+                                                       KernelSource.forInputs(Self.backward, inputs))
+    }
 
     /// Whether the forward and backward run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS
-    /// and dO then enter the mma as bf16). `DISTFLASH_CUDA_KERNEL=simt` forces the SIMT reference kernels.
+    /// and dO then enter the mma in the input type). `DISTFLASH_CUDA_KERNEL=simt` forces the SIMT kernels.
     func usesTensorCores(headDim: Int) -> Bool { Self.usesTensorCores(headDim: headDim) }
 
     static func usesTensorCores(headDim: Int) -> Bool {
@@ -78,18 +89,18 @@ struct AttentionKernels: Sendable {
     func forwardLaunch(queries: Int, keys: Int, heads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> ForwardLaunch {
         guard usesTensorCores(headDim: dim) else {
-            return ForwardLaunch(kernel: try device.kernel("attention_forward", source: Self.simtSource),
+            return ForwardLaunch(kernel: try device.kernel("attention_forward", source: simtSource),
                                  grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
                                  sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, dim: dim, tensorCores: false)
         }
         // The lab's winners (lab/results): D=128 with 64-key tiles, D=64 with 128-key tiles.
         let (rows, keyTile) = (128, dim == 128 ? 64 : 128)
-        let kernel = try device.kernel("attention_forward_mma_d\(dim)_w4_m2_n\(keyTile)", source: Self.forwardSource)
+        let kernel = try device.kernel("attention_forward_mma_d\(dim)_w4_m2_n\(keyTile)", source: forwardSource)
         let sharedBytes = (rows + 2 * keyTile) * (dim + 8) * 2
         try device.allowSharedMemory(kernel, bytes: sharedBytes)
         let tiles = (keys + keyTile - 1) / keyTile
         let bounds = try DeviceBuffer(device, bytes: 16 * tiles)
-        try device.launch(try device.kernel("attention_tile_bounds", source: Self.forwardSource),
+        try device.launch(try device.kernel("attention_tile_bounds", source: forwardSource),
                           grid: ((tiles + 127) / 128, 1, 1), block: 128,
                           [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
                            .pointer(bounds.address)])
@@ -133,10 +144,10 @@ struct AttentionKernels: Sendable {
                 + [.pointer(dq), .pointer(dk), .pointer(dv)] + sizes)
             return
         }
-        try device.launch(try device.kernel("attention_backward_dkdv", source: Self.simtSource),
+        try device.launch(try device.kernel("attention_backward_dkdv", source: simtSource),
                           grid: ((keys + warps - 1) / warps, kvHeads, batch), block: 32 * warps,
                           inputs + [.pointer(dk), .pointer(dv)] + sizes)
-        try device.launch(try device.kernel("attention_backward_dq", source: Self.simtSource),
+        try device.launch(try device.kernel("attention_backward_dq", source: simtSource),
                           grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
                           inputs + [.pointer(dq)] + sizes)
     }
@@ -148,10 +159,10 @@ struct AttentionKernels: Sendable {
         -> BackwardLaunch {
         let (warps, queryTile) = (8, 64)
         let keyTile = 16 * warps
-        let kernel = try device.kernel("attention_backward_mma_d\(dim)_w\(warps)", source: Self.backwardSource)
+        let kernel = try device.kernel("attention_backward_mma_d\(dim)_w\(warps)", source: backwardSource)
         let sharedBytes = (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4
         try device.allowSharedMemory(kernel, bytes: sharedBytes)
-        let boundsKernel = try device.kernel("attention_tile_bounds", source: Self.backwardSource)
+        let boundsKernel = try device.kernel("attention_tile_bounds", source: backwardSource)
         var bounds: [DeviceBuffer] = []
         for (rows, tile, position, document) in [(queries, queryTile, 0, 2), (keys, keyTile, 1, 3)] {
             let tiles = (rows + tile - 1) / tile

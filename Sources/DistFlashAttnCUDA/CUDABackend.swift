@@ -2,13 +2,16 @@ import DistFlashAttn
 
 /// The CUDA backend for host tensors: the same block primitives as the CPU backend, computed on one GPU by
 /// `CUDABlocks`, with each call's tensors moved to the device and back. Q, K, V and dO go to the device as bf16
-/// (so run problems with `dtype: .bf16` for the reference rule to apply); O, LSE, δ and gradients stay fp32.
+/// or fp16 (`inputs`; run problems of that dtype for the reference rule to apply); O, LSE, δ and gradients stay
+/// fp32.
 /// Runs across GPUs keep their tensors on the devices instead (`MultiGPUAttention`).
 public struct CUDABackend: AttentionBackend, Sendable {
     public let blocks: CUDABlocks
     public var device: CUDADevice { blocks.device }
 
-    public init(device: CUDADevice) { blocks = CUDABlocks(device: device) }
+    public init(device: CUDADevice, inputs: DeviceTensor.Precision = .bfloat16) {
+        blocks = CUDABlocks(device: device, inputs: inputs)
+    }
 
     /// Whether the kernels run on tensor cores for head dimension `headDim` (D ∈ {64, 128}).
     public func usesTensorCores(headDim: Int) -> Bool { blocks.kernels.usesTensorCores(headDim: headDim) }

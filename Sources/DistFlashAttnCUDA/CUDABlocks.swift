@@ -2,7 +2,8 @@ import DistFlashAttn
 import Foundation
 
 /// The block primitives on one GPU with every tensor resident on it (`DeviceTensor`): what the executor runs a
-/// plan with across GPUs. Inputs (Q, K, V, dO) are bf16, accumulators (O, LSE, δ, gradients) fp32. Work is queued
+/// plan with across GPUs. Inputs (Q, K, V, dO) are bf16 or fp16 (`inputs`), accumulators (O, LSE, δ, gradients)
+/// fp32. Work is queued
 /// on the device's compute stream and not waited for; `finish` waits and returns the seconds the GPU spent in
 /// the primitives (timed with events).
 ///
@@ -16,16 +17,22 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     private var tokens: [TokenKey: AttentionKernels.TokenBuffers] = [:]
     private var timings: [(start: OpaquePointer?, end: OpaquePointer?)] = []
 
-    static let opsSource = String(decoding: PackageResources.tensor_ops_cu, as: UTF8.self)
+    static let ops = String(decoding: PackageResources.tensor_ops_cu, as: UTF8.self)
+    /// The tensor ops for this backend's input type.
+    let opsSource: String
     private let warps = 4
+    /// The type of Q, K, V and dO: bf16 or fp16.
+    public let inputs: DeviceTensor.Precision
 
     /// Whether each primitive is timed with a pair of CUDA events (which `finish` reads and frees). Long-lived
     /// users that never call `finish` (a training model's tensor ops) turn it off, or the events would pile up.
     public let timesPrimitives: Bool
 
-    public init(device: CUDADevice, timing: Bool = true) {
-        (self.device, timesPrimitives) = (device, timing)
-        kernels = AttentionKernels(device: device)
+    /// `inputs`: bf16 or fp16 (an fp32 input type is refused when used).
+    public init(device: CUDADevice, timing: Bool = true, inputs: DeviceTensor.Precision = .bfloat16) {
+        (self.device, timesPrimitives, self.inputs) = (device, timing, inputs)
+        kernels = AttentionKernels(device: device, inputs: inputs)
+        opsSource = KernelSource.forInputs(Self.ops, inputs)
     }
 
     deinit {
@@ -36,13 +43,13 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     }
 
     /// Whether the kernels run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS and dO then
-    /// enter the mma as bf16, which the reference rule's baseline must mirror). `DISTFLASH_CUDA_KERNEL=simt`
+    /// enter the mma in the input type, which the reference rule's baseline must mirror). `DISTFLASH_CUDA_KERNEL=simt`
     /// forces the SIMT kernels.
     public static func usesTensorCores(headDim: Int) -> Bool { AttentionKernels.usesTensorCores(headDim: headDim) }
 
-    /// Places a host tensor on this GPU: Q, K, V, dO as `.input` (bf16), O and LSE as `.accumulator` (fp32).
+    /// Places a host tensor on this GPU: Q, K, V, dO as `.input` (`inputs`), O and LSE as `.accumulator` (fp32).
     public func upload(_ tensor: Tensor, as precision: BlockPrecision) throws -> DeviceTensor {
-        try DeviceTensor.upload(tensor, to: device, as: precision == .input ? .bfloat16 : .float32)
+        try DeviceTensor.upload(tensor, to: device, as: precision == .input ? inputs : .float32)
     }
 
     /// Places a rank's shards on this GPU, each in its role's precision.
@@ -50,11 +57,12 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         try shards.reduce(into: [:]) { placed, shard in placed[shard.key] = try upload(shard.value, as: shard.key.precision) }
     }
 
-    /// A bf16 tensor of unit-variance random values made on the device (benchmark inputs), different per `seed`.
+    /// An input-type tensor of unit-variance random values made on the device (benchmark inputs), different per
+    /// `seed`.
     public func random(_ shape: [Int], seed: UInt32) throws -> DeviceTensor {
-        let tensor = try DeviceTensor(device, shape: shape, precision: .bfloat16)
+        let tensor = try DeviceTensor(device, shape: shape, precision: inputs)
         if tensor.count > 0 {
-            try device.launch(try device.kernel("fill_random_bf16", source: Self.opsSource),
+            try device.launch(try device.kernel("fill_random_input", source: opsSource),
                               grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
                               [.pointer(tensor.address), .int64(Int64(tensor.count)), .int(Int32(bitPattern: seed))])
         }
@@ -69,6 +77,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
             switch tensor.precision {
             case .float32: try tensor.buffer.fill32(value.bitPattern, count: tensor.count)  // a fresh tensor: offset 0
             case .bfloat16: try tensor.buffer.fill16(BFloat16.bits(value), count: tensor.count)
+            case .float16: try tensor.buffer.fill16(Float16(value).bitPattern, count: tensor.count)
             }
         }
         return tensor
@@ -86,7 +95,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
 
     public func add(_ values: DeviceTensor, into block: inout DeviceTensor, at ranges: [Range<Int>]) throws {
         guard block.precision == .float32 else {
-            throw DistFlashError(.runtime, "adding into a bf16 tensor \(block.shape): only fp32 accumulators add")
+            throw DistFlashError(.runtime, "adding into a \(block.precision) tensor \(block.shape): only fp32 accumulators add")
         }
         try copy(from: values, at: values.shape.map { 0..<$0 }, to: block, at: ranges, add: true)
     }
@@ -106,9 +115,9 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         func padded(_ values: [Int], _ fill: Int) -> [Int] { Array(repeating: fill, count: 4 - values.count) + values }
         let (e, o, p) = (padded(extent, 1), padded(sourceRanges.map(\.lowerBound), 0), padded(targetRanges.map(\.lowerBound), 0))
         let (s, t) = (padded(source.shape, 1), padded(target.shape, 1))
-        let name = source.precision == .bfloat16 ? "copy_block_b16" : add ? "add_block_f32" : "copy_block_f32"
+        let name = source.precision != .float32 ? "copy_block_b16" : add ? "add_block_f32" : "copy_block_f32"
         try timed {
-            try device.launch(try device.kernel(name, source: Self.opsSource), grid: (min(runs, 65_535), 1, 1),
+            try device.launch(try device.kernel(name, source: opsSource), grid: (min(runs, 65_535), 1, 1),
                               block: last >= 128 ? 128 : 32,
                               [.pointer(source.address), .pointer(target.address)]
                                   + (e + s.dropFirst() + o + t.dropFirst() + p).map { .int(Int32($0)) })
@@ -142,7 +151,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
         guard sequence > 0 else { return }
         try timed {
-            try device.launch(try device.kernel("merge_partials", source: Self.opsSource),
+            try device.launch(try device.kernel("merge_partials", source: opsSource),
                               grid: ((sequence + warps - 1) / warps, heads, batch), block: 32 * warps,
                               [.pointer(output.address), .pointer(logSumExp.address), .pointer(otherOutput.address),
                                .pointer(otherLogSumExp.address), .int(Int32(sequence)), .int(Int32(heads)),
@@ -152,12 +161,12 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
 
     public func backwardPreprocess(output: DeviceTensor, outputGrad: DeviceTensor) throws -> DeviceTensor {
         try require(output, .float32, outputGrad.shape, "O")
-        try require(outputGrad, .bfloat16, output.shape, "dO")
+        try require(outputGrad, inputs, output.shape, "dO")
         let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
         let delta = try DeviceTensor(device, shape: [batch, heads, sequence], precision: .float32)
         if sequence > 0 {
             try timed {
-                try device.launch(try device.kernel("backward_preprocess_bf16", source: Self.opsSource),
+                try device.launch(try device.kernel("backward_preprocess_input", source: opsSource),
                                   grid: ((sequence + warps - 1) / warps, heads, batch), block: 32 * warps,
                                   [.pointer(output.address), .pointer(outputGrad.address), .pointer(delta.address),
                                    .int(Int32(sequence)), .int(Int32(heads)), .int(Int32(dim))])
@@ -171,7 +180,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
                          logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor) throws {
         let g = try geometry(query, key, value, queryPositions, keyPositions)
-        try require(outputGrad, .bfloat16, query.shape, "dO")
+        try require(outputGrad, inputs, query.shape, "dO")
         try require(logSumExp, .float32, [g.batch, g.heads, g.queries], "LSE")
         try require(delta, .float32, [g.batch, g.heads, g.queries], "δ")
         try require(queryGrad, .float32, query.shape, "dQ")
@@ -180,7 +189,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         if g.queries == 0 || g.keys == 0 { return }
         let tokens = try tokenBuffers(mask, queryPositions, keyPositions)
         let tensorCores = kernels.usesTensorCores(headDim: g.dim)
-        // The tensor-core kernel takes dO as bf16 (an mma operand), the SIMT kernels as fp32.
+        // The tensor-core kernel takes dO in the input type (an mma operand), the SIMT kernels as fp32.
         let dO = tensorCores ? outputGrad : try widened(outputGrad)
         let inputs: [CUDADevice.Argument] = [.pointer(query.address), .pointer(key.address), .pointer(value.address),
                                              .pointer(dO.address), .pointer(logSumExp.address), .pointer(delta.address)]
@@ -243,7 +252,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
 
     private func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {
         let out = try DeviceTensor(device, shape: tensor.shape, precision: .float32)
-        try device.launch(try device.kernel("widen_bf16", source: Self.opsSource),
+        try device.launch(try device.kernel("widen_input", source: opsSource),
                           grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
                           [.pointer(tensor.address), .pointer(out.address), .int64(Int64(tensor.count))])
         return out
@@ -273,11 +282,14 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         }
     }
 
-    /// The shared shape checks, bf16 inputs, and this backend's limit on D.
+    /// The shared shape checks, inputs of this backend's type, and its limit on D.
     private func geometry(_ query: DeviceTensor, _ key: DeviceTensor, _ value: DeviceTensor, _ queryPositions: [Int],
                           _ keyPositions: [Int]) throws -> BlockGeometry {
-        for (tensor, name) in [(query, "Q"), (key, "K"), (value, "V")] where tensor.precision != .bfloat16 {
-            throw DistFlashError(.shapeMismatch, "\(name) is \(tensor.precision): the CUDA kernels take bf16 inputs")
+        guard inputs != .float32 else {
+            throw DistFlashError(.shapeMismatch, "inputs of type \(inputs): the CUDA kernels take bf16 or fp16 inputs")
+        }
+        for (tensor, name) in [(query, "Q"), (key, "K"), (value, "V")] where tensor.precision != inputs {
+            throw DistFlashError(.shapeMismatch, "\(name) is \(tensor.precision): this backend's kernels take \(inputs)")
         }
         let g = try BlockGeometry(queryShape: query.shape, keyShape: key.shape, valueShape: value.shape,
                                   queryPositions: queryPositions, keyPositions: keyPositions)

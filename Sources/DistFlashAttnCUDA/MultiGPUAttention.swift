@@ -10,12 +10,13 @@ public struct MultiGPUAttention: Sendable {
     public let blocks: [CUDABlocks]
     let communicator: NCCLCommunicator
 
-    /// Rank r on `devices[r]`.
-    public init(plan: Plan.Kind, devices: [CUDADevice], timeout: TimeInterval = 60) throws {
+    /// Rank r on `devices[r]`, for problems whose inputs are `inputs` (bf16 or fp16).
+    public init(plan: Plan.Kind, devices: [CUDADevice], timeout: TimeInterval = 60,
+                inputs: DeviceTensor.Precision = .bfloat16) throws {
         run = DistributedAttention(plan: plan, ranks: devices.count)
         run.timeout = timeout
-        blocks = devices.map { CUDABlocks(device: $0) }
-        communicator = try NCCLCommunicator(devices: devices, timeout: timeout)
+        blocks = devices.map { CUDABlocks(device: $0, inputs: inputs) }
+        communicator = try NCCLCommunicator(devices: devices, timeout: timeout, inputs: inputs)
     }
 
     /// What one pass measured beyond the executor's figures: each GPU's peak memory during it.
@@ -26,7 +27,7 @@ public struct MultiGPUAttention: Sendable {
     /// O and LSE of attention over the whole sequence. Query `[B, S, H, D]`, key/value `[B, S, H_kv, D]`.
     public func forward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
         -> (DistributedAttention.Outcome<AttentionPartial>, Figures) {
-        let plan = try run.gpuPlan(problem, .forward)
+        let plan = try run.gpuPlan(problem, .forward, inputs: communicator.inputs)
         let (outcome, figures) = try execute(plan, problem, [.query: query, .key: key, .value: value])
         let result = AttentionPartial(output: try plan.layout.unshard(.output, from: outcome.value),
                                       logSumExp: try plan.layout.unshard(.logSumExp, from: outcome.value))
@@ -38,7 +39,7 @@ public struct MultiGPUAttention: Sendable {
                          result: AttentionPartial, outputGrad: Tensor) throws
         -> (DistributedAttention.Outcome<AttentionGradients>, Figures) {
         try outputGrad.requireShape(problem.queryShape, "dO")
-        let plan = try run.gpuPlan(problem, .backward)
+        let plan = try run.gpuPlan(problem, .backward, inputs: communicator.inputs)
         let (outcome, figures) = try execute(plan, problem, [.query: query, .key: key, .value: value,
                                                              .output: result.output, .outputGrad: outputGrad,
                                                              .logSumExp: result.logSumExp])
@@ -66,10 +67,11 @@ public struct MultiGPUAttention: Sendable {
 }
 
 extension DistributedAttention {
-    /// This run's plan for `problem`'s `pass`, verified, for the CUDA kernels (bf16 inputs).
-    func gpuPlan(_ problem: AttentionProblem, _ pass: Plan.Pass) throws -> Plan {
-        guard problem.dtype == .bf16 else {
-            throw DistFlashError(.runtime, "dtype \(problem.dtype): the CUDA kernels take bf16 inputs (use --dtype bf16)")
+    /// This run's plan for `problem`'s `pass`, verified, for CUDA kernels built for `inputs`.
+    func gpuPlan(_ problem: AttentionProblem, _ pass: Plan.Pass, inputs: DeviceTensor.Precision) throws -> Plan {
+        guard DeviceTensor.Precision(inputsOf: problem.dtype) == inputs else {
+            throw DistFlashError(.runtime, "dtype \(problem.dtype): these GPU ranks were set up for \(inputs) inputs "
+                + "(the CUDA kernels take bf16 or fp16: use --dtype bf16 or --dtype fp16)")
         }
         let plan = try Plan.make(self.plan, problem: problem, ranks: ranks, pass: pass)
         try plan.verify(problem: problem)

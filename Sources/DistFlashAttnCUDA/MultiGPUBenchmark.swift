@@ -19,7 +19,8 @@ extension MultiGPUAttention {
     /// Times the distributed forward and backward of `problem` on random bf16 inputs generated on the GPUs (no
     /// host copies), after one warm-up run.
     public func benchmark(_ problem: AttentionProblem, repeats: Int) throws -> Timing {
-        let (forwardPlan, backwardPlan) = (try run.gpuPlan(problem, .forward), try run.gpuPlan(problem, .backward))
+        let (forwardPlan, backwardPlan) = (try run.gpuPlan(problem, .forward, inputs: communicator.inputs),
+                                           try run.gpuPlan(problem, .backward, inputs: communicator.inputs))
         let layout = forwardPlan.layout
         let inputs = try blocks.indices.map { rank -> [ShardTensor: DeviceTensor] in
             let n = layout.count(rank: rank)

@@ -5,8 +5,8 @@ extension NCCLCommunicator {
     /// This process's rank of the run `launch` describes, on `device`: rank 0 makes the NCCL id and serves it over
     /// TCP at MASTER_ADDR:MASTER_PORT, the others fetch it; blocks until every rank has joined (bounded by
     /// `timeout`, naming the ranks that never came).
-    public static func joining(_ launch: LaunchEnvironment, device: CUDADevice, timeout: TimeInterval) throws
-        -> NCCLCommunicator {
+    public static func joining(_ launch: LaunchEnvironment, device: CUDADevice, timeout: TimeInterval,
+                               inputs: DeviceTensor.Precision = .bfloat16) throws -> NCCLCommunicator {
         let id: [UInt8]
         if launch.rank == 0 {
             id = try NCCL().uniqueId()
@@ -15,7 +15,8 @@ extension NCCLCommunicator {
             id = try Rendezvous.fetch(host: launch.masterAddress, port: launch.masterPort, rank: launch.rank,
                                       timeout: timeout)
         }
-        return try NCCLCommunicator(rank: launch.rank, of: launch.worldSize, device: device, id: id, timeout: timeout)
+        return try NCCLCommunicator(rank: launch.rank, of: launch.worldSize, device: device, id: id, timeout: timeout,
+                                    inputs: inputs)
     }
 
     /// Float64 sums over every rank of this process's `values`, through fp32 (each split into a high and a low

@@ -14,6 +14,8 @@ import Foundation
 public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     public let ranks: Int
     public let timeout: TimeInterval
+    /// The type of the plans' input tensors (Q, K, V, dO) it receives: bf16 or fp16.
+    public let inputs: DeviceTensor.Precision
     let nccl: NCCL
     /// The ranks this process drives, by global rank.
     private let members: [Int: Member]
@@ -48,8 +50,9 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     }
 
     /// Every rank in this process: rank r drives `devices[r]` (ncclCommInitAll).
-    public init(devices: [CUDADevice], timeout: TimeInterval) throws {
+    public init(devices: [CUDADevice], timeout: TimeInterval, inputs: DeviceTensor.Precision = .bfloat16) throws {
         nccl = try NCCL()
+        self.inputs = inputs
         (ranks, self.timeout, spansProcesses) = (devices.count, timeout, false)
         local = InProcessCommunicator(ranks: devices.count, timeout: timeout)
         watchdog = Self.watchdog(timeout: timeout, local: local)
@@ -69,7 +72,9 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
     /// `NCCL.uniqueId()` on rank 0, handed to the others out of band: `Rendezvous`). Connects to every peer
     /// before returning, while they are all known to be alive: NCCL sets up a peer's connection inside the first
     /// call that reaches it, and a call that waits there for a peer that has since died would never return.
-    public init(rank: Int, of ranks: Int, device: CUDADevice, id: [UInt8], timeout: TimeInterval) throws {
+    public init(rank: Int, of ranks: Int, device: CUDADevice, id: [UInt8], timeout: TimeInterval,
+                inputs: DeviceTensor.Precision = .bfloat16) throws {
+        self.inputs = inputs
         let local = InProcessCommunicator(ranks: 1, timeout: timeout)
         let (nccl, watchdog) = (try NCCL(), Self.watchdog(timeout: timeout, local: local))
         (self.nccl, self.watchdog, self.local) = (nccl, watchdog, local)
@@ -135,7 +140,7 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         let receives = try exchange.receives.map { expected in
             try expected.shapes.indices.map { i in
                 try DeviceTensor(device, shape: expected.shapes[i],
-                                 precision: expected.precision(i) == .input ? .bfloat16 : .float32)
+                                 precision: expected.precision(i) == .input ? inputs : .float32)
             }
         }
         try orderAfterCompute(member)

@@ -14,13 +14,14 @@ public struct ProcessRankAttention: Sendable {
 
     /// Joins the run `launch` describes on GPU `launch.localRank`; blocks until every rank has joined (bounded by
     /// `timeout`, naming the ranks that never came).
-    public init(plan: Plan.Kind, launch: LaunchEnvironment, timeout: TimeInterval = 60) throws {
+    public init(plan: Plan.Kind, launch: LaunchEnvironment, timeout: TimeInterval = 60,
+                inputs: DeviceTensor.Precision = .bfloat16) throws {
         self.launch = launch
         run = DistributedAttention(plan: plan, ranks: launch.worldSize)
         run.timeout = timeout
         let device = try CUDADevice(ordinal: launch.localRank)
-        blocks = CUDABlocks(device: device)
-        communicator = try .joining(launch, device: device, timeout: timeout)
+        blocks = CUDABlocks(device: device, inputs: inputs)
+        communicator = try .joining(launch, device: device, timeout: timeout, inputs: inputs)
     }
 
     /// One pass: on rank 0, the gathered full result and every rank's figures; on the others, their own figures.
@@ -40,7 +41,7 @@ public struct ProcessRankAttention: Sendable {
     /// The forward over the whole sequence; every process passes the same full inputs and keeps its shard.
     public func forward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor) throws
         -> Outcome<AttentionPartial> {
-        let plan = try run.gpuPlan(problem, .forward)
+        let plan = try run.gpuPlan(problem, .forward, inputs: blocks.inputs)
         let shards = try blocks.place(try plan.layout.shards([.query: query, .key: key, .value: value],
                                                              rank: launch.rank))
         let (outputs, statistics, seconds, peaks) = try execute(plan, problem, shards)
@@ -56,7 +57,7 @@ public struct ProcessRankAttention: Sendable {
     /// every process).
     public func backward(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
                          forward: Outcome<AttentionPartial>, outputGrad: Tensor) throws -> Outcome<AttentionGradients> {
-        let plan = try run.gpuPlan(problem, .backward)
+        let plan = try run.gpuPlan(problem, .backward, inputs: blocks.inputs)
         var shards = try blocks.place(try plan.layout.shards([.query: query, .key: key, .value: value,
                                                               .outputGrad: outputGrad], rank: launch.rank))
         (shards[.output], shards[.logSumExp]) = (forward.shards[.output], forward.shards[.logSumExp])

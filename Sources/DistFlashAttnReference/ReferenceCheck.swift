@@ -8,15 +8,32 @@ public enum ReferenceCheck {
         /// Everything float32 (the CPU kernels).
         case fp32
         /// float32, with P rounded to bf16 before P·V, and P, dS rounded before the backward's products
-        /// (tensor-core kernels).
+        /// (tensor-core kernels on bf16 inputs).
         case bf16Probabilities
+        /// The same with fp16 (tensor-core kernels on fp16 inputs).
+        case fp16Probabilities
+
+        /// The baseline of a kernel whose matrix products take `dtype` operands (on tensor cores when
+        /// `tensorCores`).
+        public static func of(_ dtype: AttentionProblem.DType, tensorCores: Bool) -> Precision {
+            guard tensorCores else { return .fp32 }
+            switch dtype {
+            case .fp32: return .fp32
+            case .bf16: return .bf16Probabilities
+            case .fp16: return .fp16Probabilities
+            }
+        }
     }
 
     public static func run(_ problem: AttentionProblem, query: Tensor, key: Tensor, value: Tensor,
                            result: AttentionPartial, outputGrad: Tensor? = nil,
                            gradients: AttentionGradients? = nil, precision: Precision = .fp32) -> [ToleranceCheck] {
         let ref = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Double.self)
-        let rounding: ((Float) -> Float)? = precision == .bf16Probabilities ? { BFloat16.round($0) } : nil
+        let rounding: ((Float) -> Float)? = switch precision {
+        case .fp32: nil
+        case .bf16Probabilities: { BFloat16.round($0) }
+        case .fp16Probabilities: { Float(Float16($0)) }
+        }
         let naive = NaiveAttention.forward(problem, query: query, key: key, value: value, as: Float.self,
                                            roundProbabilities: rounding)
         var checks = [

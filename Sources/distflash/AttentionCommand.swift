@@ -19,7 +19,7 @@ struct AttentionCommand: ParsableCommand {
     @Option(help: "Read q.npy, k.npy, v.npy (and do.npy with --backward) from this folder.") var inputs: String?
     @Option(help: "Write o.npy, lse.npy (and dq.npy, dk.npy, dv.npy) to this folder.") var outputs: String?
     @Option(help: "CPU threads (default: all cores, or DISTFLASH_THREADS).") var threads: Int?
-    @Option(help: "Backend: cpu or cuda (one GPU; Q, K, V as bf16).") var backend: BackendKind = .cpu
+    @Option(help: "Backend: cpu or cuda (Q, K, V as bf16, or fp16 with --dtype fp16).") var backend: BackendKind = .cpu
     @Option(help: "GPU ordinal for --backend cuda.") var device = 0
     @Option(help: "With --backend cuda: P ranks on GPUs 0..<P of this process, exchanging through NCCL.")
     var gpus: Int?
@@ -46,10 +46,14 @@ struct AttentionCommand: ParsableCommand {
         let launch = backend == .cuda && gpus == nil
             ? try LaunchEnvironment.detect(ProcessInfo.processInfo.environment).flatMap { $0.worldSize > 1 ? $0 : nil }
             : nil
-        // The GPU takes Q, K, V as bf16: round them on the host too, so the reference sees the same inputs.
-        let (problem, q, k, v, dO) = try loadInputs(dtype: backend == .cuda ? .bf16 : nil)
+        // The GPU takes Q, K, V as bf16 (or fp16 when asked): round them on the host too, so the reference sees the
+        // same inputs.
+        let (problem, q, k, v, dO) = try loadInputs(dtype: backend == .cuda
+            ? (problemOptions.dtype == .fp16 ? .fp16 : .bf16) : nil)
+        let inputs = DeviceTensor.Precision(inputsOf: problem.dtype) ?? .bfloat16
         let cpu = CPUBackend(workers: threads)
-        let gpu = backend == .cuda && launch == nil ? try CUDABackend(device: CUDADevice(ordinal: device)) : nil
+        let gpu = backend == .cuda && launch == nil
+            ? try CUDABackend(device: CUDADevice(ordinal: device), inputs: inputs) : nil
         let single: any AttentionBackend = gpu ?? cpu
         var report = RunReport(problem: problem, backend: gpu.map { "cuda (\($0.device.name))" } ?? backend.rawValue,
                                isa: cpu.instructionSet.description, workers: cpu.workers)
@@ -96,8 +100,9 @@ struct AttentionCommand: ParsableCommand {
         }
         let checks = check ? ReferenceCheck.run(problem, query: q, key: k, value: v, result: result,
                                                 outputGrad: dO, gradients: gradients,
-                                                precision: backend == .cuda && CUDABlocks.usesTensorCores(headDim: problem.headDim)
-                                                    ? .bf16Probabilities : .fp32) : []
+                                                precision: backend == .cuda
+                                                    ? .of(problem.dtype, tensorCores: CUDABlocks.usesTensorCores(headDim: problem.headDim))
+                                                    : .fp32) : []
 
         report.checks = checks
         report.print(json: json)
@@ -110,7 +115,8 @@ struct AttentionCommand: ParsableCommand {
                            _ dO: Tensor?, report: inout RunReport, result: inout AttentionPartial,
                            gradients: inout AttentionGradients?) throws {
         var run = try MultiGPUAttention(plan: parallel.plan ?? .distflash,
-                                        devices: (0..<gpus).map { try CUDADevice(ordinal: $0) }, timeout: parallel.timeout)
+                                        devices: (0..<gpus).map { try CUDADevice(ordinal: $0) }, timeout: parallel.timeout,
+                                        inputs: DeviceTensor.Precision(inputsOf: problem.dtype) ?? .bfloat16)
         run.run.overlap = parallel.distributed.overlap
         run.run.failure = parallel.distributed.failure
         let (forward, forwardFigures) = try run.forward(problem, query: q, key: k, value: v)
@@ -131,7 +137,8 @@ struct AttentionCommand: ParsableCommand {
     private func runAsProcess(_ launch: LaunchEnvironment, _ problem: AttentionProblem, _ q: Tensor, _ k: Tensor,
                               _ v: Tensor, _ dO: Tensor?, report: inout RunReport, result: inout AttentionPartial,
                               gradients: inout AttentionGradients?) throws -> Bool {
-        var run = try ProcessRankAttention(plan: parallel.plan ?? .distflash, launch: launch, timeout: parallel.timeout)
+        var run = try ProcessRankAttention(plan: parallel.plan ?? .distflash, launch: launch, timeout: parallel.timeout,
+                                           inputs: DeviceTensor.Precision(inputsOf: problem.dtype) ?? .bfloat16)
         run.run.overlap = parallel.distributed.overlap
         run.run.failure = parallel.distributed.failure
         let forward = try run.forward(problem, query: q, key: k, value: v)
@@ -160,7 +167,8 @@ struct AttentionCommand: ParsableCommand {
         return (run, { _ in perWorker })
     }
 
-    /// Inputs from `--inputs` (shapes taken from the files) or random from `--seed`; rounded to bf16 if asked.
+    /// Inputs from `--inputs` (shapes taken from the files) or random from `--seed`; rounded to bf16 / fp16 if
+    /// asked.
     private func loadInputs(dtype: AttentionProblem.DType?) throws -> (AttentionProblem, Tensor, Tensor, Tensor, Tensor?) {
         var problem: AttentionProblem
         var q: Tensor, k: Tensor, v: Tensor, dO: Tensor?
@@ -190,10 +198,8 @@ struct AttentionCommand: ParsableCommand {
             dO = backward ? random.normalTensor(shape: problem.queryShape) : nil
         }
         if let dtype { problem.dtype = dtype }
-        if problem.dtype == .bf16 {
-            (q, k, v) = (q.roundedToBFloat16(), k.roundedToBFloat16(), v.roundedToBFloat16())
-            dO = dO?.roundedToBFloat16()
-        }
+        (q, k, v) = (q.rounded(to: problem.dtype), k.rounded(to: problem.dtype), v.rounded(to: problem.dtype))
+        dO = dO?.rounded(to: problem.dtype)
         return (problem, q, k, v, dO)
     }
 }

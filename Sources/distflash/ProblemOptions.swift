@@ -13,7 +13,8 @@ struct ProblemOptions: ParsableArguments {
     @Option(help: "Mask: causal, full or window=W.") var mask = "causal"
     @Option(name: .customLong("doc-lens"), help: "Packed document lengths L1,L2,… summing to S.") var docLens: String?
     @Option(help: "Softmax scale (default 1/√D).") var scale: Float?
-    @Option(help: "Input precision: fp32 or bf16 (compute is fp32).") var dtype: AttentionProblem.DType = .fp32
+    @Option(help: "Input precision: fp32, bf16 or fp16 (compute is fp32; --backend cuda takes bf16 (default) or fp16).")
+    var dtype: AttentionProblem.DType = .fp32
 
     /// The problem these flags describe; `shapes` (from input files) replaces B, S, H, H_kv, D when given.
     /// `defaultSequence` is S when `--seq` is not given.

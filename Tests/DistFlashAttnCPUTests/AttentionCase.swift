@@ -35,10 +35,8 @@ struct RandomInputs {
                              random.normalTensor(shape: problem.keyValueShape),
                              random.normalTensor(shape: problem.keyValueShape),
                              random.normalTensor(shape: problem.queryShape))
-        if problem.dtype == .bf16 {
-            (q, k, v, dO) = (q.roundedToBFloat16(), k.roundedToBFloat16(), v.roundedToBFloat16(),
-                             dO.roundedToBFloat16())
-        }
+        (q, k, v, dO) = (q.rounded(to: problem.dtype), k.rounded(to: problem.dtype), v.rounded(to: problem.dtype),
+                         dO.rounded(to: problem.dtype))
         (query, key, value, outputGrad) = (q, k, v, dO)
     }
 }

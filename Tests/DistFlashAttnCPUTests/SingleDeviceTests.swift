@@ -66,9 +66,9 @@ struct SingleDeviceTests {
         try expectMatchesReference(try c.problem(), backend: CPUBackend(workers: workers))
     }
 
-    @Test("bf16 inputs")
-    func bf16() throws {
+    @Test("bf16 and fp16 inputs", arguments: [AttentionProblem.DType.bf16, .fp16])
+    func sixteenBitInputs(_ dtype: AttentionProblem.DType) throws {
         let c = AttentionCase(sequence: 129, heads: 4, kvHeads: 2, headDim: 64, mask: .window(50))
-        try expectMatchesReference(try c.problem(dtype: .bf16))
+        try expectMatchesReference(try c.problem(dtype: dtype))
     }
 }

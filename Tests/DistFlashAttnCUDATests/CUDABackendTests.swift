@@ -22,21 +22,23 @@ struct CUDABackendTests {
         }
     }
 
-    @Test("equals the float64 reference (bf16 inputs)", .enabled(if: gpu != nil),
-          arguments: [AttentionMask.causal, .full, .window(37), .documents([1, 100, 88])])
-    func matchesReference(_ mask: AttentionMask) throws {
-        let backend = CUDABackend(device: gpu!)
-        for (h, hkv, d) in [(6, 2, 64), (8, 1, 128)] {
+    @Test("equals the float64 reference (bf16 and fp16 inputs; head dims on tensor cores and SIMT)",
+          .enabled(if: gpu != nil),
+          arguments: [AttentionMask.causal, .full, .window(37), .documents([1, 100, 88])],
+          [AttentionProblem.DType.bf16, .fp16])
+    func matchesReference(_ mask: AttentionMask, _ dtype: AttentionProblem.DType) throws {
+        let backend = CUDABackend(device: gpu!, inputs: DeviceTensor.Precision(inputsOf: dtype)!)
+        for (h, hkv, d) in [(6, 2, 64), (8, 1, 128), (4, 2, 40)] {
             let problem = try AttentionProblem(batch: 2, sequence: 189, heads: h, kvHeads: hkv, headDim: d, mask: mask,
-                                               dtype: .bf16)
+                                               dtype: dtype)
             var random = SeededRandom(seed: .random(in: 0...UInt64.max))
-            let (q, k, v, dO) = (random.normalTensor(shape: problem.queryShape).roundedToBFloat16(),
-                                 random.normalTensor(shape: problem.keyValueShape).roundedToBFloat16(),
-                                 random.normalTensor(shape: problem.keyValueShape).roundedToBFloat16(),
-                                 random.normalTensor(shape: problem.queryShape).roundedToBFloat16())
+            let (q, k, v, dO) = (random.normalTensor(shape: problem.queryShape).rounded(to: dtype),
+                                 random.normalTensor(shape: problem.keyValueShape).rounded(to: dtype),
+                                 random.normalTensor(shape: problem.keyValueShape).rounded(to: dtype),
+                                 random.normalTensor(shape: problem.queryShape).rounded(to: dtype))
             let result = try backend.attention(problem, query: q, key: k, value: v)
             let grads = try backend.attentionBackward(problem, query: q, key: k, value: v, result: result, outputGrad: dO)
-            let precision: ReferenceCheck.Precision = backend.usesTensorCores(headDim: d) ? .bf16Probabilities : .fp32
+            let precision = ReferenceCheck.Precision.of(dtype, tensorCores: backend.usesTensorCores(headDim: d))
             for check in ReferenceCheck.run(problem, query: q, key: k, value: v, result: result, outputGrad: dO,
                                             gradients: grads, precision: precision) {
                 #expect(check.passed, "\(check.summary)")

@@ -84,4 +84,13 @@ struct MaskVisibilityTests {
         #expect(BFloat16.round(.infinity) == .infinity)
         #expect(BFloat16.round(.nan).isNaN)
     }
+
+    @Test("inputs of each dtype: fp32 unchanged, bf16 keeps 8 significant bits, fp16 11 and overflows past 65504")
+    func inputRounding() throws {
+        let x = try Tensor(shape: [5], scalars: [1 + 0x1p-9, 1 + 0x1p-12, 65504, 65520, -.infinity])
+        #expect(x.rounded(to: .fp32) == x)
+        #expect(x.rounded(to: .bf16).scalars == [1, 1, 65536, 65536, -.infinity])
+        #expect(x.rounded(to: .fp16).scalars == [1 + 0x1p-9, 1, 65504, .infinity, -.infinity])
+        #expect(AttentionProblem.DType.fp16.inputBytes == 2 && AttentionProblem.DType.fp32.inputBytes == 4)
+    }
 }

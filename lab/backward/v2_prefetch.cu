@@ -122,10 +122,10 @@ __device__ void backward_prefetch(const bf16_t *q, const bf16_t *k, const bf16_t
                     int row = (np * 16 + (m8 >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (m8 & 1) * 8;
                     ldmatrix_x4(qb, tQ + row);
                     ldmatrix_x4(ob, tdO + row);
-                    mma_bf16(s[2 * np], ka, qb[0], qb[1]);
-                    mma_bf16(s[2 * np + 1], ka, qb[2], qb[3]);
-                    mma_bf16(dp[2 * np], va, ob[0], ob[1]);
-                    mma_bf16(dp[2 * np + 1], va, ob[2], ob[3]);
+                    mma_input(s[2 * np], ka, qb[0], qb[1]);
+                    mma_input(s[2 * np + 1], ka, qb[2], qb[3]);
+                    mma_input(dp[2 * np], va, ob[0], ob[1]);
+                    mma_input(dp[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
 
@@ -147,27 +147,27 @@ __device__ void backward_prefetch(const bf16_t *q, const bf16_t *k, const bf16_t
 #pragma unroll
                 for (int r = 0; r < 2; r++)
                     *(u32 *)(sdS + (warp * 16 + g + 8 * r) * LDS + n * 8 + t * 2) =
-                        pack_bf16(dp[n][2 * r], dp[n][2 * r + 1]);
+                        pack_input(dp[n][2 * r], dp[n][2 * r + 1]);
             }
 
             // dV += Pᵀ·dO, dK += dSᵀ·Q: the accumulators' layout is the A layout (k = query).
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) {
-                u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-                u32 da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                             pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                             pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+                u32 pa[4] = {pack_input(s[2 * kk][0], s[2 * kk][1]), pack_input(s[2 * kk][2], s[2 * kk][3]),
+                             pack_input(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_input(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                u32 da[4] = {pack_input(dp[2 * kk][0], dp[2 * kk][1]), pack_input(dp[2 * kk][2], dp[2 * kk][3]),
+                             pack_input(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                             pack_input(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
 #pragma unroll
                 for (int dd = 0; dd < D / 16; dd++) {
                     u32 ob[4], qb[4];
                     int row = (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + dd * 16 + (m8 >> 1) * 8;
                     ldmatrix_x4_trans(ob, tdO + row);
                     ldmatrix_x4_trans(qb, tQ + row);
-                    mma_bf16(dV[2 * dd], pa, ob[0], ob[1]);
-                    mma_bf16(dV[2 * dd + 1], pa, ob[2], ob[3]);
-                    mma_bf16(dK[2 * dd], da, qb[0], qb[1]);
-                    mma_bf16(dK[2 * dd + 1], da, qb[2], qb[3]);
+                    mma_input(dV[2 * dd], pa, ob[0], ob[1]);
+                    mma_input(dV[2 * dd + 1], pa, ob[2], ob[3]);
+                    mma_input(dK[2 * dd], da, qb[0], qb[1]);
+                    mma_input(dK[2 * dd + 1], da, qb[2], qb[3]);
                 }
             }
             __syncthreads();  // dSᵀ complete
@@ -187,8 +187,8 @@ __device__ void backward_prefetch(const bf16_t *q, const bf16_t *k, const bf16_t
                         u32 kb4[4];
                         ldmatrix_x4_trans(kb4, sK + (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + col0 + dd * 16
                                                    + (m8 >> 1) * 8);
-                        mma_bf16(acc[2 * dd], a, kb4[0], kb4[1]);
-                        mma_bf16(acc[2 * dd + 1], a, kb4[2], kb4[3]);
+                        mma_input(acc[2 * dd], a, kb4[0], kb4[1]);
+                        mma_input(acc[2 * dd + 1], a, kb4[2], kb4[3]);
                     }
                 }
 #pragma unroll

@@ -108,7 +108,7 @@ extension Plan {
         }
 
         public func bytes(problem: AttentionProblem) -> Int {
-            let input = problem.dtype == .bf16 ? 2 : 4
+            let input = problem.dtype.inputBytes
             let d = problem.headDim
             let queryRows = problem.batch * rows.count * heads.count
             let keyRows = problem.batch * rows.count * problem.keyValueHeads(serving: heads).count

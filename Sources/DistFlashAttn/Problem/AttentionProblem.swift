@@ -8,6 +8,21 @@ public struct AttentionProblem: Sendable, Equatable {
         case fp32
         /// bfloat16 inputs (rounded to nearest even); compute and outputs stay float32.
         case bf16
+        /// IEEE half-precision inputs (rounded to nearest even; beyond ±65504 they overflow to ±∞); compute and
+        /// outputs stay float32.
+        case fp16
+
+        /// Bytes an input element takes.
+        public var inputBytes: Int { self == .fp32 ? 4 : 2 }
+
+        /// `value` as an input of this type holds it.
+        public func round(_ value: Float) -> Float {
+            switch self {
+            case .fp32: value
+            case .bf16: BFloat16.round(value)
+            case .fp16: Float(Float16(value))
+            }
+        }
     }
 
     public var batch: Int

@@ -27,9 +27,13 @@ public struct Tensor: Sendable, Equatable {
     }
 
     /// Values rounded to bfloat16 and back (what a bf16 input holds).
-    public func roundedToBFloat16() -> Tensor {
+    public func roundedToBFloat16() -> Tensor { rounded(to: .bf16) }
+
+    /// Values as inputs of `dtype` hold them.
+    public func rounded(to dtype: AttentionProblem.DType) -> Tensor {
+        guard dtype != .fp32 else { return self }
         var copy = self
-        for i in copy.scalars.indices { copy.scalars[i] = BFloat16.round(copy.scalars[i]) }
+        for i in copy.scalars.indices { copy.scalars[i] = dtype.round(copy.scalars[i]) }
         return copy
     }
 }

@@ -45,7 +45,7 @@ public final class DeviceMatmul: @unchecked Sendable {
                 + "\(b.shape)\(transposeB ? "ᵀ" : "") is [\(m), \(n)] only if their inner sizes agree (\(k) vs \(kB)) "
                 + "and C \(c.shape) is [\(m), \(n)]")
         }
-        guard a.precision == b.precision, a.precision == .bfloat16 || c.precision == .float32 else {
+        guard a.precision == b.precision, a.precision != .float32 || c.precision == .float32 else {
             throw DistFlashError(.shapeMismatch, "matmul: A \(a.precision), B \(b.precision), C \(c.precision): A and "
                 + "B must match, and fp32 operands need an fp32 C")
         }

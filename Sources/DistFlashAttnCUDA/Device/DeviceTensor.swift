@@ -1,12 +1,21 @@
 import DistFlashAttn
 
-/// A dense row-major tensor in device memory: fp32 (accumulators: O, LSE, δ, gradients) or bf16 (inputs: Q, K,
-/// V, dO). A reference type: primitives update it in place on the device's compute stream.
+/// A dense row-major tensor in device memory: fp32 (accumulators: O, LSE, δ, gradients) or bf16 / fp16 (inputs:
+/// Q, K, V, dO). A reference type: primitives update it in place on the device's compute stream.
 public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
     // Invariant: `shape` and `precision` never change; the contents change only through work on `device.stream`.
     public enum Precision: Sendable, Equatable {
-        case float32, bfloat16
+        case float32, bfloat16, float16
         var size: Int { self == .float32 ? 4 : 2 }
+
+        /// The device type of a problem's inputs (nil for fp32: the CUDA kernels take 16-bit inputs).
+        public init?(inputsOf dtype: AttentionProblem.DType) {
+            switch dtype {
+            case .fp32: return nil
+            case .bf16: self = .bfloat16
+            case .fp16: self = .float16
+            }
+        }
     }
 
     public let shape: [Int]
@@ -30,10 +39,13 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
     /// The GPU holding the tensor.
     public var device: CUDADevice { buffer.device }
 
-    /// A device copy of `tensor`, rounded to bf16 if asked.
+    /// A device copy of `tensor`, rounded to bf16 or fp16 if asked.
     public static func upload(_ tensor: Tensor, to device: CUDADevice, as precision: Precision) throws -> DeviceTensor {
-        let buffer = precision == .float32 ? try DeviceBuffer.upload(device, tensor.scalars)
-            : try DeviceBuffer.upload(device, tensor.scalars.map(BFloat16.bits))
+        let buffer = switch precision {
+        case .float32: try DeviceBuffer.upload(device, tensor.scalars)
+        case .bfloat16: try DeviceBuffer.upload(device, tensor.scalars.map(BFloat16.bits))
+        case .float16: try DeviceBuffer.upload(device, tensor.scalars.map { Float16($0).bitPattern })
+        }
         return DeviceTensor(buffer: buffer, shape: tensor.shape, precision: precision)
     }
 
@@ -55,7 +67,7 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
                             precision: precision)
     }
 
-    /// The contents as a host tensor (bf16 widened to fp32), after the work queued before.
+    /// The contents as a host tensor (16-bit types widened to fp32), after the work queued before.
     public func download() throws -> Tensor {
         switch precision {
         case .float32:
@@ -63,6 +75,9 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
         case .bfloat16:
             let bits = try buffer.download(count, as: UInt16.self, initial: 0, byteOffset: offset)
             return try Tensor(shape: shape, scalars: bits.map { Float(bitPattern: UInt32($0) << 16) })
+        case .float16:
+            let bits = try buffer.download(count, as: UInt16.self, initial: 0, byteOffset: offset)
+            return try Tensor(shape: shape, scalars: bits.map { Float(Float16(bitPattern: $0)) })
         }
     }
 

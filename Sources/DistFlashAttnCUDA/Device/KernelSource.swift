@@ -3,6 +3,12 @@
 enum KernelSource {
     static let headers = ["mma_primitives.cuh": String(decoding: PackageResources.mma_primitives_cuh, as: UTF8.self)]
 
+    /// `source` for kernels on `inputs` (bf16 or fp16): fp16 compiles with DISTFLASH_INPUT_F16 defined, a module
+    /// of its own with the same kernel names.
+    static func forInputs(_ source: String, _ inputs: DeviceTensor.Precision) -> String {
+        inputs == .float16 ? "#define DISTFLASH_INPUT_F16\n" + source : source
+    }
+
     static func splicing(_ bytes: [UInt8]) -> String {
         String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map { line in
             for (name, text) in headers where line == "#include \"\(name)\"" { return text }

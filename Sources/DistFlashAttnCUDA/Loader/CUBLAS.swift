@@ -1,13 +1,14 @@
 import DistFlashAttn
 
 /// cuBLAS, loaded at run time (`DISTFLASH_LIBCUBLAS` overrides the path): the GEMMs of training. Only the calls
-/// used; the enum values are CUDA's (CUDA_R_32F = 0, CUDA_R_16BF = 14, CUBLAS_COMPUTE_32F = 68,
+/// used; the enum values are CUDA's (CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14, CUBLAS_COMPUTE_32F = 68,
 /// CUBLAS_GEMM_DEFAULT = −1, CUBLAS_OP_N = 0, CUBLAS_OP_T = 1).
 struct CUBLAS: @unchecked Sendable {
     // Invariant: only immutable C function pointers.
     typealias Status = Int32
     typealias Handle = OpaquePointer?
     static let float32: Int32 = 0
+    static let float16: Int32 = 2
     static let bfloat16: Int32 = 14
     static let compute32F: Int32 = 68
     static let defaultAlgorithm: Int32 = -1
@@ -15,7 +16,13 @@ struct CUBLAS: @unchecked Sendable {
     static let transpose: Int32 = 1
 
     /// cuBLAS's data type for a tensor's elements.
-    static func type(_ precision: DeviceTensor.Precision) -> Int32 { precision == .float32 ? float32 : bfloat16 }
+    static func type(_ precision: DeviceTensor.Precision) -> Int32 {
+        switch precision {
+        case .float32: float32
+        case .bfloat16: bfloat16
+        case .float16: float16
+        }
+    }
 
     let library: DynamicLibrary
     let cublasCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Status

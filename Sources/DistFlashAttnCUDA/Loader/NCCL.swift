@@ -2,17 +2,24 @@ import DistFlashAttn
 import _NCCLTypes
 
 /// NCCL, loaded at run time (`DISTFLASH_LIBNCCL` overrides the path). Only the calls the communicator uses; the
-/// enum values are NCCL's (ncclFloat32 = 7, ncclBfloat16 = 9, ncclSum = 0, ncclInProgress = 7).
+/// enum values are NCCL's (ncclFloat16 = 6, ncclFloat32 = 7, ncclBfloat16 = 9, ncclSum = 0, ncclInProgress = 7).
 struct NCCL: @unchecked Sendable {
     // Invariant: only immutable C function pointers.
     typealias Result = Int32
     typealias Comm = OpaquePointer?
     typealias Stream = OpaquePointer?
+    static let float16: Int32 = 6
     static let float32: Int32 = 7
     static let bfloat16: Int32 = 9
 
     /// NCCL's data type for a tensor's elements.
-    static func type(_ precision: DeviceTensor.Precision) -> Int32 { precision == .float32 ? float32 : bfloat16 }
+    static func type(_ precision: DeviceTensor.Precision) -> Int32 {
+        switch precision {
+        case .float32: float32
+        case .bfloat16: bfloat16
+        case .float16: float16
+        }
+    }
     static let sum: Int32 = 0
     static let inProgress: Result = 7
 

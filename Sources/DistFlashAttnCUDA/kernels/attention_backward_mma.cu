@@ -7,7 +7,7 @@
 //     dV_w += Pᵀ·dO,  dK_w += dSᵀ·Q                   (accumulated in fp32 registers over the whole walk)
 //     dQ += dS·K                                      (dSᵀ goes through shared memory; fp32 atomics into dQ)
 // so dK and dV of a group are summed over its query heads without atomics, and dQ is accumulated in fp32.
-// P and dS enter the mma as bf16. Tiles the mask hides are skipped, fully visible ones take no mask work.
+// P and dS enter the mma in the input type (bf16 or fp16). Tiles the mask hides are skipped, fully visible ones take no mask work.
 //
 // Contract (same as attention_backward_dkdv/_dq in attention_simt.cu): add the block's dQ `[B, S_q, H, D]` and
 // dK, dV `[B, S_k, H_kv, D]` into the fp32 gradients, given the final LSE `[B, H, S_q]` and δ `[B, H, S_q]`.
@@ -114,10 +114,10 @@ __device__ void backward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, 
                     int row = (np * 16 + (m8 >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (m8 & 1) * 8;
                     ldmatrix_x4(qb, sQ + row);
                     ldmatrix_x4(ob, sdO + row);
-                    mma_bf16(s[2 * np], ka, qb[0], qb[1]);
-                    mma_bf16(s[2 * np + 1], ka, qb[2], qb[3]);
-                    mma_bf16(dp[2 * np], va, ob[0], ob[1]);
-                    mma_bf16(dp[2 * np + 1], va, ob[2], ob[3]);
+                    mma_input(s[2 * np], ka, qb[0], qb[1]);
+                    mma_input(s[2 * np + 1], ka, qb[2], qb[3]);
+                    mma_input(dp[2 * np], va, ob[0], ob[1]);
+                    mma_input(dp[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
 
@@ -139,27 +139,27 @@ __device__ void backward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, 
 #pragma unroll
                 for (int r = 0; r < 2; r++)
                     *(u32 *)(sdS + (warp * 16 + g + 8 * r) * LDS + n * 8 + t * 2) =
-                        pack_bf16(dp[n][2 * r], dp[n][2 * r + 1]);
+                        pack_input(dp[n][2 * r], dp[n][2 * r + 1]);
             }
 
             // dV += Pᵀ·dO, dK += dSᵀ·Q: the accumulators' layout is the A layout (k = query).
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) {
-                u32 pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-                u32 da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                             pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                             pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+                u32 pa[4] = {pack_input(s[2 * kk][0], s[2 * kk][1]), pack_input(s[2 * kk][2], s[2 * kk][3]),
+                             pack_input(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_input(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                u32 da[4] = {pack_input(dp[2 * kk][0], dp[2 * kk][1]), pack_input(dp[2 * kk][2], dp[2 * kk][3]),
+                             pack_input(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                             pack_input(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
 #pragma unroll
                 for (int dd = 0; dd < D / 16; dd++) {
                     u32 ob[4], qb[4];
                     int row = (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + dd * 16 + (m8 >> 1) * 8;
                     ldmatrix_x4_trans(ob, sdO + row);
                     ldmatrix_x4_trans(qb, sQ + row);
-                    mma_bf16(dV[2 * dd], pa, ob[0], ob[1]);
-                    mma_bf16(dV[2 * dd + 1], pa, ob[2], ob[3]);
-                    mma_bf16(dK[2 * dd], da, qb[0], qb[1]);
-                    mma_bf16(dK[2 * dd + 1], da, qb[2], qb[3]);
+                    mma_input(dV[2 * dd], pa, ob[0], ob[1]);
+                    mma_input(dV[2 * dd + 1], pa, ob[2], ob[3]);
+                    mma_input(dK[2 * dd], da, qb[0], qb[1]);
+                    mma_input(dK[2 * dd + 1], da, qb[2], qb[3]);
                 }
             }
             __syncthreads();  // dSᵀ complete
@@ -179,8 +179,8 @@ __device__ void backward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, 
                         u32 kb4[4];
                         ldmatrix_x4_trans(kb4, sK + (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + col0 + dd * 16
                                                    + (m8 >> 1) * 8);
-                        mma_bf16(acc[2 * dd], a, kb4[0], kb4[1]);
-                        mma_bf16(acc[2 * dd + 1], a, kb4[2], kb4[3]);
+                        mma_input(acc[2 * dd], a, kb4[0], kb4[1]);
+                        mma_input(acc[2 * dd + 1], a, kb4[2], kb4[3]);
                     }
                 }
 #pragma unroll

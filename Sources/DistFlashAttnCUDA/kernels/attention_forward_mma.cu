@@ -1,7 +1,7 @@
 // Tensor-core forward (FlashAttention-2 style) for D ∈ {64, 128}.
 //
 // A block of WARPS warps owns BM = WARPS·16·MT query rows (each warp MT m16 row tiles) and walks the key tiles BN
-// at a time: S = Q·Kᵀ and O += P·V on mma.sync.m16n8k16 (bf16 in, fp32 accumulate), operands fed from shared
+// at a time: S = Q·Kᵀ and O += P·V on mma.sync.m16n8k16 (bf16 or fp16 in, fp32 accumulate), operands fed from shared
 // memory by ldmatrix. K and V tiles arrive by cp.async: V of tile j loads while S of tile j computes, K of the next
 // tile while P·V of tile j computes. Each key tile is classified against the block's query rows from precomputed
 // bounds (attention_tile_bounds): hidden tiles are skipped, fully visible tiles take no mask work, only the
@@ -137,8 +137,8 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
                 ldmatrix_x4(bf, sK + (np * 16 + (m8 >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (m8 & 1) * 8);
                 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(s[mt][2 * np], qa[mt], bf[0], bf[1]);
-                    mma_bf16(s[mt][2 * np + 1], qa[mt], bf[2], bf[3]);
+                    mma_input(s[mt][2 * np], qa[mt], bf[0], bf[1]);
+                    mma_input(s[mt][2 * np + 1], qa[mt], bf[2], bf[3]);
                 }
             }
         }
@@ -205,10 +205,10 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
             u32 pf[MT][4];
             #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                pf[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                pf[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                pf[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                pf[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                pf[mt][0] = pack_input(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pf[mt][1] = pack_input(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pf[mt][2] = pack_input(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pf[mt][3] = pack_input(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
             }
             #pragma unroll
             for (int dp = 0; dp < D / 16; dp++) {
@@ -217,8 +217,8 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
                 ldmatrix_x4_trans(bf, sV + (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + dp * 16 + (m8 >> 1) * 8);
                 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(acc[mt][2 * dp], pf[mt], bf[0], bf[1]);
-                    mma_bf16(acc[mt][2 * dp + 1], pf[mt], bf[2], bf[3]);
+                    mma_input(acc[mt][2 * dp], pf[mt], bf[0], bf[1]);
+                    mma_input(acc[mt][2 * dp + 1], pf[mt], bf[2], bf[3]);
                 }
             }
         }

@@ -1,13 +1,23 @@
 // Reference-grade SIMT attention kernels: one warp per query row (forward, dQ) or key row (dK/dV), lanes split
 // the head dimension (D ≤ 256 → ≤ 8 values per lane). Correct for every mask, GQA and any size; not fast —
-// tensor-core kernels replace them for speed. Inputs Q, K, V are bf16 (raw 16-bit), everything else fp32.
+// tensor-core kernels replace them for speed. Inputs Q, K, V are bf16 or fp16 (raw 16-bit), everything else fp32.
 // Masks are decided from global positions and document ids: kind 0 causal, 1 full, 2 causal window.
 
 #define MAX_PER_LANE 8
 typedef unsigned short bf16_t;
 #define INFINITY __int_as_float(0x7f800000)  // no headers: the kernels need nothing but NVRTC
 
-__device__ __forceinline__ float bf16_to_float(bf16_t x) { return __uint_as_float(((unsigned)x) << 16); }
+// An input element (raw 16 bits) as fp32: bf16, or fp16 when compiled with DISTFLASH_INPUT_F16 (one module per
+// input type, same kernel names).
+__device__ __forceinline__ float input_to_float(bf16_t x) {
+#ifdef DISTFLASH_INPUT_F16
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+    return f;
+#else
+    return __uint_as_float(((unsigned)x) << 16);
+#endif
+}
 
 __device__ __forceinline__ float warp_sum(float x) {
     for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
@@ -35,7 +45,7 @@ extern "C" __global__ void attention_forward(const bf16_t *q, const bf16_t *k, c
     float qr[MAX_PER_LANE], acc[MAX_PER_LANE];
     for (int e = 0; e < MAX_PER_LANE; e++) {
         int d = lane + 32 * e;
-        qr[e] = d < D ? bf16_to_float(qrow[d]) * scale : 0.f;
+        qr[e] = d < D ? input_to_float(qrow[d]) * scale : 0.f;
         acc[e] = d < D ? orow[d] : 0.f;
     }
     float m = *lrow, l = m == -INFINITY ? 0.f : 1.f;
@@ -48,14 +58,14 @@ extern "C" __global__ void attention_forward(const bf16_t *q, const bf16_t *k, c
         float s = 0.f;
         for (int e = 0; e < MAX_PER_LANE; e++) {
             int d = lane + 32 * e;
-            if (d < D) s += qr[e] * bf16_to_float(krow[d]);
+            if (d < D) s += qr[e] * input_to_float(krow[d]);
         }
         s = warp_sum(s);
         float top = fmaxf(m, s), alpha = __expf(m - top), p = __expf(s - top);
         l = l * alpha + p;
         for (int e = 0; e < MAX_PER_LANE; e++) {
             int d = lane + 32 * e;
-            if (d < D) acc[e] = acc[e] * alpha + p * bf16_to_float(vrow[d]);
+            if (d < D) acc[e] = acc[e] * alpha + p * input_to_float(vrow[d]);
         }
         m = top;
     }
@@ -87,8 +97,8 @@ __device__ __forceinline__ void pair_grad(const float *qr, const float *dor, con
     for (int e = 0; e < MAX_PER_LANE; e++) {
         int d = lane + 32 * e;
         if (d < D) {
-            s += qr[e] * bf16_to_float(krow[d]);
-            dp += dor[e] * bf16_to_float(vrow[d]);
+            s += qr[e] * input_to_float(krow[d]);
+            dp += dor[e] * input_to_float(vrow[d]);
         }
     }
     s = warp_sum(s);
@@ -118,7 +128,7 @@ extern "C" __global__ void attention_backward_dkdv(const bf16_t *q, const bf16_t
             float qr[MAX_PER_LANE], dor[MAX_PER_LANE];
             for (int e = 0; e < MAX_PER_LANE; e++) {
                 int d = lane + 32 * e;
-                qr[e] = d < D ? bf16_to_float(q[row + d]) * scale : 0.f;
+                qr[e] = d < D ? input_to_float(q[row + d]) * scale : 0.f;
                 dor[e] = d < D ? dout[row + d] : 0.f;
             }
             const size_t stat = ((size_t)b * H + h) * Sq + i;
@@ -153,7 +163,7 @@ extern "C" __global__ void attention_backward_dq(const bf16_t *q, const bf16_t *
     float qr[MAX_PER_LANE], dor[MAX_PER_LANE], acc[MAX_PER_LANE] = {0};
     for (int e = 0; e < MAX_PER_LANE; e++) {
         int d = lane + 32 * e;
-        qr[e] = d < D ? bf16_to_float(q[row + d]) * scale : 0.f;
+        qr[e] = d < D ? input_to_float(q[row + d]) * scale : 0.f;
         dor[e] = d < D ? dout[row + d] : 0.f;
     }
     const float lse_i = lse[stat], delta_i = delta[stat];
@@ -165,7 +175,7 @@ extern "C" __global__ void attention_backward_dq(const bf16_t *q, const bf16_t *
         pair_grad(qr, dor, krow, vrow, lane, D, lse_i, delta_i, &p, &ds);
         for (int e = 0; e < MAX_PER_LANE; e++) {
             int d = lane + 32 * e;
-            if (d < D) acc[e] += ds * scale * bf16_to_float(krow[d]);
+            if (d < D) acc[e] += ds * scale * input_to_float(krow[d]);
         }
     }
     for (int e = 0; e < MAX_PER_LANE; e++) {

@@ -35,18 +35,28 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 *r, const void *pointer) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(pointer)));
 }
 
-// c (16×8 fp32) += a (16×16 bf16, row) · b (16×8 bf16, col)
-__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};"
+// The 16-bit input type: bf16, or fp16 when the backend compiles the source with DISTFLASH_INPUT_F16 defined
+// (one module per input type; kernel names are the same in both).
+#ifdef DISTFLASH_INPUT_F16
+#define MMA_INPUT_TYPE "f16"
+#define CVT_INPUT_X2 "cvt.rn.f16x2.f32"
+#else
+#define MMA_INPUT_TYPE "bf16"
+#define CVT_INPUT_X2 "cvt.rn.bf16x2.f32"
+#endif
+
+// c (16×8 fp32) += a (16×16 input type, row) · b (16×8 input type, col)
+__device__ __forceinline__ void mma_input(float *c, const u32 *a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_INPUT_TYPE "." MMA_INPUT_TYPE ".f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two floats as bf16x2, `low` in the low half (the element with the smaller column index).
-__device__ __forceinline__ u32 pack_bf16(float low, float high) {
+// Two floats as a pair of the input type, `low` in the low half (the element with the smaller column index).
+__device__ __forceinline__ u32 pack_input(float low, float high) {
     u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(high), "f"(low));
+    asm(CVT_INPUT_X2 " %0, %1, %2;" : "=r"(r) : "f"(high), "f"(low));
     return r;
 }
 

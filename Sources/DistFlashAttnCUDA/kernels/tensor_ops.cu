@@ -1,9 +1,20 @@
 // Small kernels the executor uses to keep shards on the device: cutting and pasting 4-D blocks (set / add),
-// merging two partial (O, LSE), and δ = rowsum(dO ∘ O) with dO in bf16. All memory-bound; simplicity first.
+// merging two partial (O, LSE), and δ = rowsum(dO ∘ O) with dO in the input type. All memory-bound; simplicity
+// first. Compiled once per input type (bf16; fp16 with DISTFLASH_INPUT_F16 defined).
 typedef unsigned short bf16_t;
 #define NEG_INF __int_as_float(0xff800000)
 
-__device__ __forceinline__ float bf16_to_float(bf16_t x) { return __uint_as_float(((unsigned)x) << 16); }
+// An input element (raw 16 bits) as fp32: bf16, or fp16 when compiled with DISTFLASH_INPUT_F16 (one module per
+// input type, same kernel names).
+__device__ __forceinline__ float input_to_float(bf16_t x) {
+#ifdef DISTFLASH_INPUT_F16
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+    return f;
+#else
+    return __uint_as_float(((unsigned)x) << 16);
+#endif
+}
 
 // dst[p0 + a, p1 + b, p2 + c, p3 + d] (=|+=) src[o0 + a, o1 + b, o2 + c, o3 + d] for a block of e0×e1×e2×e3:
 // src has dims (·, s1, s2, s3), dst (·, t1, t2, t3). One block of threads per run of the last axis
@@ -56,32 +67,36 @@ extern "C" __global__ void merge_partials(float *o, float *lse, const float *o2,
 }
 
 // δ[b, h, i] = Σ_d dO[b, i, h, d] · O[b, i, h, d], dO in bf16: one warp per row.
-extern "C" __global__ void backward_preprocess_bf16(const float *o, const bf16_t *dout, float *delta, int S, int H,
-                                                    int D) {
+extern "C" __global__ void backward_preprocess_input(const float *o, const bf16_t *dout, float *delta, int S, int H,
+                                                     int D) {
     const int lane = threadIdx.x & 31, i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int h = blockIdx.y, b = blockIdx.z;
     if (i >= S) return;
     const long long row = (((long long)b * S + i) * H + h) * D;
     float sum = 0.f;
-    for (int d = lane; d < D; d += 32) sum += o[row + d] * bf16_to_float(dout[row + d]);
+    for (int d = lane; d < D; d += 32) sum += o[row + d] * input_to_float(dout[row + d]);
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     if (lane == 0) delta[((long long)b * H + h) * S + i] = sum;
 }
 
-// fp32 copy of a bf16 tensor (the SIMT backward reads dO in fp32).
-extern "C" __global__ void widen_bf16(const bf16_t *src, float *dst, long long n) {
+// fp32 copy of an input-type tensor (the SIMT backward reads dO in fp32).
+extern "C" __global__ void widen_input(const bf16_t *src, float *dst, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        dst[i] = bf16_to_float(src[i]);
+        dst[i] = input_to_float(src[i]);
 }
 
-// Benchmark inputs made on the device: bf16 values uniform in [−√3, √3) (unit variance) from a hash of
+// Benchmark inputs made on the device: input-type values uniform in [−√3, √3) (unit variance) from a hash of
 // (seed, index), so no host array of the full size is ever built.
-extern "C" __global__ void fill_random_bf16(bf16_t *dst, long long n, unsigned seed) {
+extern "C" __global__ void fill_random_input(bf16_t *dst, long long n, unsigned seed) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         unsigned long long x = (unsigned long long)i * 0x9E3779B97F4A7C15ull ^ ((unsigned long long)seed << 32 | seed);
         x ^= x >> 31; x *= 0xBF58476D1CE4E5B9ull; x ^= x >> 27; x *= 0x94D049BB133111EBull; x ^= x >> 33;
         float u = (float)(x >> 40) * (1.f / 16777216.f);  // [0, 1)
         float value = (2.f * u - 1.f) * 1.7320508f;
+#ifdef DISTFLASH_INPUT_F16
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(dst[i]) : "f"(value));
+#else
         dst[i] = (bf16_t)(__float_as_uint(value) >> 16);
+#endif
     }
 }
