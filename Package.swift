@@ -31,6 +31,7 @@ let package = Package(
             resources: [
                 .embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu"),
                 .embedInCode("kernels/attention_backward_mma.cu"), .embedInCode("kernels/mma_primitives.cuh"),
+                .embedInCode("kernels/input_type.cuh"),
                 .embedInCode("kernels/tensor_ops.cu"), .embedInCode("kernels/training_ops.cu"),
             ]
         ),

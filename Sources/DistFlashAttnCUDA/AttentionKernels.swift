@@ -14,7 +14,7 @@ struct AttentionKernels: Sendable {
     let forwardSource: String
     let backwardSource: String
 
-    static let simt = String(decoding: PackageResources.attention_simt_cu, as: UTF8.self)
+    static let simt = KernelSource.splicing(PackageResources.attention_simt_cu)
     static let forward = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
     static let backward = KernelSource.splicing(PackageResources.attention_backward_mma_cu)
 

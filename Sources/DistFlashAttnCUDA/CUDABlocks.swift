@@ -17,7 +17,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     private var tokens: [TokenKey: AttentionKernels.TokenBuffers] = [:]
     private var timings: [(start: OpaquePointer?, end: OpaquePointer?)] = []
 
-    static let ops = String(decoding: PackageResources.tensor_ops_cu, as: UTF8.self)
+    static let ops = KernelSource.splicing(PackageResources.tensor_ops_cu)
     /// The tensor ops for this backend's input type.
     let opsSource: String
     private let warps = 4

@@ -1,7 +1,9 @@
-/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh` through an `#include` line
-/// (which nvcc in the kernel lab resolves itself); NVRTC gets one self-contained text with the header spliced in.
+/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh` and `input_type.cuh` through
+/// `#include` lines (which nvcc in the kernel lab resolves itself); NVRTC gets one self-contained text with the
+/// headers spliced in.
 enum KernelSource {
-    static let headers = ["mma_primitives.cuh": String(decoding: PackageResources.mma_primitives_cuh, as: UTF8.self)]
+    static let headers = ["mma_primitives.cuh": String(decoding: PackageResources.mma_primitives_cuh, as: UTF8.self),
+                          "input_type.cuh": String(decoding: PackageResources.input_type_cuh, as: UTF8.self)]
 
     /// `source` for kernels on `inputs` (bf16 or fp16): fp16 compiles with DISTFLASH_INPUT_F16 defined, a module
     /// of its own with the same kernel names.

@@ -7,17 +7,7 @@
 typedef unsigned short bf16_t;
 #define INFINITY __int_as_float(0x7f800000)  // no headers: the kernels need nothing but NVRTC
 
-// An input element (raw 16 bits) as fp32: bf16, or fp16 when compiled with DISTFLASH_INPUT_F16 (one module per
-// input type, same kernel names).
-__device__ __forceinline__ float input_to_float(bf16_t x) {
-#ifdef DISTFLASH_INPUT_F16
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
-    return f;
-#else
-    return __uint_as_float(((unsigned)x) << 16);
-#endif
-}
+#include "input_type.cuh"
 
 __device__ __forceinline__ float warp_sum(float x) {
     for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

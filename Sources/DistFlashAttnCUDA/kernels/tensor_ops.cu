@@ -4,17 +4,7 @@
 typedef unsigned short bf16_t;
 #define NEG_INF __int_as_float(0xff800000)
 
-// An input element (raw 16 bits) as fp32: bf16, or fp16 when compiled with DISTFLASH_INPUT_F16 (one module per
-// input type, same kernel names).
-__device__ __forceinline__ float input_to_float(bf16_t x) {
-#ifdef DISTFLASH_INPUT_F16
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
-    return f;
-#else
-    return __uint_as_float(((unsigned)x) << 16);
-#endif
-}
+#include "input_type.cuh"
 
 // dst[p0 + a, p1 + b, p2 + c, p3 + d] (=|+=) src[o0 + a, o1 + b, o2 + c, o3 + d] for a block of e0×e1×e2×e3:
 // src has dims (·, s1, s2, s3), dst (·, t1, t2, t3). One block of threads per run of the last axis
