@@ -10,16 +10,12 @@ struct DeviceOps {
 
     /// y = x·Wᵀ in fp32 `[T, out]` (x bf16 `[T, in]`, W bf16 `[out, in]`).
     func linear(_ x: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
-        let y = try blocks.filled([x.count / weight.shape[1], weight.shape[0]], with: 0, like: nil)
-        try matmul.multiply(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true, into: y)
-        return y
+        try matmul.product(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true)
     }
 
     /// dx = dy·W in fp32 `[T, in]` (dy bf16 `[T, out]`, W bf16 `[out, in]`).
     func inputGradient(_ dy: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
-        let dx = try blocks.filled([dy.count / weight.shape[0], weight.shape[1]], with: 0, like: nil)
-        try matmul.multiply(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight, into: dx)
-        return dx
+        try matmul.product(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight)
     }
 
     /// dW += dyᵀ·x (dy bf16 `[T, out]`, x bf16 `[T, in]`, dW fp32 `[out, in]`).

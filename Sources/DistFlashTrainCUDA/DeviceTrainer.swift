@@ -96,7 +96,8 @@ public final class DeviceTrainer: @unchecked Sendable {
             let models = try ranksHere.map { rank, device in
                 // The plan's executor reads (and frees) its primitives' timings after every pass; one GPU never does.
                 let attention: any DeviceAttention = communicator.map {
-                    PlanDeviceAttention(rank: rank, problem: problem, plans: plans, blocks: CUDABlocks(device: device),
+                    PlanDeviceAttention(rank: rank, problem: problem, kind: configuration.plan, plans: plans,
+                                        blocks: CUDABlocks(device: device),
                                         communicator: $0, overlap: configuration.overlap)
                 } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
                 return (rank, try DeviceLlamaModel(config: model, attention: attention,
@@ -109,9 +110,6 @@ public final class DeviceTrainer: @unchecked Sendable {
         warmup = try configuration.sequenceWarmup.map { try length(batch: $0.batch, sequence: $0.sequence) }
     }
 
-    /// Whether step `step` (0-based) trains on the warm-up's short rows.
-    public func isWarmup(step: Int) -> Bool { step < (configuration.sequenceWarmup?.steps ?? 0) }
-
     /// Whether this process reports and saves for the run (it holds rank 0).
     public var reportsResults: Bool { local[0] != nil }
 
@@ -119,7 +117,7 @@ public final class DeviceTrainer: @unchecked Sendable {
     /// point and gets the same answer, so they stop, or go on, together.
     public func anyRank(_ flag: Bool) throws -> Bool {
         guard spansProcesses, let communicator, let (rank, optimizer) = local.first else { return flag }
-        return try communicator.allReduceSum([flag ? 1 : 0], rank: rank, device: optimizer.weights.master[0].device)[0] > 0
+        return try communicator.allReduceSum([flag ? 1 : 0], rank: rank, device: optimizer.device)[0] > 0
     }
 
     public var isFinished: Bool { completedSteps >= configuration.steps }
@@ -131,7 +129,7 @@ public final class DeviceTrainer: @unchecked Sendable {
             throw DistFlashError(.invalidProblem, "the run is complete: all \(configuration.steps) steps are taken")
         }
         let clock = ContinuousClock.now
-        let (source, length) = isWarmup(step: completedSteps) ? (warmupTraining!, warmup!) : (training, full)
+        let (source, length) = configuration.isWarmup(step: completedSteps) ? (warmupTraining!, warmup!) : (training, full)
         let batch = source.batch(step: completedSteps, size: length.batch)
         guard batch.labeledCount > 0 else {
             throw DistFlashError(.invalidProblem, "step \(completedSteps + 1): the batch has no labelled token to "
@@ -199,7 +197,7 @@ public final class DeviceTrainer: @unchecked Sendable {
 
     /// The most device memory any of this process's ranks held at once since the last call, in bytes.
     public func peakMemoryBytes() throws -> Int {
-        try local.values.map { try $0.weights.master[0].device.peakMemoryBytes(reset: true) }.max() ?? 0
+        try local.values.map { try $0.device.peakMemoryBytes(reset: true) }.max() ?? 0
     }
 
     /// The whole optimizer state: this process's ranks' shards joined, or (across processes) gathered over NCCL
@@ -229,7 +227,7 @@ public final class DeviceTrainer: @unchecked Sendable {
     private func sums(_ rows: [[Double]]) throws -> (Double, Double) {
         var total = rows.reduce([0.0, 0.0]) { [$0[0] + $1[0], $0[1] + $1[1]] }
         if spansProcesses, let communicator, let (rank, optimizer) = local.first {
-            total = try communicator.allReduceSum(total, rank: rank, device: optimizer.weights.master[0].device)
+            total = try communicator.allReduceSum(total, rank: rank, device: optimizer.device)
         }
         return (total[0], total[1])
     }

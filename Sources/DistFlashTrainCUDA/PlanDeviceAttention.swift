@@ -14,11 +14,11 @@ public final class PlanDeviceAttention: DeviceAttention {
     let run: DistributedAttention
     private let calls = Atomic<Int>(0)
 
-    /// `problem`: one layer's attention over the whole sequence (bf16); `plans` verified for it.
-    public init(rank: Int, problem: AttentionProblem, plans: RankAttention.Plans, blocks: CUDABlocks,
+    /// `problem`: one layer's attention over the whole sequence (bf16); `plans`: the `kind`'s, verified for it.
+    public init(rank: Int, problem: AttentionProblem, kind: Plan.Kind, plans: RankAttention.Plans, blocks: CUDABlocks,
                 communicator: NCCLCommunicator, overlap: Bool = true) {
         (self.rank, self.problem, self.plans, self.blocks, self.communicator) = (rank, problem, plans, blocks, communicator)
-        var run = DistributedAttention(plan: .ring, ranks: communicator.ranks)  // the kind is in `plans`
+        var run = DistributedAttention(plan: kind, ranks: communicator.ranks)
         run.overlap = overlap
         self.run = run
     }

@@ -24,7 +24,6 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let flatMaster: DeviceTensor
     private let flatGradient: DeviceTensor
     private let layout: EqualShards
-    private let shard: Range<Int>
     private let m: DeviceTensor
     private let v: DeviceTensor
     /// This rank's shard of the summed gradient (the reduce-scatter's output; with one rank, the gradient itself).
@@ -56,8 +55,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
         gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
         weights = try DeviceWeights(names: parameters.names, master: master, fp32Only: fp32Only, kernels: kernels)
         (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
-        let (share, shard) = (layout.share, layout.shard(rank))
-        (self.layout, self.shard) = (layout, shard)
+        let share = layout.share
+        self.layout = layout
         if let resume {
             guard resume.shard == 0..<total else {
                 throw DistFlashError(.shapeMismatch, "AdamW state over \(resume.shard): resuming needs the full range "
@@ -90,7 +89,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
     /// The whole optimizer state on every rank, from every rank's shard over NCCL (all ranks call it together).
     public func gatheredState(_ communicator: NCCLCommunicator) throws -> AdamWState {
         let padded = flatMaster.count
-        let zeros = CUDABlocks(device: flatMaster.device, timing: false)
+        let zeros = CUDABlocks(device: device, timing: false)
         var moments: [[Float]] = []
         for moment in [m, v] {
             let whole = try zeros.filled([padded], with: 0, like: nil)
@@ -99,6 +98,9 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         return try AdamWState(step: step, shard: 0..<layout.count, m: moments[0], v: moments[1])
     }
+
+    /// The GPU holding this rank's buffers.
+    public var device: CUDADevice { flatMaster.device }
 
     /// Sets every gradient to zero (before a step's backward adds into them).
     public func zeroGradients() throws { try kernels.fill(flatGradient, with: 0) }
@@ -116,15 +118,15 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         var squares = try kernels.sumOfSquares(mine)
         if ranks > 1, let communicator {
-            squares = try communicator.allReduceSum([squares], rank: rank, device: flatMaster.device)[0]
+            squares = try communicator.allReduceSum([squares], rank: rank, device: device)[0]
         }
         let norm = Float(squares.squareRoot())
         guard norm.isFinite else { return norm }
-        let scale = norm > maxNorm ? maxNorm / (norm + 1e-6) : 1
+        let scale = GradientClipping.factor(norm: norm, maxNorm: maxNorm) ?? 1
         step += 1
         let h = hyperparameters
         for (t, flat, local) in layout.segments(rank, spans: spans) {
-            let decay = weights.master[t].shape.count >= 2 ? h.weightDecay : 0
+            let decay = h.weightDecay(forTensorOfRank: weights.master[t].shape.count)
             try kernels.adamW(try flatMaster.elements(flat, as: [flat.count]),
                               gradient: try mine.elements(local, as: [local.count]), gradientScale: scale,
                               m: try m.elements(local, as: [local.count]), v: try v.elements(local, as: [local.count]),
@@ -132,6 +134,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
                               epsilon: h.epsilon, weightDecay: decay, step: step)
         }
         if ranks > 1, let communicator {
+            let shard = layout.shard(rank)
             try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster, rank: rank)
         }
         try weights.refreshCopies(kernels)

@@ -68,6 +68,16 @@ public final class DeviceMatmul: @unchecked Sendable {
         }
     }
 
+    /// op(A)·op(B) in a new fp32 tensor `[M, N]` (no fill: the product overwrites it).
+    public func product(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool = false, transposeB: Bool = false)
+        throws -> DeviceTensor {
+        let (aRows, aColumns) = Self.matrix(a), (bRows, bColumns) = Self.matrix(b)
+        let c = try DeviceTensor(device, shape: [transposeA ? aColumns : aRows, transposeB ? bRows : bColumns],
+                                 precision: .float32)
+        try multiply(a, b, transposeA: transposeA, transposeB: transposeB, into: c)
+        return c
+    }
+
     /// A column-major GEMM call C = op(X)·op(Y) (X first): BLAS's m, n, k, flags and leading dimensions.
     public struct ColumnMajorCall: Sendable, Equatable {
         public var transposeFirst: Bool, transposeSecond: Bool

@@ -25,6 +25,9 @@ public struct AdamW: Sendable {
             (self.beta1, self.beta2, self.epsilon, self.weightDecay) = (beta1, beta2, epsilon, weightDecay)
         }
 
+        /// λ for a tensor of `rank` axes: matrices (linear weights, embeddings) decay, 1-D norm weights do not.
+        public func weightDecay(forTensorOfRank rank: Int) -> Float { rank >= 2 ? weightDecay : 0 }
+
         /// Throws `invalidProblem` naming the value unless β1, β2 ∈ [0, 1), ε > 0 and λ ≥ 0 (all finite).
         public func validate() throws {
             func fail(_ what: String, _ value: Float, _ rule: String) -> DistFlashError {
@@ -85,7 +88,7 @@ public struct AdamW: Sendable {
         let correction1 = Float(1 - pow(Double(h.beta1), Double(state.step)))
         let correction2 = Float(1 - pow(Double(h.beta2), Double(state.step)))
         for (t, elements, offset) in parameters.flatSegments(in: state.shard) {
-            let decay = parameters.tensors[t].shape.count >= 2 ? h.weightDecay : 0
+            let decay = h.weightDecay(forTensorOfRank: parameters.tensors[t].shape.count)
             let g = gradients.tensors[t].scalars
             parameters.tensors[t].scalars.withUnsafeMutableBufferPointer { theta in
                 state.m.withUnsafeMutableBufferPointer { m in

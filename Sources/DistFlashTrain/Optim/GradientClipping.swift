@@ -13,6 +13,11 @@ public enum GradientClipping {
         return Float(sum.squareRoot())
     }
 
+    /// The scale that brings a gradient of global norm `norm` within `maxNorm`, or nil when it already is.
+    public static func factor(norm: Float, maxNorm: Float) -> Float? {
+        norm > maxNorm ? maxNorm / (norm + 1e-6) : nil
+    }
+
     /// Scales `gradients` in place so their global norm is at most `maxNorm` and returns the norm before clipping.
     /// A non-finite norm (an overflow or NaN in the backward pass) is returned with the gradients untouched, so the
     /// caller can skip the update. Throws `invalidProblem` unless `maxNorm` is finite and > 0.
@@ -22,8 +27,7 @@ public enum GradientClipping {
             throw DistFlashError(.invalidProblem, "gradient clipping: max norm = \(maxNorm): must be finite and > 0")
         }
         let norm = globalNorm(gradients)
-        guard norm.isFinite, norm > maxNorm else { return norm }
-        let factor = maxNorm / (norm + 1e-6)
+        guard norm.isFinite, let factor = factor(norm: norm, maxNorm: maxNorm) else { return norm }
         for t in gradients.tensors.indices {
             for i in gradients.tensors[t].scalars.indices { gradients.tensors[t].scalars[i] *= factor }
         }

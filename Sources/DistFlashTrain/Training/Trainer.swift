@@ -83,7 +83,7 @@ public struct Trainer: Sendable {
     public var isFinished: Bool { completedSteps >= configuration.steps }
 
     /// Whether step `step` (0-based) trains on the warm-up's short rows.
-    public func isWarmup(step: Int) -> Bool { step < (configuration.sequenceWarmup?.steps ?? 0) }
+    public func isWarmup(step: Int) -> Bool { configuration.isWarmup(step: step) }
 
     /// Rows and their length at step `step` (0-based): the warm-up's, or B and S.
     public func shape(step: Int) -> (batch: Int, sequence: Int) {

@@ -39,6 +39,9 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     /// Train the first steps on shorter rows (nil: every step at `sequence`).
     public var sequenceWarmup: SequenceWarmup?
 
+    /// Whether step `step` (0-based) trains on the sequence warm-up's short rows.
+    public func isWarmup(step: Int) -> Bool { step < (sequenceWarmup?.steps ?? 0) }
+
     // MARK: Execution (may differ between a run and its resume)
 
     /// P, sequence-parallel ranks (threads of this process).
