@@ -2,6 +2,8 @@
 # On a machine with GPUs and the static binary at bin/distflash. Logs under $OUT.
 #   check  the tiny model's first steps on 1 GPU, on every GPU from one process, and on every GPU as one process
 #          each (torchrun): the three loss trajectories side by side (same seed, same data)
+#   track  llama-1b on the recall task (S = 8192, 30 steps): one GPU against every GPU, same seed and data; the
+#          two loss trajectories side by side and their SVG curves
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
 #          and 32k tokens per GPU (llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
 #          and on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
@@ -22,6 +24,15 @@ if [ "$mode" = check ]; then
     echo "$gpus processes (torchrun): exit $?"
     for f in 1gpu "${gpus}gpu" torchrun; do
         echo "$f: $(grep -o '"loss":[0-9.]*' "$out/check-$f.jsonl" | cut -d: -f2 | tr '\n' ' ') $(tail -c 300 "$out/check-$f.err")"
+    done
+    exit 0
+fi
+if [ "$mode" = track ]; then
+    job="train --preset llama-1b --task recall --seq 8192 --batch 1 --steps 30 --lr 3e-4 --warmup 5 --seq-warmup none --eval-every 10 --eval-batches 1 --seed 11 --json"
+    for count in 1 "$gpus"; do
+        timeout 240 bin/distflash $job --gpus "$count" --curve "$out/track-x$count.svg" >"$out/track-x$count.jsonl" \
+            2>"$out/track-x$count.err"
+        echo "$count GPU(s): exit $? $(grep -o '"loss":[0-9.]*' "$out/track-x$count.jsonl" | cut -d: -f2 | cut -c1-6 | tr '\n' ' ')"
     done
     exit 0
 fi

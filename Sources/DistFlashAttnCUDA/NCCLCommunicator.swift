@@ -223,6 +223,9 @@ public final class NCCLCommunicator: Communicator, @unchecked Sendable {
         let driver = member.device.driver
         try member.device.makeCurrent()
         try orderAfterCompute(member)
+        // NCCL's launch of a collective on one of several devices driven by one process waits inside NCCL until
+        // the process's other devices launch theirs: meet first, where a rank that failed ends the wait.
+        if !spansProcesses && ranks > 1 { try local.meet(rank: rank, at: "the start of \(what)") }
         try watchdog.watch("rank \(rank): NCCL call waiting for \(what)") { try enqueue(member) }
         var event: OpaquePointer?
         try driver.check(driver.cuEventCreate(&event, 2), "cuEventCreate")  // timing disabled

@@ -2,9 +2,14 @@
 // (odd sizes, every mask, GQA, folding into a partial, non-contiguous positions), then timed with CUDA events on
 // the benchmark shapes (bf16, B=1, H=32, D, causal and full). Build and run with lab/run_forward.sh.
 #include "common.cuh"
+// The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
+// skipped by its #pragma once).
+#include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
+// Shapes beside the mainline's two, from the same template.
+FORWARD_MMA(64, 4, 2, 64, false, )
 }
 #undef FORWARD_MMA
 namespace v1 {
@@ -34,7 +39,7 @@ static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d,
                             scale, p.kind, p.window);
     } else {
         int tiles = (p.Sk + c.bn - 1) / c.bn;
-        mainline::attention_tile_bounds<<<(tiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.bn, d.kbounds);
+        ::attention_tile_bounds<<<(tiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.bn, d.kbounds);
         dim3 grid((p.Sq + c.rows() - 1) / c.rows(), p.H, p.B);
         c.v2<<<grid, c.warps * 32, c.shared()>>>(d.q, d.k, d.v, d.qpos, d.kpos, d.qdoc, d.kdoc, d.kbounds, o, lse,
                                                  p.Sq, p.Sk, p.H, p.Hkv, p.D, scale, p.kind, p.window);
@@ -131,6 +136,7 @@ int main(int argc, char **argv) {
 #define CANDIDATE(D, W, M, N, S) \
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
         CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
+        CANDIDATE(64, 4, 2, 64, ),
     };
     for (auto &c : candidates)
         if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,

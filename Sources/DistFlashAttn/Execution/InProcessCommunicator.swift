@@ -89,7 +89,11 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    public func barrier(rank: Int) throws {
+    public func barrier(rank: Int) throws { try meet(rank: rank, at: "the final barrier") }
+
+    /// Every rank waits here until all have arrived (`place` names the spot in errors); bounded by the timeout and
+    /// ended by any rank's failure.
+    public func meet(rank: Int, at place: String) throws {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
         defer { condition.unlock() }
@@ -101,16 +105,16 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
             condition.broadcast()
         }
         while generation == mine {
-            if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
+            if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at \(place) because \(failure.message)") }
             if Date() >= deadline {
-                let error = DistFlashError(.runtime, "rank \(rank): timed out after \(timeout) s at the final barrier")
+                let error = DistFlashError(.runtime, "rank \(rank): timed out after \(timeout) s at \(place)")
                 failure = failure ?? error
                 condition.broadcast()
                 throw error
             }
             _ = condition.wait(until: deadline)
         }
-        if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at the final barrier because \(failure.message)") }
+        if let failure { throw DistFlashError(.runtime, "rank \(rank): stopped at \(place) because \(failure.message)") }
     }
 
     /// The run's first failure, if any rank aborted it.

@@ -9,7 +9,7 @@
 //
 // Contract (same as attention_forward in attention_simt.cu): fold the keys into the partial (o, lse), where o is
 // normalised and lse its log-sum-exp; masks from global positions and document ids. Softmax runs in base 2 with
-// the scale folded in. The PTX wrappers live in mma_primitives.cuh.
+// the scale folded into the exponent's FMA. The PTX wrappers live in mma_primitives.cuh.
 
 #include "mma_primitives.cuh"
 
@@ -74,7 +74,7 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
     };
     if (first <= last) load_tile(sK, k_base, first * BN);
 
-    // This thread's rows (two per m16 tile) and the running state of this block alone; m in base-2 units. The
+    // This thread's rows (two per m16 tile) and the running state of this block alone; m in raw-score units. The
     // partial already in (o, lse) is merged in exactly at the end: seeding the running state from it instead
     // would put every probability of this block below 1 (m would start at the old LSE) and round all of them to
     // bf16, even the row's largest, which measurably doubles the error after a few folds.
@@ -143,34 +143,37 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
             }
         }
 
-        // Scale (base 2), mask where the tile needs it, online softmax (a row is shared by the 4 threads of a quad).
+        // Mask (partial tiles only, in a pass of its own: a branch inside the unrolled softmax would cut it into
+        // a basic block per element), then the online softmax on raw scores with the scale inside the exponent's FMA.
+        if (tile_class == PARTIAL) {
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                #pragma unroll
+                for (int n = 0; n < BN / 8; n++)
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int r = e >> 1, jj = key0 + n * 8 + t * 2 + (e & 1);
+                        bool ok = rows[mt][r] < Sq && jj < Sk
+                                  && visible(qp[mt][r], kpos[jj], qd[mt][r], kdoc[jj], kind, window);
+                        s[mt][n][e] = ok ? s[mt][n][e] : NEG_INF;
+                    }
+        }
         #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             float top[2] = {m[mt][0], m[mt][1]};
             #pragma unroll
             for (int n = 0; n < BN / 8; n++)
                 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int r = e >> 1;
-                    float x = s[mt][n][e] * scale2;
-                    if (tile_class == PARTIAL) {
-                        int jj = key0 + n * 8 + t * 2 + (e & 1);
-                        bool ok = rows[mt][r] < Sq && jj < Sk
-                                  && visible(qp[mt][r], kpos[jj], qd[mt][r], kdoc[jj], kind, window);
-                        x = ok ? x : NEG_INF;
-                    }
-                    s[mt][n][e] = x;
-                    top[r] = fmaxf(top[r], x);
-                }
-            float sum[2] = {0.f, 0.f};
+                for (int e = 0; e < 4; e++) top[e >> 1] = fmaxf(top[e >> 1], s[mt][n][e]);
+            float sum[2] = {0.f, 0.f}, shift[2];
             #pragma unroll
             for (int r = 0; r < 2; r++) {
                 top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 1));
                 top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 2));
                 float base = top[r] == NEG_INF ? 0.f : top[r];
-                float alpha = exp2_approx(m[mt][r] - base);
+                float alpha = exp2_approx((m[mt][r] - base) * scale2);
                 m[mt][r] = top[r];
-                top[r] = base;
+                shift[r] = base * scale2;
                 l[mt][r] *= alpha;
                 #pragma unroll
                 for (int n = 0; n < D / 8; n++) {
@@ -182,7 +185,7 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
             for (int n = 0; n < BN / 8; n++)
                 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    s[mt][n][e] = exp2_approx(s[mt][n][e] - top[e >> 1]);
+                    s[mt][n][e] = exp2_approx(fmaf(s[mt][n][e], scale2, -shift[e >> 1]));
                     sum[e >> 1] += s[mt][n][e];
                 }
             #pragma unroll
@@ -235,7 +238,7 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
         for (int r = 0; r < 2; r++) {
             int i = rows[mt][r];
             if (i >= Sq || l[mt][r] == 0.f) continue;  // no visible key in this block: the partial stands
-            const float block_lse = m[mt][r] + __log2f(l[mt][r]);  // base 2
+            const float block_lse = m[mt][r] * scale2 + __log2f(l[mt][r]);  // base 2
             float *lse_at = lse + ((size_t)b * H + h) * Sq + i;
             const float old = *lse_at;                             // natural log
             const float old2 = old == NEG_INF ? NEG_INF : old * LOG2E;

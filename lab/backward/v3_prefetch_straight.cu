@@ -1,0 +1,245 @@
+// Candidate backward (lab): v2 (Q and dO double-buffered) with v3's straight-line softmax.
+// Candidate backward (lab): the mainline tensor-core backward with the Q and dO tiles double-buffered, so the
+// next visible query tile's load (cp.async) runs while the current one computes; everything else as the mainline
+// (kernels/attention_backward_mma.cu). Predicted: +10–20 % at D = 128 (the mainline waits on each tile's load after
+// the barrier that ends the previous one). Shared memory: (2·BN + 4·64)·(D + 8)·2 + BN·72·2 + 2·64·4 bytes.
+// Expects mma_primitives.cuh already included (the harness includes it once for every candidate).
+
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+template <int D, int WARPS>
+__device__ void backward_prefetch(const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,
+                             const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+                             const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq,
+                             int Sk, int H, int Hkv, float scale, int kind, int window) {
+    constexpr int BN = 16 * WARPS, BM = 64, THREADS = 32 * WARPS, LD = D + 8, LDS = BM + 8, CHUNKS = D / 8;
+    // dQ = dS·K: 4 warps cover the 64 query rows, extra warps split D.
+    constexpr int DQ_SPLIT = WARPS / 4, DQ_COLUMNS = D / DQ_SPLIT;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    // Two stages of the Q and dO tiles: the next visible tile's load runs while this one computes.
+    bf16_t *sK = (bf16_t *)shared_bytes, *sV = sK + BN * LD, *sQ = sV + BN * LD, *sdO = sQ + 2 * BM * LD;
+    bf16_t *sdS = sdO + 2 * BM * LD;            // dSᵀ [key][query]
+    float *sL = (float *)(sdS + BN * LDS);      // LSE·log2(e) of the query tile (+∞ past the end: P = 0)
+    float *sD = sL + BM;                        // δ of the query tile
+    __shared__ int tile_range[2];
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3, m8 = lane >> 3;
+    const int kvh = blockIdx.y, b = blockIdx.z, group = H / Hkv;
+    const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
+    const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
+    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const float scale2 = scale * LOG2E;
+    const int4 kb = key_bounds[key_tile];
+
+    // K and V tiles → shared memory; meanwhile find the range of query tiles this key tile meets.
+    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
+    for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
+        int r = idx / CHUNKS, c = idx % CHUNKS, j = key0 + r;
+        size_t offset = (size_t)min(j, Sk - 1) * kv_stride + c * 8;
+        cp_async16(sK + r * LD + c * 8, k_base + offset, j < Sk);
+        cp_async16(sV + r * LD + c * 8, v_base + offset, j < Sk);
+    }
+    cp_async_commit();
+    if (tid == 0) {
+        tile_range[0] = query_tiles;
+        tile_range[1] = -1;
+    }
+    __syncthreads();
+    for (int i = tid; i < query_tiles; i += THREADS)
+        if (classify(query_bounds[i], kb, false, kind, window) != HIDDEN) {
+            atomicMin(&tile_range[0], i);
+            atomicMax(&tile_range[1], i);
+        }
+
+    // This thread's two key rows.
+    int krow[2], kp[2], kd[2];
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        krow[s] = key0 + warp * 16 + g + 8 * s;
+        kp[s] = krow[s] < Sk ? kpos[krow[s]] : 0;
+        kd[s] = krow[s] < Sk ? kdoc[krow[s]] : -1;
+    }
+    float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dK[n][e] = dV[n][e] = 0.f;
+    cp_async_wait_all();
+    __syncthreads();
+    const int first = tile_range[0], last = tile_range[1];
+    const bool ragged_keys = key0 + BN > Sk;
+
+    // The visible (head, query tile) pairs in order: the first at or after (head, qt), or head = -1.
+    auto next_visible = [&](int head, int qt) -> int2 {
+        for (; head < (kvh + 1) * group; head++, qt = first)
+            for (; qt <= last; qt++)
+                if (classify(query_bounds[qt], kb, ragged_keys || qt * BM + BM > Sq, kind, window) != HIDDEN)
+                    return make_int2(head, qt);
+        return make_int2(-1, 0);
+    };
+    auto load_tile = [&](int2 tile, int stage) {
+        const bf16_t *q_base = q + ((size_t)b * Sq * H + tile.x) * D, *do_base = dout + ((size_t)b * Sq * H + tile.x) * D;
+        for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
+            int r = idx / CHUNKS, c = idx % CHUNKS, i = tile.y * BM + r;
+            size_t offset = (size_t)min(i, Sq - 1) * q_stride + c * 8;
+            cp_async16(sQ + (stage * BM + r) * LD + c * 8, q_base + offset, i < Sq);
+            cp_async16(sdO + (stage * BM + r) * LD + c * 8, do_base + offset, i < Sq);
+        }
+        cp_async_commit();
+    };
+    int2 current = next_visible(kvh * group, first);
+    int stage = 0;
+    if (current.x >= 0) load_tile(current, 0);
+    while (current.x >= 0) {
+        const int2 next = next_visible(current.x, current.y + 1);  // past `last`, the loop moves to the next head
+        if (next.x >= 0) load_tile(next, stage ^ 1);
+        const int head = current.x, qt = current.y, q0 = qt * BM;
+        const size_t row_base = ((size_t)b * H + head) * Sq;
+        const int tile_class = classify(query_bounds[qt], kb, ragged_keys || q0 + BM > Sq, kind, window);
+        const bf16_t *tQ = sQ + stage * BM * LD, *tdO = sdO + stage * BM * LD;
+        {
+            for (int r = tid; r < BM; r += THREADS) {
+                int i = q0 + r;
+                sL[r] = i < Sq ? lse[row_base + i] * LOG2E : __int_as_float(0x7f800000);
+                sD[r] = i < Sq ? delta[row_base + i] : 0.f;
+            }
+            if (next.x >= 0) cp_async_wait_one(); else cp_async_wait_all();
+            __syncthreads();
+
+            // Sᵀ and dPᵀ for this warp's 16 keys × 64 queries.
+            float s[BM / 8][4], dp[BM / 8][4];
+#pragma unroll
+            for (int n = 0; n < BM / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                u32 ka[4], va[4];
+                ldmatrix_x4(ka, sK + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+                ldmatrix_x4(va, sV + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+                for (int np = 0; np < BM / 16; np++) {
+                    u32 qb[4], ob[4];
+                    int row = (np * 16 + (m8 >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (m8 & 1) * 8;
+                    ldmatrix_x4(qb, tQ + row);
+                    ldmatrix_x4(ob, tdO + row);
+                    mma_input(s[2 * np], ka, qb[0], qb[1]);
+                    mma_input(s[2 * np + 1], ka, qb[2], qb[3]);
+                    mma_input(dp[2 * np], va, ob[0], ob[1]);
+                    mma_input(dp[2 * np + 1], va, ob[2], ob[3]);
+                }
+            }
+
+            // Pᵀ (in s) on every pair in straight-line code, then zeros where a partial tile's mask hides a pair
+            // (a branch inside the unrolled loop would cut it into a basic block per element).
+#pragma unroll
+            for (int n = 0; n < BM / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[n][e] = exp2_approx(fmaf(s[n][e], scale2, -sL[n * 8 + t * 2 + (e & 1)]));
+            if (tile_class == PARTIAL) {
+#pragma unroll
+                for (int n = 0; n < BM / 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int r = e >> 1, i = q0 + n * 8 + t * 2 + (e & 1);
+                        bool ok = i < Sq && krow[r] < Sk && visible(qpos[i], kp[r], qdoc[i], kd[r], kind, window);
+                        s[n][e] = ok ? s[n][e] : 0.f;
+                    }
+            }
+            // Scaled dSᵀ (in dp), also to shared memory for dQ.
+#pragma unroll
+            for (int n = 0; n < BM / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) dp[n][e] = s[n][e] * (dp[n][e] - sD[n * 8 + t * 2 + (e & 1)]) * scale;
+#pragma unroll
+                for (int r = 0; r < 2; r++)
+                    *(u32 *)(sdS + (warp * 16 + g + 8 * r) * LDS + n * 8 + t * 2) =
+                        pack_input(dp[n][2 * r], dp[n][2 * r + 1]);
+            }
+
+            // dV += Pᵀ·dO, dK += dSᵀ·Q: the accumulators' layout is the A layout (k = query).
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++) {
+                u32 pa[4] = {pack_input(s[2 * kk][0], s[2 * kk][1]), pack_input(s[2 * kk][2], s[2 * kk][3]),
+                             pack_input(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_input(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                u32 da[4] = {pack_input(dp[2 * kk][0], dp[2 * kk][1]), pack_input(dp[2 * kk][2], dp[2 * kk][3]),
+                             pack_input(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                             pack_input(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+                for (int dd = 0; dd < D / 16; dd++) {
+                    u32 ob[4], qb[4];
+                    int row = (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + dd * 16 + (m8 >> 1) * 8;
+                    ldmatrix_x4_trans(ob, tdO + row);
+                    ldmatrix_x4_trans(qb, tQ + row);
+                    mma_input(dV[2 * dd], pa, ob[0], ob[1]);
+                    mma_input(dV[2 * dd + 1], pa, ob[2], ob[3]);
+                    mma_input(dK[2 * dd], da, qb[0], qb[1]);
+                    mma_input(dK[2 * dd + 1], da, qb[2], qb[3]);
+                }
+            }
+            __syncthreads();  // dSᵀ complete
+
+            // dQ (16 query rows × DQ_COLUMNS of D per warp) = dS·K, added to the fp32 dQ with atomics.
+            {
+                const int qrow = (warp & 3) * 16, col0 = (warp >> 2) * DQ_COLUMNS;
+                float acc[DQ_COLUMNS / 8][4];
+#pragma unroll
+                for (int n = 0; n < DQ_COLUMNS / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; kk++) {
+                    u32 a[4];
+                    ldmatrix_x4_trans(a, sdS + (kk * 16 + (m8 >> 1) * 8 + (lane & 7)) * LDS + qrow + (m8 & 1) * 8);
+#pragma unroll
+                    for (int dd = 0; dd < DQ_COLUMNS / 16; dd++) {
+                        u32 kb4[4];
+                        ldmatrix_x4_trans(kb4, sK + (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + col0 + dd * 16
+                                                   + (m8 >> 1) * 8);
+                        mma_input(acc[2 * dd], a, kb4[0], kb4[1]);
+                        mma_input(acc[2 * dd + 1], a, kb4[2], kb4[3]);
+                    }
+                }
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    int i = q0 + qrow + g + 8 * r;
+                    if (i >= Sq) continue;
+                    float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + col0 + t * 2;
+#pragma unroll
+                    for (int n = 0; n < DQ_COLUMNS / 8; n++) {
+                        atomicAdd(row + n * 8, acc[n][2 * r]);
+                        atomicAdd(row + n * 8 + 1, acc[n][2 * r + 1]);
+                    }
+                }
+            }
+            __syncthreads();  // before the next tile overwrites sdS, sL, sD and, a tile later, this stage
+        }
+        stage ^= 1;
+        current = next;
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int j = krow[r];
+        if (j >= Sk) continue;
+        size_t offset = ((size_t)(b * Sk + j) * Hkv + kvh) * D + t * 2;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            float2 *pk = (float2 *)(dk + offset + n * 8), *pv = (float2 *)(dv + offset + n * 8);
+            float2 ok = *pk, ov = *pv;
+            *pk = make_float2(ok.x + dK[n][2 * r], ok.y + dK[n][2 * r + 1]);
+            *pv = make_float2(ov.x + dV[n][2 * r], ov.y + dV[n][2 * r + 1]);
+        }
+    }
+}
+
+#define BACKWARD_V3P(D, WARPS)                                                                             \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) lab_backward_v3p_d##D##_w##WARPS(       \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,               \
+        const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,                \
+        const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk,      \
+        int H, int Hkv, int dim, float scale, int kind, int window) {                                           \
+        backward_prefetch<D, WARPS>(q, k, v, dout, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds, \
+                                    dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);                           \
+    }
+BACKWARD_V3P(64, 8)
+BACKWARD_V3P(128, 8)
