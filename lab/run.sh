@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 name=$1
 shift
-arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
-[ "$arch" = 90 ] && arch=90a
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | sed -n 1p | tr -dc 0-9)
+[ "$arch" = 90 ] && arch=90a  # Hopper's wgmma and setmaxnreg exist only in the arch-specific target
 build=${TMPDIR:-/tmp}/distflash-lab
 mkdir -p "$build"
-nvcc -O3 -std=c++17 -lineinfo -arch=sm_$arch -o "$build/$name" "harness/${name}_harness.cu" -Xptxas -v \
+nvcc -O3 -std=c++17 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" -o "$build/$name" "harness/${name}_harness.cu" -Xptxas -v \
     2>"$build/$name-ptxas.txt" || { cat "$build/$name-ptxas.txt"; exit 1; }
 "$build/$name" "$@" | tee "${OUT:-$build}/$name-lab.txt"

@@ -5,7 +5,7 @@
 #   track  llama-1b on the recall task (S = 8192, 30 steps): one GPU against every GPU, same seed and data; the
 #          two loss trajectories side by side and their SVG curves
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
-#          and 32k tokens per GPU (llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
+#          and 32k tokens per GPU (TOKENS overrides; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
 #          and on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
 set -u
 out=${OUT:-/tmp/distflash-gpu}
@@ -52,5 +52,6 @@ for tokens in ${TOKENS:-16384 32768}; do
     done
 done
 # The same shape with Hugging Face transformers + PyTorch on one GPU (gradient checkpointing off and on).
-timeout "${LIMIT:-240}" python3 bench/train_hf.py --preset llama-1b --vocab 256 --seqs 16384,32768 --steps 6 \
+seqs=$(echo ${TOKENS:-16384 32768} | tr ' ' ,)
+timeout "${LIMIT:-240}" python3 bench/train_hf.py --preset llama-1b --vocab 256 --seqs "$seqs" --steps 6 \
     | tee "$out/train-hf.md"

@@ -9,15 +9,6 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 }
-namespace prefetch {
-#include "../backward/v2_prefetch.cu"
-}
-namespace straight {
-#include "../backward/v3_straight.cu"
-}
-namespace prefetch_straight {
-#include "../backward/v3_prefetch_straight.cu"
-}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -84,10 +75,9 @@ struct Candidate {
     int D, warps;
     Backward kernel;
     /// Buffers of the Q and dO tiles (2: the next tile loads while this one computes).
-    int stages = 1;
     int keys() const { return 16 * warps; }
     size_t shared() const {
-        return (size_t)(2 * keys() + 2 * 64 * stages) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4;
+        return (size_t)(2 * keys() + 2 * 64) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4;
     }
 };
 
@@ -215,12 +205,6 @@ int main() {
         {"bwd d64 w8", 64, 8, (Backward)attention_backward_mma_d64_w8},
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
-        {"bwd d64 w8 prefetch", 64, 8, (Backward)prefetch::attention_backward_prefetch_d64_w8, 2},
-        {"bwd d128 w8 prefetch", 128, 8, (Backward)prefetch::attention_backward_prefetch_d128_w8, 2},
-        {"bwd d64 w8 straight", 64, 8, (Backward)straight::lab_backward_v3_d64_w8},
-        {"bwd d128 w8 straight", 128, 8, (Backward)straight::lab_backward_v3_d128_w8},
-        {"bwd d64 w8 prefetch straight", 64, 8, (Backward)prefetch_straight::lab_backward_v3p_d64_w8, 2},
-        {"bwd d128 w8 prefetch straight", 128, 8, (Backward)prefetch_straight::lab_backward_v3p_d128_w8, 2},
     };
     for (auto &c : candidates)
         CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));

@@ -121,21 +121,28 @@ __device__ void backward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, 
                 }
             }
 
-            // Pᵀ (in s) and scaled dSᵀ (in dp); dSᵀ also to shared memory for dQ.
+            // Pᵀ (in s) on every pair in straight-line code, then zeros where a partial tile's mask hides a pair
+            // (a branch inside the unrolled loop would cut it into a basic block per element).
+#pragma unroll
+            for (int n = 0; n < BM / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[n][e] = exp2_approx(fmaf(s[n][e], scale2, -sL[n * 8 + t * 2 + (e & 1)]));
+            if (tile_class == PARTIAL) {
+#pragma unroll
+                for (int n = 0; n < BM / 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int r = e >> 1, i = q0 + n * 8 + t * 2 + (e & 1);
+                        bool ok = i < Sq && krow[r] < Sk && visible(qpos[i], kp[r], qdoc[i], kd[r], kind, window);
+                        s[n][e] = ok ? s[n][e] : 0.f;
+                    }
+            }
+            // Scaled dSᵀ (in dp), also to shared memory for dQ.
 #pragma unroll
             for (int n = 0; n < BM / 8; n++) {
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int r = e >> 1, c = n * 8 + t * 2 + (e & 1);
-                    bool ok = true;
-                    if (tile_class == PARTIAL) {
-                        int i = q0 + c;
-                        ok = i < Sq && krow[r] < Sk && visible(qpos[i], kp[r], qdoc[i], kd[r], kind, window);
-                    }
-                    float p = ok ? exp2_approx(s[n][e] * scale2 - sL[c]) : 0.f;
-                    s[n][e] = p;
-                    dp[n][e] = p * (dp[n][e] - sD[c]) * scale;
-                }
+                for (int e = 0; e < 4; e++) dp[n][e] = s[n][e] * (dp[n][e] - sD[n * 8 + t * 2 + (e & 1)]) * scale;
 #pragma unroll
                 for (int r = 0; r < 2; r++)
                     *(u32 *)(sdS + (warp * 16 + g + 8 * r) * LDS + n * 8 + t * 2) =
