@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Nsight Compute on the forward candidates (one launch each, S = 16384 causal, D = 128): where the warps stall,
-# how busy the tensor pipes and shared memory are. Usage: lab/profile.sh; report in $OUT/forward-ncu.txt.
+# Nsight Compute on the forward or backward candidates (one launch each, S = 16384 causal; the forward at D = 128,
+# the backward's 8-warp kernels at D = 64 and 128): where the warps stall, how busy the tensor pipes and shared
+# memory are. Usage: lab/profile.sh forward|backward; report in $OUT/<name>-ncu.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
-arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+name=${1:-forward}
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | sed -n 1p | tr -dc 0-9)
 [ "$arch" = 90 ] && arch=90a
 build=${TMPDIR:-/tmp}/distflash-lab
 mkdir -p "$build"
-nvcc -O3 -std=c++17 -lineinfo -arch=sm_$arch -o "$build/forward" harness/forward_harness.cu
-ncu --kernel-name regex:'forward_mma' --launch-skip 1 --launch-count 3 \
+nvcc -O3 -std=c++17 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" -o "$build/$name" "harness/${name}_harness.cu"
+# The harness launches each case twice (a warm-up, then the timed launch); both are profiled.
+ncu --kernel-name regex:"${name}_mma|lab_${name}" --launch-count 4 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
-    "$build/forward" --profile | tee "${OUT:-$build}/forward-ncu.txt"
+    "$build/$name" --profile | tee "${OUT:-$build}/$name-ncu.txt"

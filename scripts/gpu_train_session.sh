@@ -5,7 +5,7 @@
 #   track  llama-1b on the recall task (S = 8192, 30 steps): one GPU against every GPU, same seed and data; the
 #          two loss trajectories side by side and their SVG curves
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
-#          and 32k tokens per GPU (TOKENS overrides; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
+#          and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0, BASELINE=0 skip parts; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
 #          and on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
 set -u
 out=${OUT:-/tmp/distflash-gpu}
@@ -46,12 +46,13 @@ run() {
     echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
 }
 for tokens in ${TOKENS:-16384 32768}; do
-    for strategy in none layer remat; do
-        run "$strategy-$tokens-x$gpus" "$gpus" $((tokens * gpus)) "$strategy"   # every GPU, S = tokens · P
-        run "$strategy-$tokens-x1" 1 "$tokens" "$strategy"                       # one GPU: the baseline's shape
+    for strategy in ${STRATEGIES:-none layer remat}; do
+        [ "${SINGLE:-1}" = 1 ] && run "$strategy-$tokens-x1" 1 "$tokens" "$strategy"  # one GPU: the baseline's shape
+        [ "${MULTI:-1}" = 1 ] && run "$strategy-$tokens-x$gpus" "$gpus" $((tokens * gpus)) "$strategy"  # S = tokens · P
     done
 done
+[ "${BASELINE:-1}" = 1 ] || exit 0
 # The same shape with Hugging Face transformers + PyTorch on one GPU (gradient checkpointing off and on).
 seqs=$(echo ${TOKENS:-16384 32768} | tr ' ' ,)
-timeout "${LIMIT:-240}" python3 bench/train_hf.py --preset llama-1b --vocab 256 --seqs "$seqs" --steps 6 \
+timeout "${LIMIT:-240}" python3 bench/train_hf.py --preset llama-1b --vocab 256 --seqs "$seqs" --steps ${HF_STEPS:-6} \
     | tee "$out/train-hf.md"

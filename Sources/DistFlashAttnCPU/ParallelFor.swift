@@ -3,7 +3,7 @@ import Synchronization
 
 /// Runs `count` independent tasks on `workers` threads, handing tasks out dynamically so uneven tasks (causal
 /// rows) balance. `body(task, worker)` may use per-worker scratch indexed by `worker`.
-func parallelFor(count: Int, workers: Int, _ body: @Sendable (_ task: Int, _ worker: Int) -> Void) {
+package func parallelFor(count: Int, workers: Int, _ body: @Sendable (_ task: Int, _ worker: Int) -> Void) {
     let workers = max(1, min(workers, count))
     if workers == 1 {
         for task in 0..<count { body(task, 0) }
@@ -22,10 +22,10 @@ func parallelFor(count: Int, workers: Int, _ body: @Sendable (_ task: Int, _ wor
 /// A raw float buffer shared by parallel tasks.
 /// Invariant (why `@unchecked Sendable` is sound): tasks write disjoint elements, and nobody reads an element
 /// another task is writing until `parallelFor` has returned.
-struct SharedFloats: @unchecked Sendable {
-    let base: UnsafeMutablePointer<Float>
-    init(_ base: UnsafeMutablePointer<Float>) { self.base = base }
-    init(_ base: UnsafePointer<Float>) { self.base = UnsafeMutablePointer(mutating: base) }
+package struct SharedFloats: @unchecked Sendable {
+    package let base: UnsafeMutablePointer<Float>
+    package init(_ base: UnsafeMutablePointer<Float>) { self.base = base }
+    package init(_ base: UnsafePointer<Float>) { self.base = UnsafeMutablePointer(mutating: base) }
 }
 
 /// Per-worker scratch memory: one buffer of `floats` floats for each worker, poisoned with NaN so reading an

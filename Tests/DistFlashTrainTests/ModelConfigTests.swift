@@ -51,4 +51,15 @@ struct ModelConfigTests {
         let std = (q.map { Double($0 * $0) }.reduce(0, +) / Double(q.count)).squareRoot()
         #expect(abs(std - 0.02) < 0.002)
     }
+
+    @Test("initial parameters do not depend on the thread count; runs of a large matrix are not repeats")
+    func initialParametersIgnoreWorkers() throws {
+        // dim 96 × ffn 1536 = 147456 values: three runs of 2¹⁶, the last one partial.
+        let config = try ModelConfig(vocab: 11, dim: 96, layers: 1, heads: 4, kvHeads: 2, headDim: 24, ffnDim: 1536)
+        let one = config.initialParameters(seed: 3, workers: 1), three = config.initialParameters(seed: 3, workers: 3)
+        #expect(one == three)
+        let up = one["model.layers.0.mlp.up_proj.weight"].scalars
+        #expect(up.count == 147_456)
+        #expect(Array(up[0..<64]) != Array(up[65_536..<65_600]) && Array(up[0..<64]) != Array(up[131_072..<131_136]))
+    }
 }

@@ -14,6 +14,15 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
         state = (splitMix(), splitMix(), splitMix(), splitMix())
     }
 
+    /// Stream `stream` of `seed`: independent streams of one seed, so parts of a large fill can be drawn in parallel
+    /// and still give the same values for any number of threads.
+    public init(seed: UInt64, stream: UInt64) {
+        var z = stream &+ 0x9E37_79B9_7F4A_7C15  // SplitMix64's finaliser scatters the stream index over 64 bits
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        self.init(seed: seed ^ (z ^ (z >> 31)))
+    }
+
     public mutating func next() -> UInt64 {
         let result = rotl(state.1 &* 5, 7) &* 9
         let t = state.1 << 17
