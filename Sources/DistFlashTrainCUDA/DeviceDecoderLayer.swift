@@ -82,7 +82,7 @@ struct DeviceDecoderLayer {
     func mlpActivations(input x: DeviceTensor, attentionOutput: DeviceTensor) throws -> DeviceMLPActivations {
         let outputBF16 = try ops.kernels.bf16(attentionOutput).reshaped([rows, config.heads * config.headDim])
         let hidden = try ops.copy(x)
-        try ops.matmul.multiply(outputBF16, matrix(.output), transposeB: true, into: hidden, beta: 1)
+        try ops.multiply(outputBF16, matrix(.output), transposeB: true, into: hidden, beta: 1)
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(hidden, weight: master(.postAttentionNorm),
                                                                   epsilon: config.normEps)
         let gate = try ops.linear(normed, matrix(.gate)), up = try ops.linear(normed, matrix(.up))
@@ -94,14 +94,16 @@ struct DeviceDecoderLayer {
     /// y = h + a·W_dᵀ.
     func output(_ mlp: DeviceMLPActivations) throws -> DeviceTensor {
         let y = try ops.copy(mlp.hidden)
-        try ops.matmul.multiply(mlp.activated, matrix(.down), transposeB: true, into: y, beta: 1)
+        try ops.multiply(mlp.activated, matrix(.down), transposeB: true, into: y, beta: 1)
         return y
     }
 
     /// Every activation (one attention forward).
     func forward(_ x: DeviceTensor) throws -> DeviceLayerActivations {
         let inputs = try attentionInputs(x)
-        let result = try attention.forward(query: inputs.query, key: inputs.key, value: inputs.value, positions: positions)
+        let result = try ops.clock.time("attention") {
+            try attention.forward(query: inputs.query, key: inputs.key, value: inputs.value, positions: positions)
+        }
         return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed, query: inputs.query,
                                       key: inputs.key, value: inputs.value, output: result.output,
                                       logSumExp: result.logSumExp,
@@ -133,7 +135,7 @@ struct DeviceDecoderLayer {
         let (gateGrad, upGrad) = try kernels.swiGLUBackward(gate: a.mlp.gate, up: a.mlp.up, outputGrad: activatedGrad)
         let (gateBF16, upBF16) = (try kernels.bf16(gateGrad), try kernels.bf16(upGrad))
         let normedGrad = try ops.inputGradient(gateBF16, matrix(.gate))
-        try ops.matmul.multiply(upBF16, matrix(.up), into: normedGrad, beta: 1)
+        try ops.multiply(upBF16, matrix(.up), into: normedGrad, beta: 1)
         try ops.weightGradient(gateBF16, a.mlp.normed, into: gradient(.gate))
         try ops.weightGradient(upBF16, a.mlp.normed, into: gradient(.up))
         let hiddenGrad = try ops.copy(dy)
@@ -144,17 +146,18 @@ struct DeviceDecoderLayer {
         let hiddenBF16 = try kernels.bf16(hiddenGrad)
         let attentionOutputGrad = try ops.inputGradient(hiddenBF16, matrix(.output))
         try ops.weightGradient(hiddenBF16, a.mlp.outputBF16, into: gradient(.output))
-        let grads = try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
-                                           output: a.output, logSumExp: a.logSumExp,
-                                           outputGrad: try kernels.bf16(attentionOutputGrad)
-                                               .reshaped(a.output.shape))
+        let outputGrad = try kernels.bf16(attentionOutputGrad).reshaped(a.output.shape)
+        let grads = try ops.clock.time("attention") {
+            try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
+                                   output: a.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
+        }
         try kernels.rotaryBackward(grads.query, rope)
         try kernels.rotaryBackward(grads.key, rope)
 
         let inputNormedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
         for (grad, tensor) in [(grads.query, LayerTensor.query), (grads.key, .key), (grads.value, .value)] {
             let gradBF16 = try kernels.bf16(grad).reshaped([rows, grad.count / rows])
-            try ops.matmul.multiply(gradBF16, matrix(tensor), into: inputNormedGrad, beta: 1)
+            try ops.multiply(gradBF16, matrix(tensor), into: inputNormedGrad, beta: 1)
             try ops.weightGradient(gradBF16, a.normed, into: gradient(tensor))
         }
         let inputGrad = try ops.copy(hiddenGrad)

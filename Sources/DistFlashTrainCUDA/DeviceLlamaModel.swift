@@ -18,8 +18,16 @@ public struct DeviceLlamaModel: Sendable {
                 device: CUDADevice) throws {
         (self.config, self.attention, self.checkpoint) = (config, attention, checkpoint)
         let blocks = CUDABlocks(device: device, timing: false)  // nobody reads per-op times here
-        ops = DeviceOps(matmul: try DeviceMatmul(device: device), kernels: TrainingKernels(device: device), blocks: blocks)
+        ops = DeviceOps(matmul: try DeviceMatmul(device: device), kernels: TrainingKernels(device: device), blocks: blocks,
+                        clock: PhaseClock(device: device))
     }
+
+    /// GPU seconds in attention (its communication included) and in GEMMs since the last call, plus what
+    /// `timed` added (waits for the device).
+    public func phaseSeconds() throws -> [String: Double] { try ops.clock.collect() }
+
+    /// Runs `work` (GPU work on this model's device) as phase `phase` of `phaseSeconds()`.
+    public func timed<T>(_ phase: String, _ work: () throws -> T) throws -> T { try ops.clock.time(phase, work) }
 
     /// What the backward needs of one forward.
     public struct Cache {

@@ -2,27 +2,38 @@ import DistFlashAttn
 import DistFlashAttnCUDA
 
 /// The GPU operations a model's layers share: cuBLAS GEMMs, the training kernels, and the executor's block ops
-/// (fill, copy) — all on one device's compute stream.
+/// (fill, copy) — all on one device's compute stream. Every GEMM counts in `clock`'s "gemm" phase.
 struct DeviceOps {
     let matmul: DeviceMatmul
     let kernels: TrainingKernels
     let blocks: CUDABlocks
+    let clock: PhaseClock
+
+    /// C = α·op(A)·op(B) + β·C (`DeviceMatmul.multiply`).
+    func multiply(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool = false, transposeB: Bool = false,
+                  into c: DeviceTensor, beta: Float = 0) throws {
+        try clock.time("gemm") {
+            try matmul.multiply(a, b, transposeA: transposeA, transposeB: transposeB, into: c, beta: beta)
+        }
+    }
 
     /// y = x·Wᵀ in fp32 `[T, out]` (x bf16 `[T, in]`, W bf16 `[out, in]`).
     func linear(_ x: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
-        try matmul.product(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true)
+        try clock.time("gemm") {
+            try matmul.product(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true)
+        }
     }
 
     /// dx = dy·W in fp32 `[T, in]` (dy bf16 `[T, out]`, W bf16 `[out, in]`).
     func inputGradient(_ dy: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
-        try matmul.product(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight)
+        try clock.time("gemm") { try matmul.product(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight) }
     }
 
     /// dW += dyᵀ·x (dy bf16 `[T, out]`, x bf16 `[T, in]`, dW fp32 `[out, in]`).
     func weightGradient(_ dy: DeviceTensor, _ x: DeviceTensor, into weightGrad: DeviceTensor) throws {
         let (out, inputs) = (weightGrad.shape[0], weightGrad.shape[1])
-        try matmul.multiply(dy.reshaped([dy.count / out, out]), x.reshaped([x.count / inputs, inputs]),
-                            transposeA: true, into: weightGrad, beta: 1)
+        try multiply(dy.reshaped([dy.count / out, out]), x.reshaped([x.count / inputs, inputs]), transposeA: true,
+                     into: weightGrad, beta: 1)
     }
 
     /// A fresh copy of x.

@@ -144,8 +144,10 @@ public final class DeviceTrainer: @unchecked Sendable {
                                           lossNormalizer: batch.labeledCount, weights: optimizer.weights)
             let (loss, correct) = (cache.loss, cache.correctPredictions)
             try model.backward(cache, weights: optimizer.weights, into: optimizer.gradients)
-            let norm = try optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: self.communicator)
-            return (loss: loss, correct: Double(correct), norm: norm)
+            let norm = try model.timed("optimizer") {
+                try optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: self.communicator)
+            }
+            return (loss: loss, correct: Double(correct), norm: norm, phases: try model.phaseSeconds())
         }
         let norm = results[0].norm
         guard norm.isFinite else {
@@ -158,7 +160,7 @@ public final class DeviceTrainer: @unchecked Sendable {
         return StepReport(step: completedSteps, loss: loss, accuracy: correct / Double(labelled),
                           labelled: labelled, gradientNorm: norm, learningRate: rate,
                           sequence: batch.sequence, tokens: batch.batch * batch.sequence,
-                          seconds: (ContinuousClock.now - clock).seconds)
+                          seconds: (ContinuousClock.now - clock).seconds, phaseSeconds: results[0].phases)
     }
 
     /// Loss and accuracy over `configuration.evaluationBatches` held-out batches (the CPU trainer's), forward only.
@@ -173,6 +175,7 @@ public final class DeviceTrainer: @unchecked Sendable {
                 let cache = try full.models[rank]!.forward(batch.columns(positions), positions: positions,
                                                            lossNormalizer: batch.labeledCount,
                                                            weights: local[rank]!.weights, backward: false)
+                _ = try full.models[rank]!.phaseSeconds()  // an evaluation's phases are not a step's
                 return [cache.loss * Double(batch.labeledCount), Double(cache.correctPredictions)]
             }
             let (batchLoss, batchCorrect) = try sums(results)

@@ -319,12 +319,18 @@ struct TrainingOutput {
                 object["held_out_accuracy"] = evaluation.accuracy
             }
             if let gpu { (object["mfu"], object["device_peak_bytes"]) = (gpu.mfu, gpu.peakBytes) }
+            if !report.phaseSeconds.isEmpty { object["phase_ms"] = report.phaseSeconds.mapValues { $0 * 1000 } }
             emit(object)
             return
         }
         var line = progress(report)
         if let gpu {
             line += String(format: "  MFU %.1f %%  peak %.1f GiB", gpu.mfu * 100, Double(gpu.peakBytes) / Double(1 << 30))
+        }
+        if report.seconds > 0, !report.phaseSeconds.isEmpty {  // where the step's time went, on the device
+            line += "  (" + report.phaseSeconds.sorted { $0.value > $1.value }.map {
+                "\($0.key) \(Int((100 * $0.value / report.seconds).rounded())) %"
+            }.joined(separator: ", ") + ")"
         }
         if evaluation != nil {
             permanent(line)

@@ -28,6 +28,11 @@ struct DeviceTrainerTests {
             let (expected, got) = (try cpu.step(), try device.step())
             #expect(abs(got.loss - expected.loss) <= 2e-2 * expected.loss, "step \(got.step): \(got.loss) vs CPU \(expected.loss)")
             #expect(abs(got.gradientNorm - expected.gradientNorm) <= 5e-2 * expected.gradientNorm, "step \(got.step) ‖g‖")
+            // The device time by phase: each phase ran, and together they fit in the step's wall time.
+            let phases = got.phaseSeconds
+            #expect(Set(phases.keys) == ["attention", "gemm", "optimizer"] && phases.values.allSatisfy { $0 > 0 },
+                    "\(phases)")
+            #expect(phases.values.reduce(0, +) <= got.seconds, "\(phases) in \(got.seconds) s")
         }
     }
 }

@@ -19,14 +19,16 @@ public struct StepReport: Sendable, Equatable {
     public var tokens: Int
     /// Wall time of the step: forward, backward, all-reduce and update.
     public var seconds: Double
+    /// Device time by phase where the trainer measures it (GPUs: "attention", "gemm", "optimizer"), in seconds.
+    public var phaseSeconds: [String: Double]
 
     public var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
 
     public init(step: Int, loss: Double, accuracy: Double, labelled: Int, gradientNorm: Float, learningRate: Float,
-                sequence: Int, tokens: Int, seconds: Double) {
+                sequence: Int, tokens: Int, seconds: Double, phaseSeconds: [String: Double] = [:]) {
         (self.step, self.loss, self.accuracy, self.labelled, self.gradientNorm, self.learningRate) =
             (step, loss, accuracy, labelled, gradientNorm, learningRate)
-        (self.sequence, self.tokens, self.seconds) = (sequence, tokens, seconds)
+        (self.sequence, self.tokens, self.seconds, self.phaseSeconds) = (sequence, tokens, seconds, phaseSeconds)
     }
 }
 

@@ -1,0 +1,60 @@
+import DistFlashAttn
+import Foundation
+
+/// GPU time spent in named phases of a larger piece of work (a training step's attention, GEMMs, optimizer): each
+/// `time` call brackets its work with a pair of CUDA events on the device's compute stream, and `collect` sums
+/// each phase's event intervals once the stream has passed them. Events are recycled, so a step of a few hundred
+/// phases creates none after the first.
+public final class PhaseClock: @unchecked Sendable {
+    // Invariant: `pending` and `spare` are touched only while holding `lock`.
+    private let lock = NSLock()
+    private var pending: [(phase: String, start: OpaquePointer?, end: OpaquePointer?)] = []
+    private var spare: [OpaquePointer?] = []
+    public let device: CUDADevice
+
+    public init(device: CUDADevice) { self.device = device }
+
+    deinit {
+        for event in spare + pending.flatMap({ [$0.start, $0.end] }) { _ = device.driver.cuEventDestroy(event) }
+    }
+
+    /// Runs `work` (GPU work queued on the compute stream) inside `phase`. Phases may repeat; they must not nest.
+    public func time<T>(_ phase: String, _ work: () throws -> T) throws -> T {
+        let driver = device.driver
+        try device.makeCurrent()
+        let (start, end) = (try event(), try event())
+        do {
+            try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
+            let result = try work()
+            try driver.check(driver.cuEventRecord(end, device.stream), "cuEventRecord")
+            lock.withLock { pending.append((phase, start, end)) }
+            return result
+        } catch {
+            lock.withLock { spare += [start, end] }
+            throw error
+        }
+    }
+
+    /// Seconds of GPU time per phase since the last call (waits for the stream to pass the last event).
+    public func collect() throws -> [String: Double] {
+        let driver = device.driver
+        let taken = lock.withLock { defer { pending = [] }; return pending }
+        defer { lock.withLock { spare += taken.flatMap { [$0.start, $0.end] } } }
+        try device.makeCurrent()
+        var seconds: [String: Double] = [:]
+        for (phase, start, end) in taken {
+            try driver.check(driver.cuEventSynchronize(end), "cuEventSynchronize")
+            var milliseconds: Float = 0
+            try driver.check(driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")
+            seconds[phase, default: 0] += Double(milliseconds) / 1e3
+        }
+        return seconds
+    }
+
+    private func event() throws -> OpaquePointer? {
+        if let reused = lock.withLock({ spare.popLast() }) { return reused }
+        var event: OpaquePointer?
+        try device.driver.check(device.driver.cuEventCreate(&event, 0), "cuEventCreate")  // timing enabled
+        return event
+    }
+}
