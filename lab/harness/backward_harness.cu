@@ -9,6 +9,9 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 }
+namespace off_the_path {
+#include "../backward/v4_off_the_path.cu"
+}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -74,10 +77,10 @@ struct Candidate {
     std::string name;
     int D, warps;
     Backward kernel;
-    /// Buffers of the Q and dO tiles (2: the next tile loads while this one computes).
+    int stages = 1;  // buffers of the Q, dO, LSE and δ tiles (2: the next tile loads while this one computes)
     int keys() const { return 16 * warps; }
     size_t shared() const {
-        return (size_t)(2 * keys() + 2 * 64) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4;
+        return (size_t)(2 * keys() + 2 * 64 * stages) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4 * stages;
     }
 };
 
@@ -205,6 +208,8 @@ int main(int argc, char **argv) {
         {"bwd d64 w8", 64, 8, (Backward)attention_backward_mma_d64_w8},
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
+        {"bwd d64 w8 v4 off the path", 64, 8, (Backward)off_the_path::lab_backward_v4_d64_w8, 2},
+        {"bwd d128 w8 v4 off the path", 128, 8, (Backward)off_the_path::lab_backward_v4_d128_w8, 2},
     };
     for (auto &c : candidates)
         CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));

@@ -15,6 +15,9 @@ FORWARD_MMA(64, 4, 2, 64, false, )
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
 }
+namespace v5 {
+#include "../forward/v5_bounds_ahead.cu"
+}
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, const int4 *, float *, float *, int, int, int, int, int, float, int, int);
@@ -137,6 +140,8 @@ int main(int argc, char **argv) {
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
         CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
         CANDIDATE(64, 4, 2, 64, ),
+        {"v5 d64 n128 bounds ahead", 64, 4, 2, 128, (ForwardV2)v5::lab_forward_v5_d64_n128, nullptr},
+        {"v5 d128 n64 bounds ahead", 128, 4, 2, 64, (ForwardV2)v5::lab_forward_v5_d128_n64, nullptr},
     };
     for (auto &c : candidates)
         if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,
