@@ -12,6 +12,9 @@ namespace mainline {
 namespace off_the_path {
 #include "../backward/v4_off_the_path.cu"
 }
+namespace two_key_tiles {
+#include "../backward/v5_two_key_tiles.cu"
+}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -78,9 +81,12 @@ struct Candidate {
     int D, warps;
     Backward kernel;
     int stages = 1;  // buffers of the Q, dO, LSE and δ tiles (2: the next tile loads while this one computes)
-    int keys() const { return 16 * warps; }
+    int keys_per_warp = 16;
+    int query_tile = 64;
+    int keys() const { return keys_per_warp * warps; }
     size_t shared() const {
-        return (size_t)(2 * keys() + 2 * 64 * stages) * (D + 8) * 2 + keys() * 72 * 2 + 2 * 64 * 4 * stages;
+        return (size_t)(2 * keys() + 2 * query_tile * stages) * (D + 8) * 2 + keys() * (query_tile + 8) * 2
+               + 2 * query_tile * 4 * stages;
     }
 };
 
@@ -90,8 +96,8 @@ struct Buffers {
 };
 
 static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d, const Buffers &x) {
-    int qtiles = (p.Sq + 63) / 64, ktiles = (p.Sk + c.keys() - 1) / c.keys();
-    attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, 64, d.qbounds);
+    int qtiles = (p.Sq + c.query_tile - 1) / c.query_tile, ktiles = (p.Sk + c.keys() - 1) / c.keys();
+    attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, c.query_tile, d.qbounds);
     attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
     c.kernel<<<dim3(ktiles, p.Hkv, p.B), c.warps * 32, c.shared()>>>(
         d.q, d.k, d.v, x.dout, x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc, d.qbounds, d.kbounds, x.dq, x.dk, x.dv,
@@ -210,13 +216,14 @@ int main(int argc, char **argv) {
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
         {"bwd d64 w8 v4 off the path", 64, 8, (Backward)off_the_path::lab_backward_v4_d64_w8, 2},
         {"bwd d128 w8 v4 off the path", 128, 8, (Backward)off_the_path::lab_backward_v4_d128_w8, 2},
+        {"bwd d64 w4 v5 two key tiles", 64, 4, (Backward)two_key_tiles::lab_backward_v5_d64, 1, 32, 32},
     };
     for (auto &c : candidates)
         CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));
     std::mt19937 rng(2027);
-    if (argc > 1 && std::string(argv[1]) == "--profile") {  // one timed case per w8 candidate, for ncu (lab/profile.sh)
+    if (argc > 1 && std::string(argv[1]) == "--profile") {  // one timed case per candidate but the w4 mainline, for ncu (lab/profile.sh)
         for (auto &c : candidates)
-            if (c.warps == 8) time_ms(c, make_problem(1, 16384, 32, 32, c.D, 0, 0), rng, 1);
+            if (c.warps == 8 || c.query_tile == 32) time_ms(c, make_problem(1, 16384, 32, 32, c.D, 0, 0), rng, 1);
         return 0;
     }
     int failures = 0;
