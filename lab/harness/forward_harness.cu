@@ -18,6 +18,9 @@ namespace v1 {
 namespace v5 {
 #include "../forward/v5_bounds_ahead.cu"
 }
+namespace v6 {
+#include "../forward/v6_wgmma.cu"
+}
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, const int4 *, float *, float *, int, int, int, int, int, float, int, int);
@@ -29,8 +32,9 @@ struct Candidate {
     int D, warps, mt, bn;
     ForwardV2 v2;
     ForwardV1 v1;
+    size_t shared_bytes = 0;  // when the layout is not the padded (rows + 2·bn) × (D + 8) one
     int rows() const { return warps * 16 * mt; }
-    size_t shared() const { return v2 ? (size_t)(rows() + 2 * bn) * (D + 8) * 2 : 0; }
+    size_t shared() const { return shared_bytes ? shared_bytes : v2 ? (size_t)(rows() + 2 * bn) * (D + 8) * 2 : 0; }
 };
 
 static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d, float *o, float *lse,
@@ -130,8 +134,13 @@ static double time_ms(const Candidate &c, const Problem &p, std::mt19937 &rng, i
 }
 
 int main(int argc, char **argv) {
-    std::string mode = argc > 1 ? argv[1] : "";
+    std::string mode = argc > 1 ? argv[1] : "", only, skip;
     bool quick = mode == "--quick";
+    for (int a = 1; a < argc; a++) {  // --only=TEXT / --skip=TEXT: candidates whose name contains TEXT
+        std::string arg = argv[a];
+        if (arg.rfind("--only=", 0) == 0) only = arg.substr(7);
+        if (arg.rfind("--skip=", 0) == 0) skip = arg.substr(7);
+    }
     using namespace mainline;
     std::vector<Candidate> candidates = {
         {"v1 d64 64x64", 64, 4, 1, 64, nullptr, (ForwardV1)v1::lab_forward_v1_d64},
@@ -142,7 +151,15 @@ int main(int argc, char **argv) {
         CANDIDATE(64, 4, 2, 64, ),
         {"v5 d64 n128 bounds ahead", 64, 4, 2, 128, (ForwardV2)v5::lab_forward_v5_d64_n128, nullptr},
         {"v5 d128 n64 bounds ahead", 128, 4, 2, 64, (ForwardV2)v5::lab_forward_v5_d128_n64, nullptr},
+#define V6(D, N, S) {"v6 wgmma d" #D " n" #N #S, D, 8, 1, N, (ForwardV2)v6::lab_forward_v6_d##D##_n##N##S, nullptr, \
+                     (size_t)(128 + 4 * N) * D * 2}
+        V6(64, 128, ), V6(64, 128, _lbo_mn), V6(128, 128, ), V6(128, 128, _lbo_mn),
+        {"v6 wgmma d128 n64", 128, 8, 1, 64, (ForwardV2)v6::lab_forward_v6_d128_n64_n64, nullptr, (size_t)(128 + 4 * 64) * 128 * 2},
     };
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
+        return (!only.empty() && c.name.find(only) == std::string::npos)
+               || (!skip.empty() && c.name.find(skip) != std::string::npos);
+    }), candidates.end());
     for (auto &c : candidates)
         if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)c.shared()));
