@@ -10,12 +10,13 @@ import Foundation
 /// Position and document arrays and the tile bounds computed from them are cached per distinct block, since a
 /// plan reuses the same few blocks at every step.
 public final class CUDABlocks: BlockBackend, @unchecked Sendable {
-    // Invariant: `tokens`, `timings` are touched only while holding `lock`.
+    // Invariant: `tokens` is touched only while holding `lock`.
     public let device: CUDADevice
     let kernels: AttentionKernels
     private let lock = NSLock()
     private var tokens: [TokenKey: AttentionKernels.TokenBuffers] = [:]
-    private var timings: [(start: OpaquePointer?, end: OpaquePointer?)] = []
+    /// Times each primitive (read and emptied by `finish`); nil when nobody reads the times.
+    private let clock: PhaseClock?
 
     static let ops = KernelSource.splicing(PackageResources.tensor_ops_cu)
     /// The tensor ops for this backend's input type.
@@ -24,22 +25,14 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     /// The type of Q, K, V and dO: bf16 or fp16.
     public let inputs: DeviceTensor.Precision
 
-    /// Whether each primitive is timed with a pair of CUDA events (which `finish` reads and frees). Long-lived
-    /// users that never call `finish` (a training model's tensor ops) turn it off, or the events would pile up.
-    public let timesPrimitives: Bool
-
-    /// `inputs`: bf16 or fp16 (an fp32 input type is refused when used).
+    /// `inputs`: bf16 or fp16 (an fp32 input type is refused when used). `timing`: whether each primitive is timed
+    /// with a pair of CUDA events, which `finish` reads; long-lived users that never call `finish` (a training
+    /// model's tensor ops) turn it off, or the events would pile up.
     public init(device: CUDADevice, timing: Bool = true, inputs: DeviceTensor.Precision = .bfloat16) {
-        (self.device, timesPrimitives, self.inputs) = (device, timing, inputs)
+        (self.device, self.inputs) = (device, inputs)
+        clock = timing ? PhaseClock(device: device) : nil
         kernels = AttentionKernels(device: device, inputs: inputs)
         opsSource = KernelSource.forInputs(Self.ops, inputs)
-    }
-
-    deinit {
-        for (start, end) in timings {
-            _ = device.driver.cuEventDestroy(start)
-            _ = device.driver.cuEventDestroy(end)
-        }
     }
 
     /// Whether the kernels run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS and dO then
@@ -209,45 +202,15 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
 
     public func finish() throws -> Double? {
         try device.synchronize()
-        let pairs = lock.withLock { defer { timings = [] }; return timings }
-        defer {
-            for (start, end) in pairs {
-                _ = device.driver.cuEventDestroy(start)
-                _ = device.driver.cuEventDestroy(end)
-            }
-        }
-        var seconds = 0.0
-        for (start, end) in pairs {
-            var milliseconds: Float = 0
-            try device.driver.check(device.driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")
-            seconds += Double(milliseconds) / 1e3
-        }
-        return seconds
+        return try clock?.collect()["primitives"] ?? 0
     }
 
     // MARK: Helpers
 
-    /// Queues `work` between two timing events on the compute stream; the pair counts in `finish` only once both
-    /// are recorded (a primitive that fails leaves nothing behind).
+    /// Queues `work` inside the "primitives" phase of `clock` (a primitive that fails leaves no timing behind).
     private func timed(_ work: () throws -> Void) throws {
-        guard timesPrimitives else { return try work() }
-        let driver = device.driver
-        var start: OpaquePointer?, end: OpaquePointer?
-        try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")
-        try driver.check(driver.cuEventCreate(&end, 0), "cuEventCreate")
-        var recorded = false
-        defer {
-            if recorded {
-                lock.withLock { timings.append((start, end)) }
-            } else {
-                _ = driver.cuEventDestroy(start)
-                _ = driver.cuEventDestroy(end)
-            }
-        }
-        try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
-        try work()
-        try driver.check(driver.cuEventRecord(end, device.stream), "cuEventRecord")
-        recorded = true
+        guard let clock else { return try work() }
+        try clock.time("primitives", work)
     }
 
     private func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {

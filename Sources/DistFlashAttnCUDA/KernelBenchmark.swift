@@ -14,8 +14,8 @@ extension CUDABlocks {
         let (b, h, s) = (problem.batch, problem.heads, problem.sequence)
         var output = try filled(problem.queryShape, with: 0, like: nil)
         var logSumExp = try filled([b, h, s], with: -.infinity, like: nil)
-        let timer = try EventTimer(device)
-        let forwardSeconds = try timer.median(repeats: repeats) {
+        let clock = PhaseClock(device: device)
+        let forwardSeconds = try Self.median(repeats: repeats, clock) {
             output = try filled(problem.queryShape, with: 0, like: nil)
             logSumExp = try filled([b, h, s], with: -.infinity, like: nil)
         } timed: {
@@ -28,7 +28,7 @@ extension CUDABlocks {
         }
         // The forward's O and LSE feed the backward; dO is random.
         let outputGrad = try input(problem.queryShape)
-        let backwardSeconds = try timer.median(repeats: repeats) {} timed: {
+        let backwardSeconds = try Self.median(repeats: repeats, clock) {} timed: {
             var dq = try filled(problem.queryShape, with: 0, like: nil)
             var dk = try filled(problem.keyValueShape, with: 0, like: nil)
             var dv = try filled(problem.keyValueShape, with: 0, like: nil)
@@ -40,40 +40,17 @@ extension CUDABlocks {
         _ = try finish()
         return (forwardSeconds, backwardSeconds)
     }
-}
 
-/// Times GPU work with a pair of CUDA events on the device's compute stream (destroyed with the timer).
-final class EventTimer {
-    let device: CUDADevice
-    let start: OpaquePointer?
-    let end: OpaquePointer?
-
-    init(_ device: CUDADevice) throws {
-        self.device = device
-        var start: OpaquePointer?, end: OpaquePointer?
-        try device.driver.check(device.driver.cuEventCreate(&start, 0), "cuEventCreate")
-        try device.driver.check(device.driver.cuEventCreate(&end, 0), "cuEventCreate")
-        (self.start, self.end) = (start, end)
-    }
-
-    deinit {
-        _ = device.driver.cuEventDestroy(start)
-        _ = device.driver.cuEventDestroy(end)
-    }
-
-    /// Median seconds of `timed` over `repeats` runs after one warm-up; `setUp` runs before each, untimed.
-    func median(repeats: Int, setUp: () throws -> Void, timed: () throws -> Void) throws -> Double {
-        let driver = device.driver
+    /// Median seconds of `timed` (GPU work on the compute stream, timed by `clock`'s events) over `repeats` runs
+    /// after one warm-up; `setUp` runs before each, untimed.
+    private static func median(repeats: Int, _ clock: PhaseClock, setUp: () throws -> Void,
+                               timed: () throws -> Void) throws -> Double {
         var times: [Double] = []
         for run in 0...max(1, repeats) {
             try setUp()
-            try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
-            try timed()
-            try driver.check(driver.cuEventRecord(end, device.stream), "cuEventRecord")
-            try driver.check(driver.cuEventSynchronize(end), "cuEventSynchronize")
-            var milliseconds: Float = 0
-            try driver.check(driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")
-            if run > 0 { times.append(Double(milliseconds) / 1e3) }  // run 0 warms up
+            try clock.time("timed", timed)
+            let seconds = try clock.collect()["timed", default: 0]
+            if run > 0 { times.append(seconds) }  // run 0 warms up
         }
         return times.sorted()[times.count / 2]
     }

@@ -34,6 +34,20 @@ __device__ __forceinline__ unsigned core_offset(int row, int k, unsigned stride_
     return (row / 8) * stride_mn + (k / 8) * stride_k + (row % 8) * 16 + (k % 8) * 2;
 }
 
+// Writes the accumulator to d [64 × 64] in the layout we assume (mma.m16n8's C fragment, per warp 16 rows,
+// repeated over the 8 column chunks): warp w, lane l hold rows 16w + l/4 and 16w + l/4 + 8, columns 8j + 2(l % 4)
+// + {0, 1} in acc[4j .. 4j + 3].
+__device__ __forceinline__ void store_accumulator(const float (&acc)[32], float *d) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row = 16 * warp + lane / 4;
+    for (int j = 0; j < 8; ++j) {
+        const int column = 8 * j + 2 * (lane % 4);
+        d[row * 64 + column] = acc[4 * j];
+        d[row * 64 + column + 1] = acc[4 * j + 1];
+        d[(row + 8) * 64 + column] = acc[4 * j + 2];
+        d[(row + 8) * 64 + column + 1] = acc[4 * j + 3];
+    }
+}
+
 // One block of 128 threads. a, b: [64 × 16] bf16 row-major in global memory; d: [64 × 64] fp32.
 extern "C" __global__ void wgmma_probe(const bf16_t *a, const bf16_t *b, float *d, unsigned stride_mn,
                                        unsigned stride_k, unsigned lbo, unsigned sbo) {
@@ -51,15 +65,5 @@ extern "C" __global__ void wgmma_probe(const bf16_t *a, const bf16_t *b, float *
     wgmma_m64n64k16(acc, descriptor(tiles[0], lbo, sbo), descriptor(tiles[1], lbo, sbo), 0);
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-    // Assumed layout (mma.m16n8's C fragment, per warp 16 rows, repeated over the 8 column chunks): warp w,
-    // lane l hold rows 16w + l/4 and 16w + l/4 + 8, columns 8j + 2(l % 4) + {0, 1} in acc[4j .. 4j + 3].
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int row = 16 * warp + lane / 4;
-    for (int j = 0; j < 8; ++j) {
-        const int column = 8 * j + 2 * (lane % 4);
-        d[row * 64 + column] = acc[4 * j];
-        d[row * 64 + column + 1] = acc[4 * j + 1];
-        d[(row + 8) * 64 + column] = acc[4 * j + 2];
-        d[(row + 8) * 64 + column + 1] = acc[4 * j + 3];
-    }
+    store_accumulator(acc, d);
 }

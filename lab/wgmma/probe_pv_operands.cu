@@ -6,7 +6,8 @@
 //  - A from registers: P stays in the accumulator registers of S = Q·Kᵀ; each warp of the warpgroup holds its 16
 //    rows in mma.m16n8k16's A-fragment layout (a0: row g, columns 2t, 2t+1; a1: row g + 8; a2, a3: columns + 8).
 // Both compute D [64 × 64] = A [64 × 16] · B where B is given as [16 × 64] (k, n) row-major in global memory.
-// Self-contained (no CUDA headers). Expects probe_m64n64k16.cu included before it (descriptor, shared_address).
+// Self-contained (no CUDA headers). Expects probe_m64n64k16.cu included before it (descriptor, core_offset,
+// store_accumulator).
 
 // D (+)= A·B, m64n64k16: A from a K-major descriptor, B from a descriptor read transposed (MN-major).
 __device__ __forceinline__ void wgmma_m64n64k16_trans_b(float (&d)[32], u64 a, u64 b) {
@@ -22,18 +23,6 @@ __device__ __forceinline__ void wgmma_m64n64k16_register_a(float (&d)[32], const
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
-
-// Writes the accumulator to d [64 × 64] in the layout confirmed by the first probe.
-__device__ __forceinline__ void store_accumulator(const float (&acc)[32], float *d) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row = 16 * warp + lane / 4;
-    for (int j = 0; j < 8; ++j) {
-        const int column = 8 * j + 2 * (lane % 4);
-        d[row * 64 + column] = acc[4 * j];
-        d[row * 64 + column + 1] = acc[4 * j + 1];
-        d[(row + 8) * 64 + column] = acc[4 * j + 2];
-        d[(row + 8) * 64 + column + 1] = acc[4 * j + 3];
-    }
 }
 
 // a: [64 × 16] row-major; b: [16 × 64] (k, n) row-major, stored MN-major: element (k, n) at

@@ -1,7 +1,8 @@
 import DistFlashAttn
 import Foundation
 
-/// GPU time spent in named phases of a larger piece of work (a training step's attention, GEMMs, optimizer): each
+/// GPU time spent in named phases of a larger piece of work (the block primitives between two `finish` calls, a
+/// benchmark's timed runs, a training step's attention, GEMMs and optimizer): each
 /// `time` call brackets its work with a pair of CUDA events on the device's compute stream, and `collect` sums
 /// each phase's event intervals once the stream has passed them. Events are recycled, so a step of a few hundred
 /// phases creates none after the first.
@@ -21,7 +22,6 @@ public final class PhaseClock: @unchecked Sendable {
     /// Runs `work` (GPU work queued on the compute stream) inside `phase`. Phases may repeat; they must not nest.
     public func time<T>(_ phase: String, _ work: () throws -> T) throws -> T {
         let driver = device.driver
-        try device.makeCurrent()
         let (start, end) = (try event(), try event())
         do {
             try driver.check(driver.cuEventRecord(start, device.stream), "cuEventRecord")
@@ -40,7 +40,6 @@ public final class PhaseClock: @unchecked Sendable {
         let driver = device.driver
         let taken = lock.withLock { defer { pending = [] }; return pending }
         defer { lock.withLock { spare += taken.flatMap { [$0.start, $0.end] } } }
-        try device.makeCurrent()
         var seconds: [String: Double] = [:]
         for (phase, start, end) in taken {
             try driver.check(driver.cuEventSynchronize(end), "cuEventSynchronize")
@@ -54,6 +53,7 @@ public final class PhaseClock: @unchecked Sendable {
     private func event() throws -> OpaquePointer? {
         if let reused = lock.withLock({ spare.popLast() }) { return reused }
         var event: OpaquePointer?
+        try device.makeCurrent()  // a new event belongs to the current context: the device's
         try device.driver.check(device.driver.cuEventCreate(&event, 0), "cuEventCreate")  // timing enabled
         return event
     }
