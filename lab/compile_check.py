@@ -20,12 +20,20 @@ def nvrtc():
     sys.exit("libnvrtc not found: set DISTFLASH_LIBNVRTC to its path")
 
 
-def spliced(path):
-    """The source with each local `#include "file"` replaced by that file, as the backend does."""
+def spliced(path, done=None):
+    """The source with each local `#include "file"` replaced by that file (recursively, each file once), as the
+    backend does."""
+    done = set() if done is None else done
     lines = []
     for line in path.read_text().splitlines():
         match = re.match(r'#include "(.+)"', line)
-        lines.append((path.parent / match.group(1)).read_text() if match else line)
+        if not match:
+            lines.append(line)
+            continue
+        header = (path.parent / match.group(1)).resolve()
+        if header not in done:
+            done.add(header)
+            lines.append(spliced(header, done).decode())
     return "\n".join(lines).encode()
 
 

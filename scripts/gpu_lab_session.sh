@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# On a GPU machine: every open kernel-lab question in one pass, cheapest and most informative first. Logs (and
-# ptxas reports) under $OUT; a harness that fails does not stop the others.
-#   1. the wgmma probes (descriptors, B transposed, A from registers)
-#   2. the forward candidates but the wgmma one, then the wgmma one alone (a wrong descriptor may fault)
-#   3. the backward candidates
-#   4. with PROFILE=1, Nsight Compute on the backward (stall reasons)
+# On a GPU machine: the open kernel-lab questions in one pass. Logs (and ptxas reports) under $OUT; a harness
+# that fails does not stop the others. Candidates that may fault (a wrong descriptor reading) run in their own
+# process, after the ones that cannot.
+#   1. forward: the mainline, then the wgmma candidate (v6)
+#   2. backward: the mainline and the mma.sync candidates, then the wgmma candidate (v6), then v6's other
+#      reading of the transposed dSᵀ descriptor (needed only if the first fails its checks)
+#   3. with PROFILE=1, Nsight Compute on the backward (stall reasons)
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | tee "$out/gpu.txt"
-OUT=$out timeout 120 lab/run.sh wgmma >"$out/wgmma.log" 2>&1; echo "wgmma probes: exit $?"
-OUT=$out LAB_TAG=mma timeout 300 lab/run.sh forward --quick --skip=v6 >"$out/forward.log" 2>&1; echo "forward: exit $?"
-OUT=$out LAB_TAG=wgmma timeout 120 lab/run.sh forward --quick --only=v6 >"$out/forward-v6.log" 2>&1; echo "forward v6: exit $?"
-OUT=$out timeout 300 lab/run.sh backward >"$out/backward.log" 2>&1; echo "backward: exit $?"
+lab() {  # lab LOG_NAME SECONDS HARNESS ARGUMENTS…
+    local log=$1 seconds=$2
+    shift 2
+    OUT=$out LAB_TAG=$log timeout "$seconds" lab/run.sh "$@" >"$out/$log.log" 2>&1
+    echo "$log: exit $?"
+}
+lab forward-mainline 200 forward --quick --only=v2
+lab forward-v6 120 forward --quick --only=v6
+lab backward-mma 300 backward --skip=v6
+lab backward-v6 200 backward --only=v6 --skip=_alt
+grep -q FAIL "$out/backward-v6.log" || ! grep -q "correctness: 0" "$out/backward-v6.log" \
+    && lab backward-v6-alt 200 backward --only=_alt
 if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh backward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
 cp "${TMPDIR:-/tmp}"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
-grep -h "correctness\|wgmma probes" "$out"/*.log
+grep -h "correctness\|FAIL" "$out"/*.log
 grep -h ",causal,\|,full," "$out"/*-lab.txt

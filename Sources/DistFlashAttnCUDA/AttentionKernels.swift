@@ -3,12 +3,29 @@ import DistFlashAttn
 import Glibc
 #endif
 
+/// The tensor-core instructions of the attention backward (the forward runs on mma.sync on every card: the lab's
+/// first wgmma forward has not beaten it yet, lab/kernel-notes.md).
+public enum TensorCoreInstructions: String, Sendable, CaseIterable {
+    /// Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a only).
+    case wgmma
+    /// Warp-level `mma.sync` (sm_80 and later).
+    case mmaSync = "mma"
+
+    /// The fastest this card runs: wgmma on compute capability 9.x, else mma.sync. `DISTFLASH_CUDA_KERNEL=mma`
+    /// forces mma.sync.
+    public static func best(for device: CUDADevice) -> Self {
+        let forced = getenv("DISTFLASH_CUDA_KERNEL").map { String(cString: $0) }
+        return device.capability.major == 9 && forced != "mma" ? .wgmma : .mmaSync
+    }
+}
+
 /// The attention kernels of one GPU and how to launch them: which kernel serves a head dimension, its grid, its
 /// shared memory, and the per-tile bounds it reads.
 struct AttentionKernels: Sendable {
     let device: CUDADevice
     /// Warps per thread block of the SIMT kernels.
     let warps = 4
+    let instructions: TensorCoreInstructions
     /// The sources for this backend's input type (bf16 or fp16: one module each, same kernel names).
     let simtSource: String
     let forwardSource: String
@@ -16,13 +33,18 @@ struct AttentionKernels: Sendable {
 
     static let simt = KernelSource.splicing(PackageResources.attention_simt_cu)
     static let forward = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
-    static let backward = KernelSource.splicing(PackageResources.attention_backward_mma_cu)
+    static let backward: [TensorCoreInstructions: String] = [
+        .mmaSync: KernelSource.splicing(PackageResources.attention_backward_mma_cu),
+        .wgmma: KernelSource.splicing(PackageResources.attention_backward_wgmma_cu),
+    ]
 
-    init(device: CUDADevice, inputs: DeviceTensor.Precision) {
+    /// `instructions`: the backward's (nil: the best for the card).
+    init(device: CUDADevice, inputs: DeviceTensor.Precision, instructions: TensorCoreInstructions? = nil) {
         self.device = device
+        self.instructions = instructions ?? .best(for: device)
         (simtSource, forwardSource, backwardSource) = (KernelSource.forInputs(Self.simt, inputs),
                                                        KernelSource.forInputs(Self.forward, inputs),
-                                                       KernelSource.forInputs(Self.backward, inputs))
+                                                       KernelSource.forInputs(Self.backward[self.instructions]!, inputs))
     }
 
     /// Whether the forward and backward run on tensor cores for head dimension `headDim` (D ∈ {64, 128}; P, dS
@@ -152,15 +174,19 @@ struct AttentionKernels: Sendable {
                           inputs + [.pointer(dq)] + sizes)
     }
 
-    /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block of 8 warps per
-    /// 128 keys and key/value head (the lab's winner over 4 warps: lab/results); the bounds of each 64-row query
-    /// tile and of each key tile are computed here.
+    /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block per 128 keys and
+    /// key/value head (wgmma: two warpgroups; mma.sync: 8 warps, the lab's winner over 4: lab/results); the
+    /// bounds of each 64-row query tile and of each 128-row key tile are computed here.
     func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> BackwardLaunch {
-        let (warps, queryTile) = (8, 64)
-        let keyTile = 16 * warps
-        let kernel = try device.kernel("attention_backward_mma_d\(dim)_w\(warps)", source: backwardSource)
-        let sharedBytes = (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4
+        let (keyTile, queryTile, threads) = (128, 64, 256)
+        let (name, sharedBytes) = switch instructions {
+        case .wgmma: ("attention_backward_wgmma_d\(dim)",
+                      (2 * keyTile + 4 * queryTile) * dim * 2 + keyTile * queryTile * 2 + 4 * queryTile * 4)
+        case .mmaSync: ("attention_backward_mma_d\(dim)_w8",
+                        (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4)
+        }
+        let kernel = try device.kernel(name, source: backwardSource)
         try device.allowSharedMemory(kernel, bytes: sharedBytes)
         let boundsKernel = try device.kernel("attention_tile_bounds", source: backwardSource)
         var bounds: [DeviceBuffer] = []
@@ -172,7 +198,7 @@ struct AttentionKernels: Sendable {
                                .int(Int32(tile)), .pointer(buffer.address)])
             bounds.append(buffer)
         }
-        return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, kvHeads, batch), block: 32 * warps,
+        return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, kvHeads, batch), block: threads,
                               sharedBytes: sharedBytes, bounds: bounds, dim: dim)
     }
 

@@ -9,8 +9,10 @@ public struct CUDABackend: AttentionBackend, Sendable {
     public let blocks: CUDABlocks
     public var device: CUDADevice { blocks.device }
 
-    public init(device: CUDADevice, inputs: DeviceTensor.Precision = .bfloat16) {
-        blocks = CUDABlocks(device: device, inputs: inputs)
+    /// `instructions`: the backward's tensor-core instructions (nil: the best for the card).
+    public init(device: CUDADevice, inputs: DeviceTensor.Precision = .bfloat16,
+                instructions: TensorCoreInstructions? = nil) {
+        blocks = CUDABlocks(device: device, inputs: inputs, instructions: instructions)
     }
 
     /// Whether the kernels run on tensor cores for head dimension `headDim` (D ∈ {64, 128}).

@@ -27,11 +27,13 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
 
     /// `inputs`: bf16 or fp16 (an fp32 input type is refused when used). `timing`: whether each primitive is timed
     /// with a pair of CUDA events, which `finish` reads; long-lived users that never call `finish` (a training
-    /// model's tensor ops) turn it off, or the events would pile up.
-    public init(device: CUDADevice, timing: Bool = true, inputs: DeviceTensor.Precision = .bfloat16) {
+    /// model's tensor ops) turn it off, or the events would pile up. `instructions`: the backward's tensor-core
+    /// instructions (nil: the best for the card).
+    public init(device: CUDADevice, timing: Bool = true, inputs: DeviceTensor.Precision = .bfloat16,
+                instructions: TensorCoreInstructions? = nil) {
         (self.device, self.inputs) = (device, inputs)
         clock = timing ? PhaseClock(device: device) : nil
-        kernels = AttentionKernels(device: device, inputs: inputs)
+        kernels = AttentionKernels(device: device, inputs: inputs, instructions: instructions)
         opsSource = KernelSource.forInputs(Self.ops, inputs)
     }
 
@@ -39,6 +41,9 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     /// enter the mma in the input type, which the reference rule's baseline must mirror). `DISTFLASH_CUDA_KERNEL=simt`
     /// forces the SIMT kernels.
     public static func usesTensorCores(headDim: Int) -> Bool { AttentionKernels.usesTensorCores(headDim: headDim) }
+
+    /// The backward's tensor-core instructions on this card.
+    public var instructions: TensorCoreInstructions { kernels.instructions }
 
     /// Places a host tensor on this GPU: Q, K, V, dO as `.input` (`inputs`), O and LSE as `.accumulator` (fp32).
     public func upload(_ tensor: Tensor, as precision: BlockPrecision) throws -> DeviceTensor {

@@ -9,60 +9,8 @@
 // other block at D = 64 — fills the gap.
 // Predicted: ≥ 1.2× the mainline at D = 128 (wgmma's rate is ~1.5× mma.sync's and the operand traffic through
 // ldmatrix disappears; the softmax is not yet overlapped with the products within a warpgroup).
-// Depends on probes 2 and 3 of `lab/run.sh wgmma` (B transposed, A from registers): V_LBO_ALONG_K picks the
-// reading of the transposed descriptor; both are built. Expects mma_primitives.cuh already included.
-
-typedef unsigned long long u64;
-
-// D (+)= A·Bᵀ, m64n64k16: A and B from K-major descriptors; `accumulate` 0 overwrites D.
-__device__ __forceinline__ void wgmma_ss_m64n64(float (&d)[32], u64 a, u64 b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_INPUT_TYPE "." MMA_INPUT_TYPE " "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(a), "l"(b), "r"(accumulate));
-}
-
-// D (+)= A·Bᵀ, m64n128k16: A and B from K-major descriptors; `accumulate` 0 overwrites D.
-__device__ __forceinline__ void wgmma_ss_m64n128(float (&d)[64], u64 a, u64 b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32." MMA_INPUT_TYPE "." MMA_INPUT_TYPE " "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "l"(a), "l"(b), "r"(accumulate));
-}
-
-// D += A·B, m64n64k16: A from registers (mma.m16n8k16's A fragments, a warp's 16 rows), B from a descriptor
-// read transposed (MN-major).
-__device__ __forceinline__ void wgmma_rs_m64n64_trans_b(float (&d)[32], const u32 (&a)[4], u64 b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_INPUT_TYPE "." MMA_INPUT_TYPE " "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
-
-// D += A·B, m64n128k16: A from registers (mma.m16n8k16's A fragments, a warp's 16 rows), B from a descriptor
-// read transposed (MN-major).
-__device__ __forceinline__ void wgmma_rs_m64n128_trans_b(float (&d)[64], const u32 (&a)[4], u64 b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32." MMA_INPUT_TYPE "." MMA_INPUT_TYPE " "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
-
-// Shared-memory descriptor (no swizzle): start address, leading and stride byte offsets (each >> 4, 14 bits).
-__device__ __forceinline__ u64 smem_descriptor(const void *tile, unsigned lbo, unsigned sbo) {
-    return (u64)((shared_address(tile) & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16)
-        | ((u64)((sbo & 0x3FFFF) >> 4) << 32);
-}
-
-// Byte offset of 16-byte chunk (row r, chunk c) of a tile with D columns stored as 8 × 8 core matrices: the
-// chunks of a core row are 16 bytes apart, core matrices adjacent along the columns 128 bytes apart, blocks of
-// 8 rows 16·D bytes apart. Q and K read this way are K-major (column = head dimension); V is MN-major (row = key).
-template <int D>
-__device__ __forceinline__ unsigned core_chunk(int r, int c) { return (r >> 3) * 16 * D + c * 128 + (r & 7) * 16; }
+// Probes 2 and 3 of `lab/run.sh wgmma` confirmed the transposed descriptor (LBO along K) and A from registers.
+// Expects the kernels' wgmma_primitives.cuh already included.
 
 // Copies `rows` rows of D columns from global (row stride `stride` elements) into the core-matrix layout, rows
 // past `valid` as zeros. Eight consecutive threads fill one 128-byte core matrix, so the writes hit every bank.
@@ -78,30 +26,13 @@ __device__ __forceinline__ void load_core_tile(unsigned char *tile, const bf16_t
     cp_async_commit();
 }
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
-// cp.async writes reach shared memory through the generic proxy; wgmma reads through the async proxy.
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-
-template <int N>
-__device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], u64 a, u64 b, int accumulate) {
-    if constexpr (N == 64) wgmma_ss_m64n64(d, a, b, accumulate);
-    else wgmma_ss_m64n128(d, a, b, accumulate);
-}
-template <int N>
-__device__ __forceinline__ void wgmma_rs_trans_b(float (&d)[N / 2], const u32 (&a)[4], u64 b) {
-    if constexpr (N == 64) wgmma_rs_m64n64_trans_b(d, a, b);
-    else wgmma_rs_m64n128_trans_b(d, a, b);
-}
 
 // Two warpgroups, 64 query rows each (BM = 128); key tiles of BN; K and V double-buffered by cp.async, the tile
 // after next loading while this one computes. Per tile and warpgroup: S = Q·Kᵀ (D/16 wgmma from shared memory),
 // mask and online softmax on the accumulators, then O += P·V (BN/16 wgmma, P from registers, V read transposed).
-// The mask rule, tile classes and the (o, lse) fold are the mainline's. V_LBO_ALONG_K: which reading of the
-// MN-major descriptor is right (lab/run.sh wgmma, probe 2).
-template <int D, int BN, bool V_LBO_ALONG_K>
+// The mask rule, tile classes and the (o, lse) fold are the mainline's.
+template <int D, int BN>
 __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
                               const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
                               int Sk, int H, int Hkv, float scale, int kind, int window) {
@@ -192,7 +123,7 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             wgmma_ss<BN>(s, smem_descriptor(sQ + group * 64 * D * 2 + kk * 256, 128, 16 * D),
                          smem_descriptor(tK + kk * 256, 128, 16 * D), kk > 0);
         wgmma_commit();
-        wgmma_wait_all();
+        wgmma_wait<0>();
 
         // Mask (partial tiles), then the online softmax; s[4c + e] is row g + 8·(e / 2), key 8c + 2t + e % 2.
         if (tile_class == PARTIAL) {
@@ -250,10 +181,9 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
-            wgmma_rs_trans_b<D>(acc, p[kk], V_LBO_ALONG_K ? smem_descriptor(tV + kk * 32 * D, 16 * D, 128)
-                                                          : smem_descriptor(tV + kk * 32 * D, 128, 16 * D));
+            wgmma_rs<D>(acc, p[kk], smem_descriptor(tV + kk * 32 * D, 16 * D, 128));
         wgmma_commit();
-        wgmma_wait_all();
+        wgmma_wait<0>();
 
         // Every warpgroup is done with this stage: the tile after next loads into it.
         __syncthreads();
@@ -289,17 +219,15 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     }
 }
 
-// Kernel name: lab_forward_v6_d<D>_n<BN>[_lbo_mn]; 256 threads; dynamic shared memory (128 + 4·BN)·D·2 bytes.
-#define FORWARD_V6(D, BN, ALONG_K, SUFFIX)                                                                        \
+// Kernel name: lab_forward_v6_d<D>_n<BN>[_n64]; 256 threads; dynamic shared memory (128 + 4·BN)·D·2 bytes.
+#define FORWARD_V6(D, BN, SUFFIX)                                                                        \
     extern "C" __global__ void __launch_bounds__(256) lab_forward_v6_d##D##_n##BN##SUFFIX(                         \
             const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,                  \
             const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk,       \
             int H, int Hkv, int dim, float scale, int kind, int window) {                                         \
-        forward_wgmma<D, BN, ALONG_K>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, scale, \
+        forward_wgmma<D, BN>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, scale, \
                                       kind, window);                                                              \
     }
-FORWARD_V6(64, 128, true, )
-FORWARD_V6(64, 128, false, _lbo_mn)
-FORWARD_V6(128, 128, true, )
-FORWARD_V6(128, 128, false, _lbo_mn)
-FORWARD_V6(128, 64, true, _n64)
+FORWARD_V6(64, 128, )
+FORWARD_V6(128, 128, )
+FORWARD_V6(128, 64, _n64)

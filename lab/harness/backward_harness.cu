@@ -5,15 +5,11 @@
 // The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
 // skipped by its #pragma once).
 #include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
+#include "../../Sources/DistFlashAttnCUDA/kernels/wgmma_primitives.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
-}
-namespace off_the_path {
-#include "../backward/v4_off_the_path.cu"
-}
-namespace two_key_tiles {
-#include "../backward/v5_two_key_tiles.cu"
+#include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -83,8 +79,10 @@ struct Candidate {
     int stages = 1;  // buffers of the Q, dO, LSE and δ tiles (2: the next tile loads while this one computes)
     int keys_per_warp = 16;
     int query_tile = 64;
+    size_t shared_bytes = 0;  // when set: the candidate's own layout
     int keys() const { return keys_per_warp * warps; }
     size_t shared() const {
+        if (shared_bytes) return shared_bytes;
         return (size_t)(2 * keys() + 2 * query_tile * stages) * (D + 8) * 2 + keys() * (query_tile + 8) * 2
                + 2 * query_tile * 4 * stages;
     }
@@ -208,16 +206,26 @@ static double time_ms(const Candidate &c, const Problem &p, std::mt19937 &rng, i
 }
 
 int main(int argc, char **argv) {
+    std::string only, skip;
+    for (int a = 1; a < argc; a++) {  // --only=TEXT / --skip=TEXT: candidates whose name contains TEXT
+        std::string arg = argv[a];
+        if (arg.rfind("--only=", 0) == 0) only = arg.substr(7);
+        if (arg.rfind("--skip=", 0) == 0) skip = arg.substr(7);
+    }
     using namespace mainline;
     std::vector<Candidate> candidates = {
         {"bwd d64 w4", 64, 4, (Backward)attention_backward_mma_d64_w4},
         {"bwd d64 w8", 64, 8, (Backward)attention_backward_mma_d64_w8},
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
-        {"bwd d64 w8 v4 off the path", 64, 8, (Backward)off_the_path::lab_backward_v4_d64_w8, 2},
-        {"bwd d128 w8 v4 off the path", 128, 8, (Backward)off_the_path::lab_backward_v4_d128_w8, 2},
-        {"bwd d64 w4 v5 two key tiles", 64, 4, (Backward)two_key_tiles::lab_backward_v5_d64, 1, 32, 32},
+#define WGMMA(D) {"bwd d" #D " wgmma", D, 8, (Backward)attention_backward_wgmma_d##D, 2, 16, 64, \
+                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4}
+        WGMMA(64), WGMMA(128),
     };
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
+        return (!only.empty() && c.name.find(only) == std::string::npos)
+               || (!skip.empty() && c.name.find(skip) != std::string::npos);
+    }), candidates.end());
     for (auto &c : candidates)
         CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));
     std::mt19937 rng(2027);

@@ -5,6 +5,7 @@
 // The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
 // skipped by its #pragma once).
 #include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
+#include "../../Sources/DistFlashAttnCUDA/kernels/wgmma_primitives.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
@@ -14,9 +15,6 @@ FORWARD_MMA(64, 4, 2, 64, false, )
 #undef FORWARD_MMA
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
-}
-namespace v5 {
-#include "../forward/v5_bounds_ahead.cu"
 }
 namespace v6 {
 #include "../forward/v6_wgmma.cu"
@@ -149,11 +147,9 @@ int main(int argc, char **argv) {
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
         CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
         CANDIDATE(64, 4, 2, 64, ),
-        {"v5 d64 n128 bounds ahead", 64, 4, 2, 128, (ForwardV2)v5::lab_forward_v5_d64_n128, nullptr},
-        {"v5 d128 n64 bounds ahead", 128, 4, 2, 64, (ForwardV2)v5::lab_forward_v5_d128_n64, nullptr},
 #define V6(D, N, S) {"v6 wgmma d" #D " n" #N #S, D, 8, 1, N, (ForwardV2)v6::lab_forward_v6_d##D##_n##N##S, nullptr, \
                      (size_t)(128 + 4 * N) * D * 2}
-        V6(64, 128, ), V6(64, 128, _lbo_mn), V6(128, 128, ), V6(128, 128, _lbo_mn),
+        V6(64, 128, ), V6(128, 128, ),
         {"v6 wgmma d128 n64", 128, 8, 1, 64, (ForwardV2)v6::lab_forward_v6_d128_n64_n64, nullptr, (size_t)(128 + 4 * 64) * 128 * 2},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {

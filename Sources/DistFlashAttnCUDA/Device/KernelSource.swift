@@ -1,9 +1,10 @@
-/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh` and `input_type.cuh` through
-/// `#include` lines (which nvcc in the kernel lab resolves itself); NVRTC gets one self-contained text with the
-/// headers spliced in.
+/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh`, `wgmma_primitives.cuh` and
+/// `input_type.cuh` through `#include` lines (which nvcc in the kernel lab resolves itself); NVRTC gets one
+/// self-contained text with each header spliced in once, at its first `#include`.
 enum KernelSource {
-    static let headers = ["mma_primitives.cuh": String(decoding: PackageResources.mma_primitives_cuh, as: UTF8.self),
-                          "input_type.cuh": String(decoding: PackageResources.input_type_cuh, as: UTF8.self)]
+    static let headers = ["mma_primitives.cuh": PackageResources.mma_primitives_cuh,
+                          "wgmma_primitives.cuh": PackageResources.wgmma_primitives_cuh,
+                          "input_type.cuh": PackageResources.input_type_cuh]
 
     /// `source` for kernels on `inputs` (bf16 or fp16): fp16 compiles with DISTFLASH_INPUT_F16 defined, a module
     /// of its own with the same kernel names.
@@ -12,8 +13,17 @@ enum KernelSource {
     }
 
     static func splicing(_ bytes: [UInt8]) -> String {
+        var spliced: Set<String> = []
+        return splicing(bytes, into: &spliced)
+    }
+
+    /// `bytes` with its header `#include` lines replaced by the headers' own splicing, skipping headers already in
+    /// `spliced` (the headers' `#pragma once`, which NVRTC cannot apply to text that is not a file).
+    private static func splicing(_ bytes: [UInt8], into spliced: inout Set<String>) -> String {
         String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            for (name, text) in headers where line == "#include \"\(name)\"" { return text }
+            for (name, header) in headers where line == "#include \"\(name)\"" {
+                return spliced.insert(name).inserted ? splicing(header, into: &spliced) : ""
+            }
             return String(line)
         }.joined(separator: "\n")
     }
