@@ -38,8 +38,8 @@ struct CUDABackendTests {
     private func checkBackend(_ backend: CUDABackend, _ mask: AttentionMask, _ dtype: AttentionProblem.DType) throws {
         // S = 517 reaches tiles the mask shows whole (no mask work), which S = 189's ragged tiles never are.
         for (s, h, hkv, d) in [(189, 6, 2, 64), (189, 8, 1, 128), (189, 4, 2, 40), (517, 2, 1, 128)] {
-            let problem = try AttentionProblem(batch: 2, sequence: s, heads: h, kvHeads: hkv, headDim: d, mask: mask,
-                                               dtype: dtype)
+            let problem = try AttentionProblem(batch: 2, sequence: s, heads: h, kvHeads: hkv, headDim: d,
+                                               mask: mask.stretched(to: s), dtype: dtype)
             var random = SeededRandom(seed: .random(in: 0...UInt64.max))
             let (q, k, v, dO) = (random.normalTensor(shape: problem.queryShape).rounded(to: dtype),
                                  random.normalTensor(shape: problem.keyValueShape).rounded(to: dtype),
@@ -53,5 +53,14 @@ struct CUDABackendTests {
                 #expect(check.passed, "\(backend.blocks.instructions) D=\(d): \(check.summary)")
             }
         }
+    }
+}
+
+private extension AttentionMask {
+    /// The same mask over `length` tokens: a packed-document mask's last document takes up the difference.
+    func stretched(to length: Int) -> AttentionMask {
+        guard let lengths = documentLengths else { return self }
+        let head = lengths.dropLast()
+        return .documents(head + [length - head.reduce(0, +)], kind)
     }
 }
