@@ -3,9 +3,8 @@
 # that fails does not stop the others. Candidates that may fault (a wrong descriptor reading) run in their own
 # process, after the ones that cannot.
 #   1. forward: the mainline, then the wgmma candidate (v6)
-#   2. backward: the mainline and the mma.sync candidates, then the wgmma candidate (v6), then v6's other
-#      reading of the transposed dSᵀ descriptor (needed only if the first fails its checks)
-#   3. with PROFILE=1, Nsight Compute on the backward (stall reasons)
+#   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards
+#   3. with PROFILE=1, Nsight Compute on the forward candidates (stall reasons)
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
@@ -18,11 +17,8 @@ lab() {  # lab LOG_NAME SECONDS HARNESS ARGUMENTS…
 }
 lab forward-mainline 200 forward --quick --only=v2
 lab forward-v6 120 forward --quick --only=v6
-lab backward-mma 300 backward --skip=v6
-lab backward-v6 200 backward --only=v6 --skip=_alt
-grep -q FAIL "$out/backward-v6.log" || ! grep -q "correctness: 0" "$out/backward-v6.log" \
-    && lab backward-v6-alt 200 backward --only=_alt
-if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh backward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
+lab backward 300 backward
+if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh forward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
 cp "${TMPDIR:-/tmp}"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 grep -h "correctness\|FAIL" "$out"/*.log
 grep -h ",causal,\|,full," "$out"/*-lab.txt
