@@ -3,7 +3,8 @@
 # that fails does not stop the others. Candidates that may fault (a wrong descriptor reading) run in their own
 # process, after the ones that cannot.
 #   1. forward: the mainline, then the wgmma candidates (v6; v7, v6 with the softmax overlapped), each apart
-#   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards
+#   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards, then the wgmma
+#      candidate (v7, the element-wise work overlapped with the products) apart
 #   3. with PROFILE=1, Nsight Compute on the D = 128 forward candidates (stall reasons)
 set -u
 out=${OUT:-/tmp/distflash-gpu}
@@ -18,7 +19,8 @@ lab() {  # lab LOG_NAME SECONDS HARNESS ARGUMENTS…
 lab forward-mainline 200 forward --quick --only=v2
 lab forward-v6 120 forward --quick --only=v6
 lab forward-v7 120 forward --quick --only=v7
-lab backward 300 backward
+lab backward 300 backward --skip=v7
+lab backward-v7 200 backward --only=v7
 if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh forward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
 cp "${TMPDIR:-/tmp}"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 grep -h "correctness\|FAIL" "$out"/*.log
