@@ -2,6 +2,7 @@
 # On a GPU machine: the open kernel-lab questions in one pass. Logs (and ptxas reports) under $OUT; a harness
 # that fails does not stop the others. Candidates that may fault (a wrong descriptor reading) run in their own
 # process, after the ones that cannot.
+#   0. the wgmma probes (4 and 5: the 128-byte swizzled layouts, not yet run)
 #   1. forward: the mainline, then the wgmma candidates (v6; v7, v6 with the softmax overlapped), each apart
 #   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards, then the wgmma
 #      candidate (v7, the element-wise work overlapped with the products) apart
@@ -16,6 +17,7 @@ lab() {  # lab LOG_NAME SECONDS HARNESS ARGUMENTS…
     OUT=$out LAB_TAG=$log timeout "$seconds" lab/run.sh "$@" >"$out/$log.log" 2>&1
     echo "$log: exit $?"
 }
+lab wgmma 120 wgmma
 lab forward-mainline 200 forward --quick --only=v2
 lab forward-v6 120 forward --quick --only=v6
 lab forward-v7 120 forward --quick --only=v7

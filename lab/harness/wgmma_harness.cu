@@ -5,13 +5,17 @@
 //     place) or only the set of values is (layout wrong, descriptors right). Confirmed on H100 (2026-11-27).
 //  2. B read transposed (MN-major, as V [keys][D] for O += P·V), both readings of LBO / SBO.
 //  3. A from registers (as P from the accumulators of S), B K-major.
-// Exit status 0 when 1 holds for both arrangements and 2 and 3 each have a reading that is right in place.
+//  4. The 128-byte swizzle, K-major A and B over K = 64 (four steps): readings of LBO / SBO.
+//  5. The 128-byte swizzle with B read transposed (as V): readings of LBO / SBO.
+// Exit status 0 when 1 holds for both arrangements and 2 and 3 each have a reading that is right in place (4 and
+// 5 are reported, not required: the kernels do not use the swizzle yet).
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.cuh"
 #include "../wgmma/probe_m64n64k16.cu"
 #include "../wgmma/probe_pv_operands.cu"
+#include "../wgmma/probe_swizzle.cu"
 
 struct Inputs {
     std::vector<bf16> a, b;     // a [64 × 16] (m, k); b [64 × 16] (n, k) for probe 1, [16 × 64] (k, n) for 2 and 3
@@ -29,6 +33,23 @@ static Inputs inputs(bool b_is_k_by_n) {
             double sum = 0;
             for (int k = 0; k < 16; ++k)
                 sum += (double)from_bf16(in.a[m * 16 + k]) * from_bf16(b_is_k_by_n ? in.b[k * 64 + n] : in.b[n * 16 + k]);
+            in.want[m * 64 + n] = sum;
+        }
+    return in;
+}
+
+// A [64 × 64] (m, k) and B [64 × 64], (n, k) or (k, n), with D = A·B over K = 64.
+static Inputs inputs64(bool b_is_k_by_n) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal;
+    Inputs in{std::vector<bf16>(64 * 64), std::vector<bf16>(64 * 64), std::vector<double>(64 * 64)};
+    for (auto &x : in.a) x = to_bf16(normal(rng));
+    for (auto &x : in.b) x = to_bf16(normal(rng));
+    for (int m = 0; m < 64; ++m)
+        for (int n = 0; n < 64; ++n) {
+            double sum = 0;
+            for (int k = 0; k < 64; ++k)
+                sum += (double)from_bf16(in.a[m * 64 + k]) * from_bf16(b_is_k_by_n ? in.b[k * 64 + n] : in.b[n * 64 + k]);
             in.want[m * 64 + n] = sum;
         }
     return in;
@@ -114,6 +135,25 @@ int main() {
             wgmma_probe_register_a<<<1, 128>>>(a, b, d);
         });
     });
+
+    const Inputs nk64 = inputs64(false), kn64 = inputs64(true);
+    const unsigned readings[][2] = {{16, 1024}, {1024, 16}, {1024, 1024}, {8192, 1024}};
+    printf("\n4. 128-byte swizzle, K-major A and B, K = 64\n\n| LBO, SBO | in place | same values |\n|---|---|---|\n");
+    for (const auto &r : readings) {
+        snprintf(label, sizeof label, "%u, %u", r[0], r[1]);
+        isolated(label, [&] {
+            return check(nk64, label, [&](bf16 *a, bf16 *b, float *d) { wgmma_probe_swizzled<<<1, 128>>>(a, b, d, r[0], r[1]); });
+        });
+    }
+    printf("\n5. 128-byte swizzle, B transposed (MN-major), K = 64\n\n| LBO, SBO | in place | same values |\n|---|---|---|\n");
+    for (const auto &r : readings) {
+        snprintf(label, sizeof label, "%u, %u", r[0], r[1]);
+        isolated(label, [&] {
+            return check(kn64, label, [&](bf16 *a, bf16 *b, float *d) {
+                wgmma_probe_swizzled_trans_b<<<1, 128>>>(a, b, d, r[0], r[1]);
+            });
+        });
+    }
 
     const bool ok = arrangement_ok[0] && arrangement_ok[1] && transposed_ok && registers_ok;
     printf("\nwgmma probes: %s\n", ok ? "all confirmed" : "NOT all confirmed (see the tables)");
