@@ -5,7 +5,8 @@
 #   0. the wgmma probes (4 and 5: the 128-byte swizzled layouts, not yet run)
 #   1. forward: the mainline, then the wgmma candidates (v6; v7, v6 with the softmax overlapped), each apart
 #   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards, then the wgmma
-#      candidate (v7, the element-wise work overlapped with the products) apart
+#      candidates apart (v7: the element-wise work overlapped with the products; v8: v7 with dQ by bulk
+#      reductions)
 #   3. with PROFILE=1, Nsight Compute on the D = 128 forward candidates (stall reasons)
 set -u
 out=${OUT:-/tmp/distflash-gpu}
@@ -21,8 +22,9 @@ lab wgmma 120 wgmma
 lab forward-mainline 200 forward --quick --only=v2
 lab forward-v6 120 forward --quick --only=v6
 lab forward-v7 120 forward --quick --only=v7
-lab backward 300 backward --skip=v7
+lab backward 300 backward --skip=" v"
 lab backward-v7 200 backward --only=v7
+lab backward-v8 200 backward --only=v8
 if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh forward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
 cp "${TMPDIR:-/tmp}"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 grep -h "correctness\|FAIL" "$out"/*.log

@@ -1,0 +1,257 @@
+// Candidate backward (lab): v7 with dQ added by bulk reductions instead of per-element atomics.
+// v7 (and the mainline) add each tile's dQ (64 queries × D, fp32) into global memory with 64·D / 256 = 32
+// atomicAdd a thread — 8192 reductions a tile at D = 128, one per element, through L2's atomic units. v8 stages the
+// tile in shared memory (rows padded by 8 floats: conflict-free 64-bit stores) and lets one thread per warpgroup
+// issue one `cp.reduce.async.bulk … add.f32` per query row (its warpgroup's half: 256 bytes at D = 128), which the
+// copy engine reduces into L2 while the block goes on; the staging buffer is reused once those reads are done
+// (`cp.async.bulk.wait_group.read`, before the next tile's first barrier).
+// Predicted: +5–15 % over v7 if the atomics are on the path (Nsight Compute on the mainline will tell: lab/profile.sh
+// backward), nothing otherwise. Shared memory: v7's + 64·(D + 8)·4 bytes (34 KB at D = 128: 179 KB in all).
+// Expects the kernels' wgmma_primitives.cuh already included.
+
+// The bulk-copy engine: add `bytes` (a multiple of 16) of fp32 from shared memory into global memory, atomically
+// per element; commit; wait until the sources have been read; wait until everything has landed.
+__device__ __forceinline__ void bulk_reduce_add_f32(float *destination, const float *source, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                 :: "l"(destination), "r"(shared_address(source)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+// The 128 threads of warpgroup `group` (named barriers 1 and 2; 0 is __syncthreads').
+__device__ __forceinline__ void warpgroup_barrier(int group) { asm volatile("bar.sync %0, 128;" :: "r"(1 + group) : "memory"); }
+
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// 4 bytes global → shared (L1-cached); `valid == false` writes zeros.
+__device__ __forceinline__ void cp_async4(void *destination, const void *source, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;"
+                 :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
+}
+
+template <int D>
+__device__ void backward_bulk_dq(const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,
+                               const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+                               const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv,
+                               int Sq, int Sk, int H, int Hkv, float scale, int kind, int window) {
+    constexpr int BN = 128, BM = 64, THREADS = 256, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
+    constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2;
+    extern __shared__ __align__(128) unsigned char shared_bytes[];
+    unsigned char *sK = shared_bytes, *sV = sK + TILE_KV;
+    unsigned char *sQ_stages = sV + TILE_KV, *sdO_stages = sQ_stages + 2 * TILE_Q;  // two stages each
+    unsigned char *sdS = sdO_stages + 2 * TILE_Q;      // dSᵀ [key][query], core layout of BM columns
+    float *sL_stages = (float *)(sdS + BN * BM * 2);  // LSE (natural log) of the query tile, two stages (0 past the end)
+    float *sD_stages = sL_stages + 2 * BM;            // δ of the query tile, two stages
+    constexpr int LDQ = D + 8;                        // staging row stride (floats)
+    float *sdQ = sD_stages + 2 * BM;                  // this tile's dQ [query][D], fp32, for the bulk reductions
+    __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
+    __shared__ int tile_range[2];
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.y, b = blockIdx.z, group = H / Hkv;
+    const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
+    const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
+    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const float scale2 = scale * LOG2E;
+    const int4 kb = key_bounds[key_tile];
+
+    // K and V tiles → shared memory; meanwhile find the range of query tiles this key tile meets.
+    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
+    for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
+        const int c = (idx >> 3) % CHUNKS, r = ((idx >> 3) / CHUNKS) * 8 + (idx & 7), j = key0 + r;
+        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + c * 8;
+        cp_async16(sK + core_chunk<D>(r, c), k_base + offset, j < Sk);
+        cp_async16(sV + core_chunk<D>(r, c), v_base + offset, j < Sk);
+    }
+    cp_async_commit();
+    if (tid == 0) {
+        tile_range[0] = query_tiles;
+        tile_range[1] = -1;
+    }
+    __syncthreads();
+    for (int i = tid; i < query_tiles; i += THREADS)
+        if (classify(query_bounds[i], kb, false, kind, window) != HIDDEN) {
+            atomicMin(&tile_range[0], i);
+            atomicMax(&tile_range[1], i);
+        }
+
+    // This thread's two key rows: warpgroup wg, warp `warp` within it, lane rows g and g + 8.
+    int krow[2], kp[2], kd[2];
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        krow[s] = key0 + wg * 64 + warp * 16 + g + 8 * s;
+        kp[s] = krow[s] < Sk ? kpos[krow[s]] : 0;
+        kd[s] = krow[s] < Sk ? kdoc[krow[s]] : -1;
+    }
+    float dK[D / 2], dV[D / 2];  // [4c + e]: key row g + 8·(e / 2), column 8c + 2t + e % 2
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
+    cp_async_wait_all();
+    __syncthreads();
+    const int first = tile_range[0], last = tile_range[1];
+    const bool ragged_keys = key0 + BN > Sk;
+    auto classify_tile = [&](int qt) {
+        return classify(query_bounds[qt], kb, ragged_keys || qt * BM + BM > Sq, kind, window);
+    };
+    for (int i = tid; i < min(last - first + 1, CLASS_CACHE); i += THREADS) tile_classes[i] = classify_tile(first + i);
+    __syncthreads();
+    auto class_of = [&](int qt) -> int { return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt); };
+
+    auto visible_from = [&](int head, int qt) -> int2 {  // the first visible pair at or after (head, qt)
+        for (; head < (kvh + 1) * group; head++, qt = first)
+            for (; qt <= last; qt++)
+                if (class_of(qt) != HIDDEN) return make_int2(head, qt);
+        return make_int2(-1, 0);
+    };
+    auto load_stage = [&](int2 pair, int stage) {
+        const bf16_t *q_base = q + ((size_t)b * Sq * H + pair.x) * D, *do_base = dout + ((size_t)b * Sq * H + pair.x) * D;
+        const size_t row_base = ((size_t)b * H + pair.x) * Sq;
+        for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
+            const int c = (idx >> 3) % CHUNKS, r = ((idx >> 3) / CHUNKS) * 8 + (idx & 7), i = pair.y * BM + r;
+            const size_t offset = (size_t)min(i, Sq - 1) * q_stride + c * 8;
+            cp_async16(sQ_stages + stage * TILE_Q + core_chunk<D>(r, c), q_base + offset, i < Sq);
+            cp_async16(sdO_stages + stage * TILE_Q + core_chunk<D>(r, c), do_base + offset, i < Sq);
+        }
+        for (int r = tid; r < BM; r += THREADS) {
+            const int i = min(pair.y * BM + r, Sq - 1);
+            cp_async4(sL_stages + stage * BM + r, lse + row_base + i, pair.y * BM + r < Sq);
+            cp_async4(sD_stages + stage * BM + r, delta + row_base + i, pair.y * BM + r < Sq);
+        }
+        cp_async_commit();
+    };
+
+    int2 current = visible_from(kvh * group, first);
+    int stage = 0;
+    if (current.x >= 0) load_stage(current, 0);
+    while (current.x >= 0) {
+        const int2 next = visible_from(current.x, current.y + 1);  // past `last` the walk moves to the next head
+        if (next.x >= 0) load_stage(next, stage ^ 1);
+        const int head = current.x, q0 = current.y * BM, tile_class = class_of(current.y);
+        // Rows past the end hold zeros (LSE 0): their P is not 0, but they sit only in partial tiles, whose mask
+        // pass zeros them.
+        const unsigned char *sQ = sQ_stages + stage * TILE_Q, *sdO = sdO_stages + stage * TILE_Q;
+        const float *sL = sL_stages + stage * BM, *sD = sD_stages + stage * BM;
+        if (next.x >= 0) cp_async_wait_one(); else cp_async_wait_all();
+        if (tid % 128 == 0) bulk_wait_read();  // the previous tile's dQ rows have left the staging buffer
+        fence_async_shared();
+        __syncthreads();
+
+        // Sᵀ and dPᵀ for this warpgroup's 64 keys × 64 queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
+        float s[BM / 2], dp[BM / 2];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(s, smem_descriptor(sK + wg * 128 * D + kk * 256, 128, 16 * D),
+                         smem_descriptor(sQ + kk * 256, 128, 16 * D), kk > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(dp, smem_descriptor(sV + wg * 128 * D + kk * 256, 128, 16 * D),
+                         smem_descriptor(sdO + kk * 256, 128, 16 * D), kk > 0);
+        wgmma_commit();
+        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
+        pin(s);
+
+        // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
+        // issued (K = the 64 queries; dO read transposed).
+#pragma unroll
+        for (int i = 0; i < BM / 2; i++)
+            s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+        if (tile_class == PARTIAL) {
+#pragma unroll
+            for (int i = 0; i < BM / 2; i++) {
+                const int r = (i >> 1) & 1, qi = q0 + (i >> 2) * 8 + t * 2 + (i & 1);
+                const bool ok = qi < Sq && krow[r] < Sk && visible(qpos[qi], kp[r], qdoc[qi], kd[r], kind, window);
+                s[i] = ok ? s[i] : 0.f;
+            }
+        }
+        u32 pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) wgmma_rs<D>(dV, pa[kk], smem_descriptor(sdO + kk * 32 * D, 16 * D, 128));
+        wgmma_commit();
+        wgmma_wait<1>();  // dPᵀ has landed; dV may still run
+        pin(dp);
+
+        // Scaled dSᵀ (in dp), to shared memory for dQ (pairs of queries are adjacent there) and packed for
+        // dK += dSᵀ·Q.
+#pragma unroll
+        for (int i = 0; i < BM / 2; i++) dp[i] = s[i] * (dp[i] - sD[(i >> 2) * 8 + t * 2 + (i & 1)]) * scale;
+#pragma unroll
+        for (int c = 0; c < BM / 8; c++)
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+                *(u32 *)(sdS + core_chunk<BM>(wg * 64 + warp * 16 + g + 8 * r, c) + 4 * t) =
+                    pack_input(dp[4 * c + 2 * r], dp[4 * c + 2 * r + 1]);
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) wgmma_rs<D>(dK, da[kk], smem_descriptor(sQ + kk * 32 * D, 16 * D, 128));
+        wgmma_commit();
+        fence_async_shared();  // dSᵀ's stores become visible to the async proxy
+        __syncthreads();       // both warpgroups' dSᵀ are written
+
+        // dQ (64 queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
+        // (M = queries, K = keys), K read transposed (K = keys, N = head dimension).
+        float dq_acc[DQ_N / 2];  // [4c + e]: query row g + 8·(e / 2), column 8c + 2t + e % 2 of this half
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
+                                 smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        pin(dq_acc);
+        // This warpgroup's half of the tile → staging, then one bulk reduction per query row into the fp32 dQ.
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int c = 0; c < DQ_N / 8; c++)
+                *(float2 *)(sdQ + (warp * 16 + g + 8 * r) * LDQ + wg * DQ_N + c * 8 + t * 2) =
+                    make_float2(dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
+        fence_async_shared();  // the stores become visible to the bulk-copy engine
+        warpgroup_barrier(wg);
+        if (tid % 128 == 0) {
+            for (int r = 0; r < min(BM, Sq - q0); r++)
+                bulk_reduce_add_f32(dq + (size_t)(b * Sq + q0 + r) * q_stride + head * D + wg * DQ_N,
+                                    sdQ + r * LDQ + wg * DQ_N, DQ_N * 4);
+            bulk_commit();
+        }
+        __syncthreads();  // before the next pair's load overwrites this stage and dSᵀ
+        current = next;
+        stage ^= 1;
+    }
+    if (tid % 128 == 0) bulk_wait_all();  // the staging buffer must outlive the reductions' reads
+    pin(dK);
+    pin(dV);
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = krow[r];
+        if (j >= Sk) continue;
+        const size_t offset = ((size_t)(b * Sk + j) * Hkv + kvh) * D + t * 2;
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) {
+            float2 *pk = (float2 *)(dk + offset + c * 8), *pv = (float2 *)(dv + offset + c * 8);
+            const float2 ok = *pk, ov = *pv;
+            *pk = make_float2(ok.x + dK[4 * c + 2 * r], ok.y + dK[4 * c + 2 * r + 1]);
+            *pv = make_float2(ov.x + dV[4 * c + 2 * r], ov.y + dV[4 * c + 2 * r + 1]);
+        }
+    }
+}
+
+// Kernel name: lab_backward_v8_d<D>; 256 threads; dynamic shared memory the mainline wgmma backward's + 64·(D + 8)·4 bytes.
+#define BACKWARD_V8(D)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) lab_backward_v8_d##D(                                    \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,               \
+        const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,                \
+        const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk,      \
+        int H, int Hkv, int dim, float scale, int kind, int window) {                                           \
+        backward_bulk_dq<D>(q, k, v, dout, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds, dq, dk,\
+                            dv, Sq, Sk, H, Hkv, scale, kind, window);                                           \
+    }
+BACKWARD_V8(64)
+BACKWARD_V8(128)
