@@ -22,6 +22,9 @@ namespace v6 {
 namespace v7 {
 #include "../forward/v7_overlap.cu"
 }
+namespace v8 {
+#include "../forward/v8_lean.cu"
+}
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, const int4 *, float *, float *, int, int, int, int, int, float, int, int);
@@ -154,9 +157,11 @@ int main(int argc, char **argv) {
                      (size_t)(128 + 4 * N) * D * 2}
         V6(64, 128, ), V6(128, 128, ),
         {"v6 wgmma d128 n64", 128, 8, 1, 64, (ForwardV2)v6::lab_forward_v6_d128_n64_n64, nullptr, (size_t)(128 + 4 * 64) * 128 * 2},
-#define V7(D, N) {"v7 overlap d" #D " n" #N, D, 8, 1, N, (ForwardV2)v7::lab_forward_v7_d##D##_n##N, nullptr, \
+#define V7(D, N) {"v7 wgmma overlap d" #D " n" #N, D, 8, 1, N, (ForwardV2)v7::lab_forward_v7_d##D##_n##N, nullptr, \
                   (size_t)(128 + 4 * N) * D * 2}
         V7(64, 128), V7(128, 128), V7(128, 64),
+        {"v8 lean d64 n128", 64, 4, 2, 128, (ForwardV2)v8::lab_forward_v8_d64_n128, nullptr},
+        {"v8 lean d128 n64", 128, 4, 2, 64, (ForwardV2)v8::lab_forward_v8_d128_n64, nullptr},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && c.name.find(only) == std::string::npos)

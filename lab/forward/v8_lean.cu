@@ -1,0 +1,266 @@
+// Candidate forward (lab): the mma.sync mainline with fewer live registers. At D = 128 the mainline holds 255
+// registers and spills 316 bytes (Nsight Compute: ~10⁸ local-memory requests per S = 16k launch); beside the
+// accumulators (128 + 64) each thread kept its rows' indices, positions and document ids (12 registers) for the
+// whole walk. Here they are recomputed or read (L1-cached) only in the partial tiles that need them.
+// Predicted: no spills, +3–8 % at D = 128. Expects mma_primitives.cuh already included.
+
+
+template <int D, int WARPS, int MT, int BN, bool Q_IN_REGISTERS>
+__device__ void forward_lean(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
+                            const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
+                            int Sk, int H, int Hkv, float scale, int kind, int window) {
+    constexpr int BM = WARPS * 16 * MT, LD = D + 8;  // padded rows: ldmatrix and cp.async hit distinct banks
+    constexpr int THREADS = WARPS * 32, CHUNKS = D / 8;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    bf16_t *sQ = (bf16_t *)shared_bytes, *sK = sQ + BM * LD, *sV = sK + BN * LD;
+    __shared__ int4 query_bounds;
+    __shared__ int tile_range[2];
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
+    const int row0 = (gridDim.x - 1 - blockIdx.x) * BM;  // heaviest (latest) query tiles first under causal masks
+    const int key_tiles = (Sk + BN - 1) / BN;
+    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const bf16_t *q_base = q + ((size_t)b * Sq * H + h) * D;
+    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
+
+    // Q tile → shared memory (async), then the block's query bounds and the range of key tiles it must visit.
+    for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
+        int r = idx / CHUNKS, c = idx % CHUNKS, i = row0 + r;
+        cp_async16(sQ + r * LD + c * 8, q_base + (size_t)min(i, Sq - 1) * q_stride + c * 8, i < Sq);
+    }
+    cp_async_commit();
+    if (tid == 0) {
+        query_bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
+        tile_range[0] = key_tiles;
+        tile_range[1] = -1;
+    }
+    __syncthreads();
+    for (int i = row0 + tid; i < min(row0 + BM, Sq); i += THREADS) {
+        atomicMin(&query_bounds.x, qpos[i]); atomicMax(&query_bounds.y, qpos[i]);
+        atomicMin(&query_bounds.z, qdoc[i]); atomicMax(&query_bounds.w, qdoc[i]);
+    }
+    __syncthreads();
+    const int4 qb = query_bounds;
+    for (int j = tid; j < key_tiles; j += THREADS)
+        if (classify(qb, key_bounds[j], false, kind, window) != HIDDEN) {
+            atomicMin(&tile_range[0], j);
+            atomicMax(&tile_range[1], j);
+        }
+    __syncthreads();
+    const int first = tile_range[0], last = tile_range[1];
+
+    auto load_tile = [&](bf16_t *destination, const bf16_t *base, int key0) {
+        for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
+            int r = idx / CHUNKS, c = idx % CHUNKS, j = key0 + r;
+            cp_async16(destination + r * LD + c * 8, base + (size_t)min(j, Sk - 1) * kv_stride + c * 8, j < Sk);
+        }
+        cp_async_commit();
+    };
+    auto class_of = [&](int j) {
+        return classify(qb, key_bounds[j], (j + 1) * BN > Sk, kind, window);
+    };
+    auto next_tile = [&](int j) {
+        do j++; while (j <= last && class_of(j) == HIDDEN);
+        return j;
+    };
+    if (first <= last) load_tile(sK, k_base, first * BN);
+
+    // This thread's rows (two per m16 tile) and the running state of this block alone; m in raw-score units. The
+    // partial already in (o, lse) is merged in exactly at the end: seeding the running state from it instead
+    // would put every probability of this block below 1 (m would start at the old LSE) and round all of them to
+    // bf16, even the row's largest, which measurably doubles the error after a few folds.
+    const float scale2 = scale * LOG2E;
+    // Row i of (mt, s): row0 + (warp·MT + mt)·16 + g + 8s, recomputed where needed (positions and documents are
+    // read only in partial tiles) so the registers go to the accumulators.
+    auto row_of = [&](int mt, int s) { return row0 + (warp * MT + mt) * 16 + g + 8 * s; };
+    float m[MT][2], l[MT][2], acc[MT][D / 8][4];
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        #pragma unroll
+        for (int s = 0; s < 2; s++) {
+            m[mt][s] = NEG_INF;
+            l[mt][s] = 0.f;
+            #pragma unroll
+            for (int n = 0; n < D / 8; n++)
+                #pragma unroll
+                for (int c = 0; c < 2; c++) acc[mt][n][2 * s + c] = 0.f;
+        }
+
+    cp_async_wait_all();
+    __syncthreads();
+    u32 qf[Q_IN_REGISTERS ? MT : 1][Q_IN_REGISTERS ? D / 16 : 1][4];
+    if (Q_IN_REGISTERS)
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            #pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                ldmatrix_x4(qf[mt][kk], sQ + ((warp * MT + mt) * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+
+    for (int j = first; j <= last;) {
+        // sK holds tile j; sV is free. Fetch V_j while S_j computes.
+        const int key0 = j * BN, tile_class = class_of(j);
+        load_tile(sV, v_base, key0);
+
+        float s[MT][BN / 8][4];
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            #pragma unroll
+            for (int n = 0; n < BN / 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+        #pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            u32 qa[MT][4];
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                if (Q_IN_REGISTERS) {
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) qa[mt][e] = qf[Q_IN_REGISTERS ? mt : 0][Q_IN_REGISTERS ? kk : 0][e];
+                } else {
+                    ldmatrix_x4(qa[mt], sQ + ((warp * MT + mt) * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+                }
+            }
+            #pragma unroll
+            for (int np = 0; np < BN / 16; np++) {
+                u32 bf[4];
+                int m8 = lane >> 3;
+                ldmatrix_x4(bf, sK + (np * 16 + (m8 >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (m8 & 1) * 8);
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_input(s[mt][2 * np], qa[mt], bf[0], bf[1]);
+                    mma_input(s[mt][2 * np + 1], qa[mt], bf[2], bf[3]);
+                }
+            }
+        }
+
+        // Mask (partial tiles only, in a pass of its own: a branch inside the unrolled softmax would cut it into
+        // a basic block per element), then the online softmax on raw scores with the scale inside the exponent's FMA.
+        if (tile_class == PARTIAL) {
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                #pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int i = row_of(mt, r);
+                    const int qp = i < Sq ? qpos[i] : 0, qd = i < Sq ? qdoc[i] : -1;
+                    #pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+                        #pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const int jj = key0 + n * 8 + t * 2 + c;
+                            const bool ok = i < Sq && jj < Sk && visible(qp, kpos[jj], qd, kdoc[jj], kind, window);
+                            s[mt][n][2 * r + c] = ok ? s[mt][n][2 * r + c] : NEG_INF;
+                        }
+                }
+        }
+        #pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float top[2] = {m[mt][0], m[mt][1]};
+            #pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) top[e >> 1] = fmaxf(top[e >> 1], s[mt][n][e]);
+            float sum[2] = {0.f, 0.f}, shift[2];
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 1));
+                top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 2));
+                float base = top[r] == NEG_INF ? 0.f : top[r];
+                float alpha = exp2_approx((m[mt][r] - base) * scale2);
+                m[mt][r] = top[r];
+                shift[r] = base * scale2;
+                l[mt][r] *= alpha;
+                #pragma unroll
+                for (int n = 0; n < D / 8; n++) {
+                    acc[mt][n][2 * r] *= alpha;
+                    acc[mt][n][2 * r + 1] *= alpha;
+                }
+            }
+            #pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[mt][n][e] = exp2_approx(fmaf(s[mt][n][e], scale2, -shift[e >> 1]));
+                    sum[e >> 1] += s[mt][n][e];
+                }
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+                sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+                l[mt][r] += sum[r];
+            }
+        }
+
+        // V_j has landed and every warp is done with sK: fetch K of the next tile while P·V runs.
+        cp_async_wait_all();
+        __syncthreads();
+        const int next = next_tile(j);
+        if (next <= last) load_tile(sK, k_base, next * BN);
+
+        // O += P·V: P's accumulator layout is the A layout of the next mma (two 8-key tiles per 16 keys).
+        #pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            u32 pf[MT][4];
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pf[mt][0] = pack_input(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pf[mt][1] = pack_input(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pf[mt][2] = pack_input(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pf[mt][3] = pack_input(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+            #pragma unroll
+            for (int dp = 0; dp < D / 16; dp++) {
+                u32 bf[4];
+                int m8 = lane >> 3;
+                ldmatrix_x4_trans(bf, sV + (kk * 16 + (m8 & 1) * 8 + (lane & 7)) * LD + dp * 16 + (m8 >> 1) * 8);
+                #pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_input(acc[mt][2 * dp], pf[mt], bf[0], bf[1]);
+                    mma_input(acc[mt][2 * dp + 1], pf[mt], bf[2], bf[3]);
+                }
+            }
+        }
+        // K of the next tile has landed and every warp is done with sV.
+        cp_async_wait_all();
+        __syncthreads();
+        j = next;
+    }
+
+    // (o, lse) ⊕= this block's (acc / l, m + log l), in fp32: weights of the two normalised partials.
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int i = row_of(mt, r);
+            if (i >= Sq || l[mt][r] == 0.f) continue;  // no visible key in this block: the partial stands
+            const float block_lse = m[mt][r] * scale2 + __log2f(l[mt][r]);  // base 2
+            float *lse_at = lse + ((size_t)b * H + h) * Sq + i;
+            const float old = *lse_at;                             // natural log
+            const float old2 = old == NEG_INF ? NEG_INF : old * LOG2E;
+            const float top = fmaxf(old2, block_lse);
+            const float w_old = exp2_approx(old2 - top), w_new = exp2_approx(block_lse - top);
+            const float total = w_old + w_new;
+            const float f_new = w_new / (total * l[mt][r]), f_old = w_old / total;
+            float *row = o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2;
+            #pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                float2 before = old == NEG_INF ? make_float2(0.f, 0.f) : *(float2 *)(row + n * 8);
+                *(float2 *)(row + n * 8) = make_float2(f_old * before.x + f_new * acc[mt][n][2 * r],
+                                                       f_old * before.y + f_new * acc[mt][n][2 * r + 1]);
+            }
+            // The row's four lanes (one quad, same i and l) have all read lse before one of them writes it.
+            __syncwarp(0xfu << (lane & 28));
+            if (t == 0) *lse_at = (top + __log2f(total)) * LN2;
+        }
+}
+
+// Kernel name: lab_forward_v8_d<D>_n<BN>; dynamic shared memory (BM + 2·BN)·(D + 8)·2 bytes with BM = WARPS·16·MT.
+#define FORWARD_V8(D, WARPS, MT, BN, QR, SUFFIX)                                                               \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
+        lab_forward_v8_d##D##_n##BN(                                          \
+            const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,                \
+            const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk,     \
+            int H, int Hkv, int dim, float scale, int kind, int window) {                                       \
+        forward_lean<D, WARPS, MT, BN, QR>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv,  \
+                                          scale, kind, window);                                                 \
+    }
+FORWARD_V8(64, 4, 2, 128, false, )
+FORWARD_V8(128, 4, 2, 64, false, )
