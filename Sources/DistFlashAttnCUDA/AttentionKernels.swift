@@ -5,7 +5,7 @@ import Glibc
 
 /// The tensor-core instructions of the attention backward (the forward runs on mma.sync on every card: the lab's
 /// first wgmma forward has not beaten it yet, lab/kernel-notes.md).
-public enum TensorCoreInstructions: String, Sendable, CaseIterable {
+public enum TensorCoreInstructions: String, Sendable {
     /// Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a only).
     case wgmma
     /// Warp-level `mma.sync` (sm_80 and later).
