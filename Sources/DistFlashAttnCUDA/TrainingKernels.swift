@@ -106,14 +106,15 @@ public struct TrainingKernels: Sendable {
         return output
     }
 
-    /// (dg, du) in fp32 from da (fp32) and the forward's g and u.
+    /// (dg, du) rounded to bf16 — what the gate and up projections' GEMMs read — from da (fp32) and the forward's
+    /// g and u (fp32): the same values as rounding fp32 results, without two fp32 tensors of the MLP's width.
     public func swiGLUBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws
         -> (gate: DeviceTensor, up: DeviceTensor) {
         for (tensor, name) in [(gate, "gate"), (up, "up"), (outputGrad, "da")] {
             try require(tensor, .float32, gate.shape, "SwiGLU \(name)")
         }
-        let (dgate, dup) = (try DeviceTensor(device, shape: gate.shape, precision: .float32),
-                            try DeviceTensor(device, shape: gate.shape, precision: .float32))
+        let (dgate, dup) = (try DeviceTensor(device, shape: gate.shape, precision: .bfloat16),
+                            try DeviceTensor(device, shape: gate.shape, precision: .bfloat16))
         if gate.count > 0 {
             try launch("swiglu_backward", grid: gridStride(gate.count),
                        [.pointer(gate.address), .pointer(up.address), .pointer(outputGrad.address),

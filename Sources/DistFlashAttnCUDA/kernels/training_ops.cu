@@ -137,13 +137,14 @@ extern "C" __global__ void swiglu_forward(const float *gate, const float *up, bf
     }
 }
 
-// dg = da · u · σ(g) · (1 + g · (1 − σ(g))), du = da · g · σ(g).
-extern "C" __global__ void swiglu_backward(const float *gate, const float *up, const float *da, float *dgate, float *dup,
-                                           long long count) {
+// dg = da · u · σ(g) · (1 + g · (1 − σ(g))), du = da · g · σ(g), in bf16: their only readers are the gate and up
+// projections' GEMMs, so the fp32 values never need memory of their own.
+extern "C" __global__ void swiglu_backward(const float *gate, const float *up, const float *da, bf16_t *dgate,
+                                           bf16_t *dup, long long count) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
         const float g = gate[i], d = da[i], sigmoid = 1.f / (1.f + expf(-g));
-        dgate[i] = d * up[i] * sigmoid * (1.f + g * (1.f - sigmoid));
-        dup[i] = d * g * sigmoid;
+        dgate[i] = float_to_bf16(d * up[i] * sigmoid * (1.f + g * (1.f - sigmoid)));
+        dup[i] = float_to_bf16(d * g * sigmoid);
     }
 }
 
