@@ -4,7 +4,8 @@
 # process, after the ones that cannot.
 #   0. the wgmma probes (4 and 5: the 128-byte swizzled layouts, not yet run)
 #   1. forward: the mainline and the mma.sync candidate (v8, fewer live registers), then the wgmma candidates
-#      apart (v6; v7, v6 with the softmax overlapped)
+#      apart (v6; v7, v6 with the softmax overlapped; v9, v7 on 128-byte swizzled tiles, in both readings of
+#      the transposed descriptor)
 #   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards, then the wgmma
 #      candidates apart (v7: the element-wise work overlapped with the products; v8: v7 with dQ by bulk
 #      reductions)
@@ -23,6 +24,8 @@ lab wgmma 120 wgmma
 lab forward 200 forward --quick --skip=wgmma
 lab forward-v6 120 forward --quick --only=v6
 lab forward-v7 120 forward --quick --only=v7
+lab forward-v9 120 forward --quick --only=v9 --skip=alt
+lab forward-v9-alt 120 forward --quick --only="swizzled alt"
 lab backward 300 backward --skip=" v"
 lab backward-v7 200 backward --only=v7
 lab backward-v8 200 backward --only=v8
