@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch scaled_dot_product_attention on one GPU, flash and cuDNN backends: the baseline for
-`distflash bench --backend cuda`. bf16, B=1, H=32, D=128, causal and full, S ∈ {4096 … 65536}; CUDA-event timing,
-median of 10 after warm-up; FLOPs 4·B·S²·H·D (halved for causal), backward 2.5×, forward+backward 3.5×.
+`distflash bench cuda`. bf16, B=1, H=32, D=128 (or --heads, --head-dim: D = 64 is llama-1b's), causal and full,
+S ∈ {4096 … 65536}; CUDA-event timing, median of 10 after warm-up; FLOPs 4·B·S²·H·D (halved for causal),
+backward 2.5×, forward+backward 3.5×.
 
-    python3 bench/gpu_sdpa.py [--seqs 4096,8192,16384,32768,65536]
+    python3 bench/gpu_sdpa.py [--seqs 4096,8192,16384,32768,65536] [--heads 32] [--head-dim 128]
 """
 import argparse
 import statistics
@@ -30,9 +31,12 @@ def timed(fn, repeats=10):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seqs", default="4096,8192,16384,32768,65536")
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--head-dim", type=int, default=128)
     args = parser.parse_args()
-    b, h, d = 1, 32, 128
-    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}")
+    b, h, d = 1, args.heads, args.head_dim
+    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}, "
+          f"B={b} H={h} D={d} bf16")
     print("| backend | mask | S | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for backend, name in [(SDPBackend.FLASH_ATTENTION, "flash"), (SDPBackend.CUDNN_ATTENTION, "cudnn")]:
