@@ -21,9 +21,16 @@ struct DeviceMLPActivations {
     let hidden: DeviceTensor          // h = x + O·W_oᵀ, fp32 [T, E]
     let inverseRMS: DeviceTensor      // r₂, fp32 [T]
     let normed: DeviceTensor          // x̂₂, bf16 [T, E]
-    let gate: DeviceTensor            // fp32 [T, F]
-    let up: DeviceTensor              // fp32 [T, F]
-    let activated: DeviceTensor       // a = silu(gate)·up, bf16 [T, F]
+    /// The projections of every row when the strategy keeps everything (`none`); otherwise nil, and they are
+    /// computed `mlpChunkRows` rows at a time wherever needed, so no [T, F] tensor is ever whole.
+    let projections: DeviceMLPProjections?
+}
+
+/// The MLP's projections of some rows: gate and up fp32 `[rows, F]`, a = silu(gate)·up bf16 `[rows, F]`.
+struct DeviceMLPProjections {
+    let gate: DeviceTensor
+    let up: DeviceTensor
+    let activated: DeviceTensor
 }
 
 /// What a layer keeps between its forward and its backward, by checkpoint strategy.
@@ -58,6 +65,8 @@ struct DeviceDecoderLayer {
     let batch: Int
     let attention: any DeviceAttention
     let ops: DeviceOps
+    /// Rows of the MLP's [T, F] intermediates (gate, up, a and their gradients) computed at once.
+    let mlpChunkRows: Int
 
     private func slot(_ tensor: LayerTensor) -> Int { config.slot(index, tensor) }
     private func master(_ tensor: LayerTensor) -> DeviceTensor { weights.master[slot(tensor)] }
@@ -78,28 +87,54 @@ struct DeviceDecoderLayer {
                 try ops.kernels.bf16(v).reshaped([batch, n, hkv, d]))
     }
 
-    /// h, x̂₂, gate, up, a from x and O.
-    func mlpActivations(input x: DeviceTensor, attentionOutput: DeviceTensor) throws -> DeviceMLPActivations {
+    /// h, x̂₂ from x and O; with `keepProjections`, also gate, up and a of every row.
+    func mlpActivations(input x: DeviceTensor, attentionOutput: DeviceTensor, keepProjections: Bool) throws
+        -> DeviceMLPActivations {
         let outputBF16 = try ops.kernels.bf16(attentionOutput).reshaped([rows, config.heads * config.headDim])
         let hidden = try ops.copy(x)
         try ops.multiply(outputBF16, matrix(.output), transposeB: true, into: hidden, beta: 1)
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(hidden, weight: master(.postAttentionNorm),
                                                                   epsilon: config.normEps)
-        let gate = try ops.linear(normed, matrix(.gate)), up = try ops.linear(normed, matrix(.up))
         return DeviceMLPActivations(outputBF16: outputBF16, hidden: hidden, inverseRMS: inverseRMS, normed: normed,
-                                    gate: gate, up: up,
-                                    activated: try ops.kernels.swiGLUForward(gate: gate, up: up))
+                                    projections: keepProjections ? try projections(normed: normed) : nil)
     }
 
-    /// y = h + a·W_dᵀ.
+    /// gate, up and a of the rows of x̂₂ `normed` (`[rows, E]`).
+    private func projections(normed: DeviceTensor) throws -> DeviceMLPProjections {
+        let gate = try ops.linear(normed, matrix(.gate)), up = try ops.linear(normed, matrix(.up))
+        return DeviceMLPProjections(gate: gate, up: up, activated: try ops.kernels.swiGLUForward(gate: gate, up: up))
+    }
+
+    /// gate, up and a of rows `range`: views of the kept ones, or computed now.
+    private func projections(_ mlp: DeviceMLPActivations, rows range: Range<Int>) throws -> DeviceMLPProjections {
+        guard let kept = mlp.projections else { return try projections(normed: try rowsOf(mlp.normed, range)) }
+        return DeviceMLPProjections(gate: try rowsOf(kept.gate, range), up: try rowsOf(kept.up, range),
+                                    activated: try rowsOf(kept.activated, range))
+    }
+
+    /// The MLP's row chunks: `mlpChunkRows` rows each, the last one shorter.
+    private var mlpChunks: [Range<Int>] {
+        stride(from: 0, to: rows, by: mlpChunkRows).map { $0..<min($0 + mlpChunkRows, rows) }
+    }
+
+    /// Rows `range` of a `[T, …]` tensor as a `[range.count, width]` view (writes show through).
+    private func rowsOf(_ x: DeviceTensor, _ range: Range<Int>) throws -> DeviceTensor {
+        let width = x.count / rows
+        return try x.elements(range.lowerBound * width..<range.upperBound * width, as: [range.count, width])
+    }
+
+    /// y = h + a·W_dᵀ, a chunk of rows at a time.
     func output(_ mlp: DeviceMLPActivations) throws -> DeviceTensor {
         let y = try ops.copy(mlp.hidden)
-        try ops.multiply(mlp.activated, matrix(.down), transposeB: true, into: y, beta: 1)
+        for range in mlpChunks {
+            try ops.multiply(try projections(mlp, rows: range).activated, matrix(.down), transposeB: true,
+                             into: try rowsOf(y, range), beta: 1)
+        }
         return y
     }
 
-    /// Every activation (one attention forward).
-    func forward(_ x: DeviceTensor) throws -> DeviceLayerActivations {
+    /// Every activation (one attention forward); the MLP's projections only with `keepProjections`.
+    func forward(_ x: DeviceTensor, keepProjections: Bool) throws -> DeviceLayerActivations {
         let inputs = try attentionInputs(x)
         let result = try ops.clock.time("attention") {
             try attention.forward(query: inputs.query, key: inputs.key, value: inputs.value, positions: positions)
@@ -107,7 +142,8 @@ struct DeviceDecoderLayer {
         return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed, query: inputs.query,
                                       key: inputs.key, value: inputs.value, output: result.output,
                                       logSumExp: result.logSumExp,
-                                      mlp: try mlpActivations(input: x, attentionOutput: result.output))
+                                      mlp: try mlpActivations(input: x, attentionOutput: result.output,
+                                                              keepProjections: keepProjections))
     }
 
     /// The activations a saved layer lacks (`remat` restarts from the saved O: no attention forward).
@@ -116,13 +152,14 @@ struct DeviceDecoderLayer {
         case .all(let activations):
             return activations
         case .input(let x):
-            return try forward(x)
+            return try forward(x, keepProjections: false)
         case .inputAndAttention(let x, let output, let logSumExp):
             let inputs = try attentionInputs(x)
             return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed,
                                           query: inputs.query, key: inputs.key, value: inputs.value, output: output,
                                           logSumExp: logSumExp,
-                                          mlp: try mlpActivations(input: x, attentionOutput: output))
+                                          mlp: try mlpActivations(input: x, attentionOutput: output,
+                                                                  keepProjections: false))
         }
     }
 
@@ -130,13 +167,20 @@ struct DeviceDecoderLayer {
     func backward(_ a: DeviceLayerActivations, outputGrad dy: DeviceTensor) throws -> DeviceTensor {
         let kernels = ops.kernels
         let dyBF16 = try kernels.bf16(dy)
-        let activatedGrad = try ops.inputGradient(dyBF16, matrix(.down))
-        try ops.weightGradient(dyBF16, a.mlp.activated, into: gradient(.down))
-        let (gateBF16, upBF16) = try kernels.swiGLUBackward(gate: a.mlp.gate, up: a.mlp.up, outputGrad: activatedGrad)
-        let normedGrad = try ops.inputGradient(gateBF16, matrix(.gate))
-        try ops.multiply(upBF16, matrix(.up), into: normedGrad, beta: 1)
-        try ops.weightGradient(gateBF16, a.mlp.normed, into: gradient(.gate))
-        try ops.weightGradient(upBF16, a.mlp.normed, into: gradient(.up))
+        // The MLP a chunk of rows at a time: its [rows, F] tensors (projections, da, dg, du) never exist whole.
+        let normedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
+        for range in mlpChunks {
+            let (chunk, dyRows) = (try projections(a.mlp, rows: range), try rowsOf(dyBF16, range))
+            let activatedGrad = try ops.inputGradient(dyRows, matrix(.down))
+            try ops.weightGradient(dyRows, chunk.activated, into: gradient(.down))
+            let (gateBF16, upBF16) = try kernels.swiGLUBackward(gate: chunk.gate, up: chunk.up, outputGrad: activatedGrad)
+            let normedRows = try rowsOf(normedGrad, range)
+            try ops.multiply(gateBF16, matrix(.gate), into: normedRows, beta: 1)
+            try ops.multiply(upBF16, matrix(.up), into: normedRows, beta: 1)
+            let normed = try rowsOf(a.mlp.normed, range)
+            try ops.weightGradient(gateBF16, normed, into: gradient(.gate))
+            try ops.weightGradient(upBF16, normed, into: gradient(.up))
+        }
         let hiddenGrad = try ops.copy(dy)
         try kernels.rmsNormBackward(a.mlp.hidden, inverseRMS: a.mlp.inverseRMS, weight: master(.postAttentionNorm),
                                     outputGrad: normedGrad, inputGrad: hiddenGrad,

@@ -14,9 +14,16 @@ public struct DeviceLlamaModel: Sendable {
     /// The rotary tables of the last positions seen (a rank's positions are the same every step).
     private let rotary = RotaryCache()
 
+    /// Rows of the MLP's `[T, F]` intermediates computed at once (every row when T is smaller).
+    public let mlpChunkRows: Int
+
+    /// `mlpChunkBytes`: the size of one fp32 `[rows, F]` chunk of the MLP's intermediates (gate, up and their
+    /// gradients): the checkpointed strategies never hold them for all T rows at once (at 32k tokens of llama-1b,
+    /// 1 GiB each), only one chunk. The default, 256 MiB, keeps each chunk's GEMMs large.
     public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
-                device: CUDADevice) throws {
+                device: CUDADevice, mlpChunkBytes: Int = 256 << 20) throws {
         (self.config, self.attention, self.checkpoint) = (config, attention, checkpoint)
+        mlpChunkRows = max(1, mlpChunkBytes / (4 * config.ffnDim))
         let blocks = CUDABlocks(device: device, timing: false)  // nobody reads per-op times here
         ops = DeviceOps(matmul: try DeviceMatmul(device: device), kernels: TrainingKernels(device: device), blocks: blocks,
                         clock: PhaseClock(device: device))
@@ -55,7 +62,7 @@ public struct DeviceLlamaModel: Sendable {
         var saved: [DeviceSavedLayer] = []
         for index in 0..<config.layers {
             let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
-            let activations = try layer.forward(x)
+            let activations = try layer.forward(x, keepProjections: backward && checkpoint == .none)
             x = try layer.output(activations.mlp)
             saved.append(DeviceSavedLayer(activations, strategy: backward ? checkpoint : .layer))
         }
@@ -85,7 +92,8 @@ public struct DeviceLlamaModel: Sendable {
     private func decoderLayer(_ index: Int, _ weights: DeviceWeights, _ gradients: [DeviceTensor],
                               _ rope: TrainingKernels.RotaryTables, _ positions: [Int], _ batch: Int) -> DeviceDecoderLayer {
         DeviceDecoderLayer(config: config, index: index, weights: weights, gradients: gradients, rope: rope,
-                           positions: positions, batch: batch, attention: attention, ops: ops)
+                           positions: positions, batch: batch, attention: attention, ops: ops,
+                           mlpChunkRows: mlpChunkRows)
     }
 
     private func outputHead(_ weights: DeviceWeights, _ gradients: [DeviceTensor]) -> DeviceOutputHead {

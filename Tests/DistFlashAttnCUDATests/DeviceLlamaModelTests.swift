@@ -26,11 +26,17 @@ struct DeviceLlamaModelTests {
         return (difference / max(norm, 1e-30)).squareRoot()
     }
 
-    func gpuRun(_ strategy: CheckpointStrategy, _ shard: TokenBatch, _ parameters: Parameters)
+    /// One GPU forward and backward; `mlpChunkBytes` as the model's (nil: its default, one chunk at these sizes).
+    func gpuRun(_ strategy: CheckpointStrategy, _ shard: TokenBatch, _ parameters: Parameters, mlpChunkBytes: Int? = nil)
         throws -> (loss: Double, gradients: [Tensor], forwardCalls: Int) {
         let blocks = CUDABlocks(device: gpu!)
         let attention = SingleGPUAttention(blocks: blocks, mask: .causal)
-        let model = try DeviceLlamaModel(config: Self.config, attention: attention, checkpoint: strategy, device: gpu!)
+        let model = if let mlpChunkBytes {
+            try DeviceLlamaModel(config: Self.config, attention: attention, checkpoint: strategy, device: gpu!,
+                                 mlpChunkBytes: mlpChunkBytes)
+        } else {
+            try DeviceLlamaModel(config: Self.config, attention: attention, checkpoint: strategy, device: gpu!)
+        }
         let weights = try DeviceWeights(parameters, fp32Only: [Self.config.embeddingSlot], on: gpu!)
         let cache = try model.forward(shard, positions: Array(0..<shard.sequence), lossNormalizer: shard.labeledCount,
                                       weights: weights)
@@ -40,7 +46,7 @@ struct DeviceLlamaModelTests {
         return (loss, try gradients.map { try $0.download() }, attention.forwardCalls)
     }
 
-    @Test("loss and every gradient equal the CPU model's to bf16 accuracy, for every checkpoint strategy",
+    @Test("loss and every gradient equal the CPU model's to bf16 accuracy, every checkpoint strategy, MLP whole or chunked",
           .enabled(if: gpu != nil))
     func matchesCPU() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
@@ -50,17 +56,21 @@ struct DeviceLlamaModelTests {
                                             lossNormalizer: shard.labeledCount, parameters: parameters)
         let expected = try cpu.backward(cache)
         var runs: [(loss: Double, gradients: [Tensor])] = []
-        for strategy in [CheckpointStrategy.none, .layer, .remat] {
-            let run = try gpuRun(strategy, shard, parameters)
-            #expect(run.forwardCalls == Self.config.layers * (strategy == .layer ? 2 : 1), "\(strategy)")
-            #expect(abs(run.loss - loss) <= 1e-2 * abs(loss), "\(strategy): loss \(run.loss) vs CPU \(loss)")
+        // 16 rows a chunk: the 67-row shard in five chunks, the last one of 3 rows.
+        let chunked = 16 * 4 * Self.config.ffnDim
+        for (strategy, chunkBytes) in [CheckpointStrategy.none, .layer, .remat].flatMap({ [($0, nil), ($0, chunked)] }) {
+            let run = try gpuRun(strategy, shard, parameters, mlpChunkBytes: chunkBytes)
+            let label = "\(strategy)\(chunkBytes == nil ? "" : ", MLP in chunks")"
+            #expect(run.forwardCalls == Self.config.layers * (strategy == .layer ? 2 : 1), "\(label)")
+            #expect(abs(run.loss - loss) <= 1e-2 * abs(loss), "\(label): loss \(run.loss) vs CPU \(loss)")
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, expected.tensors)) {
                 let error = Self.relativeError(got, want)
-                #expect(error <= 5e-2, "\(strategy) \(name): relative error \(error)")
+                #expect(error <= 5e-2, "\(label) \(name): relative error \(error)")
             }
             runs.append((run.loss, run.gradients))
         }
-        // The strategies compute the same thing; only the order of fp32 atomics (dQ, embedding) may differ.
+        // The strategies compute the same thing; only the order of fp32 atomics (dQ, embedding) and of the chunks'
+        // weight-gradient sums may differ.
         for run in runs.dropFirst() {
             #expect(abs(run.loss - runs[0].loss) <= 1e-6 * abs(runs[0].loss))
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, runs[0].gradients)) {
