@@ -11,7 +11,7 @@ build=${TMPDIR:-/tmp}/distflash-lab
 mkdir -p "$build"
 nvcc -O3 -std=c++17 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" -o "$build/$name" "harness/${name}_harness.cu"
 # The harness launches each case twice (a warm-up, then the timed launch); both are profiled.
-ncu --kernel-name regex:"${name}_(mma|wgmma)|lab_${name}" --launch-count 16 \
+ncu --kernel-name regex:"${name}_(mma|wgmma)|lab_${name}" --launch-count 24 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
     "$build/$name" --profile | tee "${OUT:-$build}/$name-ncu.txt"

@@ -8,7 +8,7 @@
 #      the transposed descriptor)
 #   2. backward: the mainline (wgmma on Hopper) beside the mma.sync backward of earlier cards, then the wgmma
 #      candidates apart (v7: the element-wise work overlapped with the products; v8: v7 with dQ by bulk
-#      reductions)
+#      reductions; v9: v7 on 128-byte swizzled tiles, D = 128, both readings of the transposed descriptor)
 #   3. with PROFILE=1, Nsight Compute on the D = 128 forward candidates (stall reasons)
 set -u
 out=${OUT:-/tmp/distflash-gpu}
@@ -29,6 +29,8 @@ lab forward-v9-alt 120 forward --quick --only="swizzled alt"
 lab backward 300 backward --skip=" v"
 lab backward-v7 200 backward --only=v7
 lab backward-v8 200 backward --only=v8
+lab backward-v9 200 backward --only=v9 --skip=alt
+lab backward-v9-alt 200 backward --only="swizzled alt"
 if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh forward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
 cp "${TMPDIR:-/tmp}"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 grep -h "correctness\|FAIL" "$out"/*.log

@@ -179,7 +179,8 @@ int main(int argc, char **argv) {
     std::mt19937 rng(2026);
     if (mode == "--profile") {  // one timed case per candidate, for ncu (lab/profile.sh)
         for (auto &c : candidates)
-            if (!c.v1 && c.D == 128) time_ms(c, make_problem(1, 16384, 32, 32, 128, 0, 0), rng, 1);
+            if (!c.v1 && c.D == 128 && c.name.find("alt") == std::string::npos)  // alt readings may fault
+                time_ms(c, make_problem(1, 16384, 32, 32, 128, 0, 0), rng, 1);
         return 0;
     }
     int failures = 0;
