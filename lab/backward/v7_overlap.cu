@@ -1,10 +1,24 @@
-// Candidate backward (lab): the promoted wgmma backward with its element-wise work overlapped with its products.
-// The mainline issues Sᵀ and dPᵀ together and waits for both before it takes a single exponential, then issues
-// dV and dK together. Here each warpgroup issues Sᵀ, then dPᵀ, and waits for Sᵀ only: Pᵀ = exp(…) and its
-// packing run while dPᵀ computes; dV += Pᵀ·dO is issued at once and runs while dSᵀ = Pᵀ ∘ (dPᵀ − δ) is formed,
-// stored and packed; then dK += dSᵀ·Q, and dQ as before.
-// Predicted: +8–15 % at D = 128 (about a third of a tile's time is element-wise work on the accumulators, which
-// now shares the time of two products), a little more at D = 64.
+// Candidate backwards (lab), one template, each variant the promoted wgmma backward plus one idea:
+//  v7  its element-wise work overlapped with its products. The mainline issues Sᵀ and dPᵀ together and waits for
+//      both before it takes a single exponential, then issues dV and dK together. Here each warpgroup issues Sᵀ,
+//      then dPᵀ, and waits for Sᵀ only: Pᵀ = exp(…) and its packing run while dPᵀ computes; dV += Pᵀ·dO is issued
+//      at once and runs while dSᵀ = Pᵀ ∘ (dPᵀ − δ) is formed, stored and packed; then dK += dSᵀ·Q, and dQ as
+//      before. Predicted: +8–15 % at D = 128 (about a third of a tile's time is element-wise work on the
+//      accumulators, which now shares the time of two products), a little more at D = 64.
+//  v8  v7 with dQ added by bulk reductions (BULK_DQ): v7 adds each tile's dQ (64 queries × D, fp32) with one
+//      atomicAdd per element — 8192 a tile at D = 128, through L2's atomic units. v8 stages the tile in shared
+//      memory (rows padded by 8 floats: conflict-free 64-bit stores) and one thread per warpgroup issues one
+//      `cp.reduce.async.bulk … add.f32` per query row (its warpgroup's half); the staging buffer is reused once
+//      those reads are done (`cp.async.bulk.wait_group.read`, before the next tile's first barrier). Predicted:
+//      +5–15 % over v7 if the atomics are on the path, nothing otherwise. Shared memory: + 64·(D + 8)·4 bytes.
+//  v9  v7 on 128-byte swizzled tiles (SWIZZLED, D = 128; the forward's v9 asks the same question): K, V, Q and dO
+//      sit in panels of 64 columns (128-byte rows, 8-row atoms of 1024 bytes, chunk c of row r at c ^ r); dSᵀ
+//      stays in the unswizzled core layout (its transposed-A reading is the one probed). Sᵀ, dPᵀ read K, V, Q, dO
+//      K-major (32 bytes a k16 step along a panel); dV, dK read dO, Q transposed, one m64n64 product per panel
+//      (2048 bytes a 16-query step); dQ reads K transposed, each warpgroup's half of D being one panel (hence
+//      D = 128 only). `T_LBO`/`T_SBO` pick the transposed reading (probe 5); the `_alt` kernel swaps them. The
+//      dynamic shared-memory base is rounded up to 1024 bytes (1 KB requested beyond the tiles). Predicted:
+//      1.1–1.3× v7 if unswizzled reads starve the tensor cores.
 // Everything else — walk, loads, shared memory, contract — as attention_backward_wgmma.cu. Expects the kernels'
 // wgmma_primitives.cuh already included.
 
@@ -16,7 +30,30 @@ __device__ __forceinline__ void cp_async4(void *destination, const void *source,
                  :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
 }
 
-template <int D>
+// The bulk-copy engine: add `bytes` (a multiple of 16) of fp32 from shared memory into global memory, atomically
+// per element; commit; wait until the sources have been read; wait until everything has landed.
+__device__ __forceinline__ void bulk_reduce_add_f32(float *destination, const float *source, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                 :: "l"(destination), "r"(shared_address(source)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+// The 128 threads of warpgroup `group` (named barriers 1 and 2; 0 is __syncthreads').
+__device__ __forceinline__ void warpgroup_barrier(int group) { asm volatile("bar.sync %0, 128;" :: "r"(1 + group) : "memory"); }
+
+// Descriptor of a 128-byte swizzled tile (mode 1 in bits 62–63; atoms 1024-byte aligned).
+__device__ __forceinline__ u64 swizzled_descriptor(const void *tile, unsigned lbo, unsigned sbo) {
+    return smem_descriptor(tile, lbo, sbo) | (1ull << 62);
+}
+
+// Byte offset of 16-byte chunk c (of D / 8) of row r in a tile of ROWS rows stored as 128-byte swizzled panels.
+template <int ROWS>
+__device__ __forceinline__ unsigned swizzled_chunk(int r, int c) {
+    return (c >> 3) * ROWS * 128 + (r >> 3) * 1024 + (r & 7) * 128 + (((c & 7) ^ (r & 7)) << 4);
+}
+
+template <int D, bool BULK_DQ, bool SWIZZLED, unsigned T_LBO = 16, unsigned T_SBO = 1024>
 __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,
                                const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
                                const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv,
@@ -24,11 +61,15 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
     constexpr int BN = 128, BM = 64, THREADS = 256, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
     constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
-    unsigned char *sK = shared_bytes, *sV = sK + TILE_KV;
+    // Swizzled atoms must start on 1024-byte boundaries.
+    unsigned char *sK = shared_bytes + (SWIZZLED ? (1024 - (shared_address(shared_bytes) & 1023)) & 1023 : 0);
+    unsigned char *sV = sK + TILE_KV;
     unsigned char *sQ_stages = sV + TILE_KV, *sdO_stages = sQ_stages + 2 * TILE_Q;  // two stages each
     unsigned char *sdS = sdO_stages + 2 * TILE_Q;      // dSᵀ [key][query], core layout of BM columns
     float *sL_stages = (float *)(sdS + BN * BM * 2);  // LSE (natural log) of the query tile, two stages (0 past the end)
     float *sD_stages = sL_stages + 2 * BM;            // δ of the query tile, two stages
+    constexpr int LDQ = D + 8;                        // staging row stride (floats)
+    float *sdQ = sD_stages + 2 * BM;                  // BULK_DQ: this tile's dQ [query][D], fp32
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
     __shared__ int tile_range[2];
 
@@ -40,13 +81,39 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
     const float scale2 = scale * LOG2E;
     const int4 kb = key_bounds[key_tile];
 
+    // Layouts. Chunk idx of a ROWS-row tile's copy → (row, 16-byte chunk): eight threads fill one core matrix, or
+    // one 128-byte row of a swizzled panel; where that chunk sits; K-major descriptors of 16 columns kk of the 64
+    // rows from `row`; O += A·(tile read transposed) over 16 rows kk into N = D columns.
+    auto chunk_of = [&](int idx, int rows) {
+        return SWIZZLED ? make_int2((idx >> 3) % rows, (idx & 7) + ((idx >> 3) / rows) * 8)
+                        : make_int2(((idx >> 3) / CHUNKS) * 8 + (idx & 7), (idx >> 3) % CHUNKS);
+    };
+    auto chunk_at = [&](int rows, int r, int c) -> unsigned {
+        return SWIZZLED ? (rows == BN ? swizzled_chunk<BN>(r, c) : swizzled_chunk<BM>(r, c)) : core_chunk<D>(r, c);
+    };
+    auto k_major = [&](const unsigned char *tile, int rows, int row, int kk) {
+        return SWIZZLED ? swizzled_descriptor(tile + (kk >> 2) * rows * 128 + row / 8 * 1024 + (kk & 3) * 32, 16, 1024)
+                        : smem_descriptor(tile + row * 2 * D + kk * 256, 128, 16 * D);
+    };
+    auto add_transposed = [&](float (&acc)[D / 2], const u32 (&a)[4], const unsigned char *tile, int kk) {
+        if constexpr (SWIZZLED) {
+#pragma unroll
+            for (int panel = 0; panel < D / 64; panel++)
+                wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), a,
+                             swizzled_descriptor(tile + panel * BM * 128 + kk * 2048, T_LBO, T_SBO));
+        } else {
+            wgmma_rs<D>(acc, a, smem_descriptor(tile + kk * 32 * D, 16 * D, 128));
+        }
+    };
+
     // K and V tiles → shared memory; meanwhile find the range of query tiles this key tile meets.
     const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
     for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
-        const int c = (idx >> 3) % CHUNKS, r = ((idx >> 3) / CHUNKS) * 8 + (idx & 7), j = key0 + r;
-        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + c * 8;
-        cp_async16(sK + core_chunk<D>(r, c), k_base + offset, j < Sk);
-        cp_async16(sV + core_chunk<D>(r, c), v_base + offset, j < Sk);
+        const int2 rc = chunk_of(idx, BN);
+        const int j = key0 + rc.x;
+        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + rc.y * 8;
+        cp_async16(sK + chunk_at(BN, rc.x, rc.y), k_base + offset, j < Sk);
+        cp_async16(sV + chunk_at(BN, rc.x, rc.y), v_base + offset, j < Sk);
     }
     cp_async_commit();
     if (tid == 0) {
@@ -92,10 +159,11 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
         const bf16_t *q_base = q + ((size_t)b * Sq * H + pair.x) * D, *do_base = dout + ((size_t)b * Sq * H + pair.x) * D;
         const size_t row_base = ((size_t)b * H + pair.x) * Sq;
         for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
-            const int c = (idx >> 3) % CHUNKS, r = ((idx >> 3) / CHUNKS) * 8 + (idx & 7), i = pair.y * BM + r;
-            const size_t offset = (size_t)min(i, Sq - 1) * q_stride + c * 8;
-            cp_async16(sQ_stages + stage * TILE_Q + core_chunk<D>(r, c), q_base + offset, i < Sq);
-            cp_async16(sdO_stages + stage * TILE_Q + core_chunk<D>(r, c), do_base + offset, i < Sq);
+            const int2 rc = chunk_of(idx, BM);
+            const int i = pair.y * BM + rc.x;
+            const size_t offset = (size_t)min(i, Sq - 1) * q_stride + rc.y * 8;
+            cp_async16(sQ_stages + stage * TILE_Q + chunk_at(BM, rc.x, rc.y), q_base + offset, i < Sq);
+            cp_async16(sdO_stages + stage * TILE_Q + chunk_at(BM, rc.x, rc.y), do_base + offset, i < Sq);
         }
         for (int r = tid; r < BM; r += THREADS) {
             const int i = min(pair.y * BM + r, Sq - 1);
@@ -117,6 +185,7 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
         const unsigned char *sQ = sQ_stages + stage * TILE_Q, *sdO = sdO_stages + stage * TILE_Q;
         const float *sL = sL_stages + stage * BM, *sD = sD_stages + stage * BM;
         if (next.x >= 0) cp_async_wait_one(); else cp_async_wait_all();
+        if (BULK_DQ && tid % 128 == 0) bulk_wait_read();  // the previous tile's dQ rows have left the staging buffer
         fence_async_shared();
         __syncthreads();
 
@@ -125,13 +194,11 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(s, smem_descriptor(sK + wg * 128 * D + kk * 256, 128, 16 * D),
-                         smem_descriptor(sQ + kk * 256, 128, 16 * D), kk > 0);
+            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
         wgmma_commit();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(dp, smem_descriptor(sV + wg * 128 * D + kk * 256, 128, 16 * D),
-                         smem_descriptor(sdO + kk * 256, 128, 16 * D), kk > 0);
+            wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
         wgmma_commit();
         wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
         pin(s);
@@ -154,7 +221,7 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
         for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) wgmma_rs<D>(dV, pa[kk], smem_descriptor(sdO + kk * 32 * D, 16 * D, 128));
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
         wgmma_commit();
         wgmma_wait<1>();  // dPᵀ has landed; dV may still run
         pin(dp);
@@ -173,7 +240,7 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
         for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) wgmma_rs<D>(dK, da[kk], smem_descriptor(sQ + kk * 32 * D, 16 * D, 128));
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
         wgmma_commit();
         fence_async_shared();  // dSᵀ's stores become visible to the async proxy
         __syncthreads();       // both warpgroups' dSᵀ are written
@@ -185,25 +252,46 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
             wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
-                                 smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128), kk > 0);
+                                 SWIZZLED ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, T_LBO, T_SBO)
+                                          : smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                 kk > 0);
         wgmma_commit();
         wgmma_wait<0>();
         pin(dq_acc);
+        if constexpr (BULK_DQ) {
+            // This warpgroup's half of the tile → staging, then one bulk reduction per query row into the fp32 dQ.
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int i = q0 + warp * 16 + g + 8 * r;
-            if (i >= Sq) continue;
-            float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
+            for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int c = 0; c < DQ_N / 8; c++) {
-                atomicAdd(row + c * 8, dq_acc[4 * c + 2 * r]);
-                atomicAdd(row + c * 8 + 1, dq_acc[4 * c + 2 * r + 1]);
+                for (int c = 0; c < DQ_N / 8; c++)
+                    *(float2 *)(sdQ + (warp * 16 + g + 8 * r) * LDQ + wg * DQ_N + c * 8 + t * 2) =
+                        make_float2(dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
+            fence_async_shared();  // the stores become visible to the bulk-copy engine
+            warpgroup_barrier(wg);
+            if (tid % 128 == 0) {
+                for (int r = 0; r < min(BM, Sq - q0); r++)
+                    bulk_reduce_add_f32(dq + (size_t)(b * Sq + q0 + r) * q_stride + head * D + wg * DQ_N,
+                                        sdQ + r * LDQ + wg * DQ_N, DQ_N * 4);
+                bulk_commit();
+            }
+        } else {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int i = q0 + warp * 16 + g + 8 * r;
+                if (i >= Sq) continue;
+                float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
+#pragma unroll
+                for (int c = 0; c < DQ_N / 8; c++) {
+                    atomicAdd(row + c * 8, dq_acc[4 * c + 2 * r]);
+                    atomicAdd(row + c * 8 + 1, dq_acc[4 * c + 2 * r + 1]);
+                }
             }
         }
         __syncthreads();  // before the next pair's load overwrites this stage and dSᵀ
         current = next;
         stage ^= 1;
     }
+    if (BULK_DQ && tid % 128 == 0) bulk_wait_all();  // the staging buffer must outlive the reductions' reads
     pin(dK);
     pin(dV);
 
@@ -222,15 +310,20 @@ __device__ void backward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t 
     }
 }
 
-// Kernel name: lab_backward_v7_d<D>; 256 threads; dynamic shared memory as the mainline wgmma backward's.
-#define BACKWARD_V7(D)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(256) lab_backward_v7_d##D(                                    \
+// Kernel names lab_backward_v7_d<D>, lab_backward_v8_d<D>, lab_backward_v9_d128[_alt]; 256 threads; dynamic shared
+// memory the mainline wgmma backward's (v7), + 64·(D + 8)·4 bytes (v8), + 1024 bytes (v9).
+#define BACKWARD_CANDIDATE(NAME, ...)                                                                           \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                                    \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,               \
         const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,                \
         const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk,      \
         int H, int Hkv, int dim, float scale, int kind, int window) {                                           \
-        backward_overlap<D>(q, k, v, dout, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds, dq, dk,\
-                            dv, Sq, Sk, H, Hkv, scale, kind, window);                                           \
+        backward_overlap<__VA_ARGS__>(q, k, v, dout, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,          \
+                                      key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);             \
     }
-BACKWARD_V7(64)
-BACKWARD_V7(128)
+BACKWARD_CANDIDATE(lab_backward_v7_d64, 64, false, false)
+BACKWARD_CANDIDATE(lab_backward_v7_d128, 128, false, false)
+BACKWARD_CANDIDATE(lab_backward_v8_d64, 64, true, false)
+BACKWARD_CANDIDATE(lab_backward_v8_d128, 128, true, false)
+BACKWARD_CANDIDATE(lab_backward_v9_d128, 128, false, true, 16, 1024)
+BACKWARD_CANDIDATE(lab_backward_v9_d128_alt, 128, false, true, 1024, 16)

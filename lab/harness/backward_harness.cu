@@ -14,12 +14,6 @@ namespace mainline {
 namespace v7 {
 #include "../backward/v7_overlap.cu"
 }
-namespace v8 {
-#include "../backward/v8_bulk_dq.cu"
-}
-namespace v9 {
-#include "../backward/v9_swizzled.cu"
-}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -233,12 +227,12 @@ int main(int argc, char **argv) {
 #define V7(D) {"bwd d" #D " v7 overlap", D, 8, (Backward)v7::lab_backward_v7_d##D, 2, 16, 64, \
                (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4}
         V7(64), V7(128),
-#define V8(D) {"bwd d" #D " v8 bulk dQ", D, 8, (Backward)v8::lab_backward_v8_d##D, 2, 16, 64, \
+#define V8(D) {"bwd d" #D " v8 bulk dQ", D, 8, (Backward)v7::lab_backward_v8_d##D, 2, 16, 64, \
                (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 64 * (D + 8) * 4}
         V8(64), V8(128),
-        {"bwd d128 v9 swizzled", 128, 8, (Backward)v9::lab_backward_v9_d128, 2, 16, 64,
+        {"bwd d128 v9 swizzled", 128, 8, (Backward)v7::lab_backward_v9_d128, 2, 16, 64,
          (size_t)(2 * 128 + 4 * 64) * 128 * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024},
-        {"bwd d128 v9 swizzled alt", 128, 8, (Backward)v9::lab_backward_v9_d128_alt, 2, 16, 64,
+        {"bwd d128 v9 swizzled alt", 128, 8, (Backward)v7::lab_backward_v9_d128_alt, 2, 16, 64,
          (size_t)(2 * 128 + 4 * 64) * 128 * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {

@@ -25,9 +25,6 @@ namespace v7 {
 namespace v8 {
 #include "../forward/v8_lean.cu"
 }
-namespace v9 {
-#include "../forward/v9_swizzled.cu"
-}
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, const int4 *, float *, float *, int, int, int, int, int, float, int, int);
@@ -166,7 +163,7 @@ int main(int argc, char **argv) {
         {"v8 lean d64 n128", 64, 4, 2, 128, (ForwardV2)v8::lab_forward_v8_d64_n128, nullptr},
         {"v8 lean d128 n64", 128, 4, 2, 64, (ForwardV2)v8::lab_forward_v8_d128_n64, nullptr},
 #define V9(D, N, S, LABEL) {"v9 wgmma swizzled" LABEL " d" #D " n" #N, D, 8, 1, N, \
-                            (ForwardV2)v9::lab_forward_v9_d##D##_n##N##S, nullptr, (size_t)(128 + 4 * N) * D * 2 + 1024}
+                            (ForwardV2)v7::lab_forward_v9_d##D##_n##N##S, nullptr, (size_t)(128 + 4 * N) * D * 2 + 1024}
         V9(64, 128, , ""), V9(128, 128, , ""), V9(128, 64, , ""), V9(64, 128, _alt, " alt"), V9(128, 128, _alt, " alt"),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
