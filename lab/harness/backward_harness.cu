@@ -210,7 +210,7 @@ static double time_ms(const Candidate &c, const Problem &p, std::mt19937 &rng, i
 
 int main(int argc, char **argv) {
     std::string only, skip;
-    for (int a = 1; a < argc; a++) {  // --only=TEXT / --skip=TEXT: candidates whose name contains TEXT
+    for (int a = 1; a < argc; a++) {  // --only=TEXT / --skip=TEXT: candidates by name (common.cuh)
         std::string arg = argv[a];
         if (arg.rfind("--only=", 0) == 0) only = arg.substr(7);
         if (arg.rfind("--skip=", 0) == 0) skip = arg.substr(7);
@@ -236,8 +236,7 @@ int main(int argc, char **argv) {
          (size_t)(2 * 128 + 4 * 64) * 128 * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
-        return (!only.empty() && c.name.find(only) == std::string::npos)
-               || (!skip.empty() && c.name.find(skip) != std::string::npos);
+        return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
     }), candidates.end());
     for (auto &c : candidates)
         CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));

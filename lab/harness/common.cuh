@@ -120,6 +120,18 @@ static void reset(float *o, float *lse, size_t no, size_t nl) {
     CHECK(cudaMemcpy(lse, minus.data(), nl * 4, cudaMemcpyHostToDevice));
 }
 
+// --only=A|B / --skip=A|B: whether a candidate's name contains any of the '|'-separated texts (empty: none).
+static bool names_any(const std::string &name, const std::string &texts) {
+    size_t start = 0;
+    while (start <= texts.size() && !texts.empty()) {
+        size_t end = texts.find('|', start);
+        if (end == std::string::npos) end = texts.size();
+        if (end > start && name.find(texts.substr(start, end - start)) != std::string::npos) return true;
+        start = end + 1;
+    }
+    return false;
+}
+
 static Problem make_problem(int B, int S, int H, int Hkv, int D, int kind, int window, std::vector<int> docs = {},
                             int stride = 1, int offset = 0) {
     Problem p{B, S, S, H, Hkv, D, kind, window};

@@ -140,7 +140,7 @@ static double time_ms(const Candidate &c, const Problem &p, std::mt19937 &rng, i
 int main(int argc, char **argv) {
     std::string mode = argc > 1 ? argv[1] : "", only, skip;
     bool quick = mode == "--quick";
-    for (int a = 1; a < argc; a++) {  // --only=TEXT / --skip=TEXT: candidates whose name contains TEXT
+    for (int a = 1; a < argc; a++) {  // --only=TEXT / --skip=TEXT: candidates by name (common.cuh)
         std::string arg = argv[a];
         if (arg.rfind("--only=", 0) == 0) only = arg.substr(7);
         if (arg.rfind("--skip=", 0) == 0) skip = arg.substr(7);
@@ -167,8 +167,7 @@ int main(int argc, char **argv) {
         V9(64, 128, , ""), V9(128, 128, , ""), V9(128, 64, , ""), V9(64, 128, _alt, " alt"), V9(128, 128, _alt, " alt"),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
-        return (!only.empty() && c.name.find(only) == std::string::npos)
-               || (!skip.empty() && c.name.find(skip) != std::string::npos);
+        return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
     }), candidates.end());
     for (auto &c : candidates)
         if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,
