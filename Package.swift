@@ -30,6 +30,7 @@ let package = Package(
             dependencies: ["DistFlashAttn", "_NCCLTypes"],
             resources: [
                 .embedInCode("kernels/attention_simt.cu"), .embedInCode("kernels/attention_forward_mma.cu"),
+                .embedInCode("kernels/attention_forward_wgmma.cu"),
                 .embedInCode("kernels/attention_backward_mma.cu"), .embedInCode("kernels/attention_backward_wgmma.cu"),
                 .embedInCode("kernels/mma_primitives.cuh"), .embedInCode("kernels/wgmma_primitives.cuh"),
                 .embedInCode("kernels/input_type.cuh"),

@@ -4,16 +4,11 @@
 # process beside the mainline it must beat, so every ratio comes from one process on one card.
 #   Usage: scripts/gpu_lab_session.sh [GROUP …]   GROUP: comma-separated parts, run one after another
 #   One group (the default: every part) runs on the visible GPU; several groups run at once, group i on GPU i.
-# Parts:
-#   probes             the wgmma probes 4 and 5 (the 128-byte swizzled layouts)
-#   forward            the mma.sync mainline beside v8 (fewer live registers)
-#   forward-v6|v7|v9   the mainline beside wgmma forward v6; v7 (v6 with the softmax overlapped); v9 (v7 on
-#   forward-v9-alt     128-byte swizzled tiles, in each reading of the transposed descriptor)
-#   backward           the mainline (wgmma on Hopper) beside the mma.sync backward and v7 (element-wise work
-#                      overlapped with the products)
-#   backward-v8        the mainline beside v8 (v7 with dQ by bulk reductions)
-#   backward-v9|v9-alt the mainline beside v9 (v7 on 128-byte swizzled tiles, D = 128), each reading
-# With PROFILE=1, Nsight Compute on the D = 128 forward candidates (stall reasons) after the parts.
+# Parts (new candidates add theirs, each beside the mainline it must beat):
+#   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
+#   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
+#   backward   the backward mainlines (wgmma on Hopper, mma.sync)
+# With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
@@ -27,15 +22,8 @@ lab() {  # lab LOG_NAME SECONDS HARNESS ARGUMENTS…
 part() {
     case $1 in
         probes) lab probes 150 wgmma ;;
-        forward) lab forward 240 forward --quick --skip=wgmma ;;
-        forward-v6) lab forward-v6 180 forward --quick --only="v2 |v6" ;;
-        forward-v7) lab forward-v7 180 forward --quick --only="v2 |v7" ;;
-        forward-v9) lab forward-v9 180 forward --quick --only="v2 |v9" --skip=alt ;;
-        forward-v9-alt) lab forward-v9-alt 180 forward --quick --only="v2 |swizzled alt" ;;
-        backward) lab backward 300 backward --skip="v8|v9" ;;
-        backward-v8) lab backward-v8 240 backward --only="wgmma|v8" ;;
-        backward-v9) lab backward-v9 240 backward --only="wgmma|v9" --skip=alt ;;
-        backward-v9-alt) lab backward-v9-alt 240 backward --only="wgmma|swizzled alt" ;;
+        forward) lab forward 240 forward --quick ;;
+        backward) lab backward 300 backward ;;
         *) echo "unknown part: $1" ;;
     esac
 }
@@ -44,7 +32,7 @@ group() {  # group PARTS (comma-separated): each in turn, harness builds in a fo
     for name in ${1//,/ }; do part "$name"; done
     cp "$TMPDIR"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 }
-[ $# -gt 0 ] || set -- probes,forward,forward-v6,forward-v7,forward-v9,forward-v9-alt,backward,backward-v8,backward-v9,backward-v9-alt
+[ $# -gt 0 ] || set -- probes,forward,backward
 if [ $# = 1 ]; then
     group "$1"
 else

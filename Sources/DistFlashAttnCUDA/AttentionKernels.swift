@@ -3,8 +3,7 @@ import DistFlashAttn
 import Glibc
 #endif
 
-/// The tensor-core instructions of the attention backward (the forward runs on mma.sync on every card: the lab's
-/// first wgmma forward has not beaten it yet, lab/kernel-notes.md).
+/// The tensor-core instructions of the attention kernels (forward and backward).
 public enum TensorCoreInstructions: String, Sendable {
     /// Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a only).
     case wgmma
@@ -32,18 +31,21 @@ struct AttentionKernels: Sendable {
     let backwardSource: String
 
     static let simt = KernelSource.splicing(PackageResources.attention_simt_cu)
-    static let forward = KernelSource.splicing(PackageResources.attention_forward_mma_cu)
+    static let forward: [TensorCoreInstructions: String] = [
+        .mmaSync: KernelSource.splicing(PackageResources.attention_forward_mma_cu),
+        .wgmma: KernelSource.splicing(PackageResources.attention_forward_wgmma_cu),
+    ]
     static let backward: [TensorCoreInstructions: String] = [
         .mmaSync: KernelSource.splicing(PackageResources.attention_backward_mma_cu),
         .wgmma: KernelSource.splicing(PackageResources.attention_backward_wgmma_cu),
     ]
 
-    /// `instructions`: the backward's (nil: the best for the card).
+    /// `instructions`: the tensor-core kernels' (nil: the best for the card).
     init(device: CUDADevice, inputs: DeviceTensor.Precision, instructions: TensorCoreInstructions? = nil) {
         self.device = device
         self.instructions = instructions ?? .best(for: device)
         (simtSource, forwardSource, backwardSource) = (KernelSource.forInputs(Self.simt, inputs),
-                                                       KernelSource.forInputs(Self.forward, inputs),
+                                                       KernelSource.forInputs(Self.forward[self.instructions]!, inputs),
                                                        KernelSource.forInputs(Self.backward[self.instructions]!, inputs))
     }
 
@@ -105,9 +107,9 @@ struct AttentionKernels: Sendable {
         }
     }
 
-    /// The forward kernel for head dimension `dim`, ready to launch. The tensor-core kernel takes 128 query rows
-    /// per block of 4 warps and needs the bounds of each key tile, computed here first; the SIMT kernel takes one
-    /// row per warp.
+    /// The forward kernel for head dimension `dim`, ready to launch. The tensor-core kernels take 128 query rows
+    /// per block (wgmma: two warpgroups, 128-key tiles; mma.sync: 4 warps) and need the bounds of each key tile,
+    /// computed here first; the SIMT kernel takes one row per warp.
     func forwardLaunch(queries: Int, keys: Int, heads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> ForwardLaunch {
         guard usesTensorCores(headDim: dim) else {
@@ -115,10 +117,13 @@ struct AttentionKernels: Sendable {
                                  grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
                                  sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, dim: dim, tensorCores: false)
         }
-        // The lab's winners (lab/results): D=128 with 64-key tiles, D=64 with 128-key tiles.
-        let (rows, keyTile) = (128, dim == 128 ? 64 : 128)
-        let kernel = try device.kernel("attention_forward_mma_d\(dim)_w4_m2_n\(keyTile)", source: forwardSource)
-        let sharedBytes = (rows + 2 * keyTile) * (dim + 8) * 2
+        // The lab's winners (lab/results). mma.sync: D=128 with 64-key tiles, D=64 with 128-key tiles.
+        let rows = 128, mmaTile = dim == 128 ? 64 : 128
+        let (name, keyTile, threads, sharedBytes) = switch instructions {
+        case .wgmma: ("attention_forward_wgmma_d\(dim)", 128, 256, (rows + 4 * 128) * dim * 2 + 1024)
+        case .mmaSync: ("attention_forward_mma_d\(dim)_w4_m2_n\(mmaTile)", mmaTile, 128, (rows + 2 * mmaTile) * (dim + 8) * 2)
+        }
+        let kernel = try device.kernel(name, source: forwardSource)
         try device.allowSharedMemory(kernel, bytes: sharedBytes)
         let tiles = (keys + keyTile - 1) / keyTile
         let bounds = try DeviceBuffer(device, bytes: 16 * tiles)
@@ -126,7 +131,7 @@ struct AttentionKernels: Sendable {
                           grid: ((tiles + 127) / 128, 1, 1), block: 128,
                           [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
                            .pointer(bounds.address)])
-        return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: 128,
+        return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: threads,
                              sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, dim: dim, tensorCores: true)
     }
 
@@ -182,7 +187,8 @@ struct AttentionKernels: Sendable {
         let (keyTile, queryTile, threads) = (128, 64, 256)
         let (name, sharedBytes) = switch instructions {
         case .wgmma: ("attention_backward_wgmma_d\(dim)",
-                      (2 * keyTile + 4 * queryTile) * dim * 2 + keyTile * queryTile * 2 + 4 * queryTile * 4)
+                      (2 * keyTile + 4 * queryTile) * dim * 2 + keyTile * queryTile * 2 + 4 * queryTile * 4
+                          + (dim == 128 ? 1024 : 0))  // aligns the swizzled atoms
         case .mmaSync: ("attention_backward_mma_d\(dim)_w8",
                         (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4)
         }

@@ -9,7 +9,7 @@ public struct CUDABackend: AttentionBackend, Sendable {
     public let blocks: CUDABlocks
     public var device: CUDADevice { blocks.device }
 
-    /// `instructions`: the backward's tensor-core instructions (nil: the best for the card).
+    /// `instructions`: the attention kernels' tensor-core instructions (nil: the best for the card).
     public init(device: CUDADevice, inputs: DeviceTensor.Precision = .bfloat16,
                 instructions: TensorCoreInstructions? = nil) {
         blocks = CUDABlocks(device: device, inputs: inputs, instructions: instructions)

@@ -27,7 +27,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
 
     /// `inputs`: bf16 or fp16 (an fp32 input type is refused when used). `timing`: whether each primitive is timed
     /// with a pair of CUDA events, which `finish` reads; long-lived users that never call `finish` (a training
-    /// model's tensor ops) turn it off, or the events would pile up. `instructions`: the backward's tensor-core
+    /// model's tensor ops) turn it off, or the events would pile up. `instructions`: the attention kernels' tensor-core
     /// instructions (nil: the best for the card).
     public init(device: CUDADevice, timing: Bool = true, inputs: DeviceTensor.Precision = .bfloat16,
                 instructions: TensorCoreInstructions? = nil) {
@@ -42,7 +42,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
     /// forces the SIMT kernels.
     public static func usesTensorCores(headDim: Int) -> Bool { AttentionKernels.usesTensorCores(headDim: headDim) }
 
-    /// The backward's tensor-core instructions on this card.
+    /// The attention kernels' tensor-core instructions on this card.
     public var instructions: TensorCoreInstructions { kernels.instructions }
 
     /// Places a host tensor on this GPU: Q, K, V, dO as `.input` (`inputs`), O and LSE as `.accumulator` (fp32).

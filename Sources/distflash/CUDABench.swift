@@ -24,7 +24,7 @@ struct CUDABench: ParsableCommand {
         let backend = CUDABackend(device: try CUDADevice(ordinal: device))
         if !json {
             let kernels = backend.usesTensorCores(headDim: headDim)
-                ? "tensor cores (backward on \(backend.blocks.instructions.rawValue))" : "SIMT"
+                ? "tensor cores (\(backend.blocks.instructions.rawValue))" : "SIMT"
             print("\(backend.device.name), kernels \(kernels), "
                 + "B=\(batch) H=\(heads) H_kv=\(kvHeads ?? heads) D=\(headDim) bf16, median of \(repeats)")
             print("| mask | S | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
@@ -39,7 +39,7 @@ struct CUDABench: ParsableCommand {
                 let flops = problem.forwardFLOPs
                 var object: [String: Any] = ["mask": mask, "seq": s, "batch": batch, "heads": heads,
                                              "kv_heads": problem.kvHeads, "head_dim": headDim,
-                                             "backward_instructions": backend.blocks.instructions.rawValue,
+                                             "instructions": backend.blocks.instructions.rawValue,
                                              "forward_ms": times.forward * 1e3,
                                              "forward_tflops": flops / times.forward / 1e12]
                 var row = String(format: "| %@ | %d | %.2f | %.1f |", mask, s, times.forward * 1e3,

@@ -22,12 +22,12 @@ struct CUDABackendTests {
         }
     }
 
-    @Test("equals the float64 reference (bf16 and fp16 inputs; head dims on tensor cores and SIMT; every backward the card runs)",
+    @Test("equals the float64 reference (bf16 and fp16 inputs; head dims on tensor cores and SIMT; every tensor-core kernel set the card runs)",
           .enabled(if: gpu != nil),
           arguments: [AttentionMask.causal, .full, .window(37), .documents([1, 100, 88])],
           [AttentionProblem.DType.bf16, .fp16])
     func matchesReference(_ mask: AttentionMask, _ dtype: AttentionProblem.DType) throws {
-        // The card's best backward, and mma.sync's too where that is not it (it serves cards before Hopper).
+        // The card's best kernels, and the mma.sync ones too where those are not it (they serve cards before Hopper).
         let best = TensorCoreInstructions.best(for: gpu!)
         for instructions in best == .mmaSync ? [best] : [best, .mmaSync] {
             try checkBackend(CUDABackend(device: gpu!, inputs: DeviceTensor.Precision(inputsOf: dtype)!,

@@ -11,9 +11,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
-namespace v7 {
-#include "../backward/v7_overlap.cu"
-}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -222,18 +219,8 @@ int main(int argc, char **argv) {
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
 #define WGMMA(D) {"bwd d" #D " wgmma", D, 8, (Backward)attention_backward_wgmma_d##D, 2, 16, 64, \
-                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4}
+                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + (D == 128 ? 1024 : 0)}
         WGMMA(64), WGMMA(128),
-#define V7(D) {"bwd d" #D " v7 overlap", D, 8, (Backward)v7::lab_backward_v7_d##D, 2, 16, 64, \
-               (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4}
-        V7(64), V7(128),
-#define V8(D) {"bwd d" #D " v8 bulk dQ", D, 8, (Backward)v7::lab_backward_v8_d##D, 2, 16, 64, \
-               (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 64 * (D + 8) * 4}
-        V8(64), V8(128),
-        {"bwd d128 v9 swizzled", 128, 8, (Backward)v7::lab_backward_v9_d128, 2, 16, 64,
-         (size_t)(2 * 128 + 4 * 64) * 128 * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024},
-        {"bwd d128 v9 swizzled alt", 128, 8, (Backward)v7::lab_backward_v9_d128_alt, 2, 16, 64,
-         (size_t)(2 * 128 + 4 * 64) * 128 * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

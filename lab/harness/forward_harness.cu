@@ -9,21 +9,13 @@
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
+#include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_wgmma.cu"
 // Shapes beside the mainline's two, from the same template.
 FORWARD_MMA(64, 4, 2, 64, false, )
 }
 #undef FORWARD_MMA
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
-}
-namespace v6 {
-#include "../forward/v6_wgmma.cu"
-}
-namespace v7 {
-#include "../forward/v7_overlap.cu"
-}
-namespace v8 {
-#include "../forward/v8_lean.cu"
 }
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
@@ -153,18 +145,9 @@ int main(int argc, char **argv) {
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
         CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
         CANDIDATE(64, 4, 2, 64, ),
-#define V6(D, N, S) {"v6 wgmma d" #D " n" #N #S, D, 8, 1, N, (ForwardV2)v6::lab_forward_v6_d##D##_n##N##S, nullptr, \
-                     (size_t)(128 + 4 * N) * D * 2}
-        V6(64, 128, ), V6(128, 128, ),
-        {"v6 wgmma d128 n64", 128, 8, 1, 64, (ForwardV2)v6::lab_forward_v6_d128_n64_n64, nullptr, (size_t)(128 + 4 * 64) * 128 * 2},
-#define V7(D, N) {"v7 wgmma overlap d" #D " n" #N, D, 8, 1, N, (ForwardV2)v7::lab_forward_v7_d##D##_n##N, nullptr, \
-                  (size_t)(128 + 4 * N) * D * 2}
-        V7(64, 128), V7(128, 128), V7(128, 64),
-        {"v8 lean d64 n128", 64, 4, 2, 128, (ForwardV2)v8::lab_forward_v8_d64_n128, nullptr},
-        {"v8 lean d128 n64", 128, 4, 2, 64, (ForwardV2)v8::lab_forward_v8_d128_n64, nullptr},
-#define V9(D, N, S, LABEL) {"v9 wgmma swizzled" LABEL " d" #D " n" #N, D, 8, 1, N, \
-                            (ForwardV2)v7::lab_forward_v9_d##D##_n##N##S, nullptr, (size_t)(128 + 4 * N) * D * 2 + 1024}
-        V9(64, 128, , ""), V9(128, 128, , ""), V9(128, 64, , ""), V9(64, 128, _alt, " alt"), V9(128, 128, _alt, " alt"),
+#define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, (ForwardV2)attention_forward_wgmma_d##D, nullptr, \
+                  (size_t)(128 + 4 * 128) * D * 2 + 1024}
+        WGMMA(64), WGMMA(128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

@@ -7,12 +7,16 @@
 //     dV_wg += Pᵀ·dO, dK_wg += dSᵀ·Q         Pᵀ and dSᵀ from registers, dO and Q read transposed (MN-major)
 //     dQ[:, half wg] += dS·K                 dSᵀ through shared memory, read transposed as A; K read transposed
 // so dK and dV of a group are summed over its query heads in registers without atomics, and dQ is accumulated in
-// fp32 by atomics. The next pair's Q, dO, LSE and δ load by cp.async into a second stage while this pair
-// computes; every query tile's class is computed once into shared memory. Tiles the mask hides are skipped, fully
-// visible ones take no mask work.
+// fp32 by atomics. The element-wise work overlaps the products: Sᵀ is waited for alone, so Pᵀ forms while dPᵀ
+// computes, and dV += Pᵀ·dO runs while dSᵀ forms. The next pair's Q, dO, LSE and δ load by cp.async into a
+// second stage while this pair computes; every query tile's class is computed once into shared memory. Tiles
+// the mask hides are skipped, fully visible ones take no mask work. At D = 128, K, V, Q and dO sit in 128-byte
+// swizzled panels (wgmma_primitives.cuh; lab, H100: 1.14–1.16× the unswizzled layout), dSᵀ in the core layout;
+// at D = 64 each warpgroup's dQ half would be half a panel, so all stay in the core layout.
 //
 // Contract: the mma.sync backward's (attention_backward_mma.cu), with its 64-row query bounds and 128-row key
-// bounds. Shared memory: (2·128 + 4·64)·D·2 + 128·64·2 + 4·64·4 bytes (145 KB at D = 128, 73 KB at D = 64).
+// bounds. Shared memory: (2·128 + 4·64)·D·2 + 128·64·2 + 4·64·4 bytes, + 1024 at D = 128 to align the swizzled
+// atoms (146 KB at D = 128, 73 KB at D = 64).
 
 #include "wgmma_primitives.cuh"
 
@@ -31,8 +35,10 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
                                int Sq, int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BN = 128, BM = 64, THREADS = 256, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
     constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2;
+    constexpr bool SWIZZLED = D == 128;  // each warpgroup's dQ half (D / 2 columns) must be whole 64-column panels
     extern __shared__ __align__(128) unsigned char shared_bytes[];
-    unsigned char *sK = shared_bytes, *sV = sK + TILE_KV;
+    unsigned char *sK = SWIZZLED ? align_1024(shared_bytes) : shared_bytes;
+    unsigned char *sV = sK + TILE_KV;
     unsigned char *sQ_stages = sV + TILE_KV, *sdO_stages = sQ_stages + 2 * TILE_Q;  // two stages each
     unsigned char *sdS = sdO_stages + 2 * TILE_Q;      // dSᵀ [key][query], core layout of BM columns
     float *sL_stages = (float *)(sdS + BN * BM * 2);  // LSE (natural log) of the query tile, two stages (0 past the end)
@@ -48,13 +54,40 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
     const float scale2 = scale * LOG2E;
     const int4 kb = key_bounds[key_tile];
 
+    // Layouts. Chunk idx of a ROWS-row tile's copy → (row, 16-byte chunk): eight threads fill one core matrix, or
+    // one 128-byte row of a swizzled panel; where that chunk sits; K-major descriptors of 16 columns kk of the 64
+    // rows from `row`; O += A·(tile read transposed) over 16 rows kk into N = D columns.
+    auto chunk_of = [&](int idx, int rows) {
+        return SWIZZLED ? make_int2((idx >> 3) % rows, (idx & 7) + ((idx >> 3) / rows) * 8)
+                        : make_int2(((idx >> 3) / CHUNKS) * 8 + (idx & 7), (idx >> 3) % CHUNKS);
+    };
+    auto chunk_at = [&](int rows, int r, int c) -> unsigned {
+        return SWIZZLED ? (rows == BN ? swizzled_chunk<BN>(r, c) : swizzled_chunk<BM>(r, c)) : core_chunk<D>(r, c);
+    };
+    auto k_major = [&](const unsigned char *tile, int rows, int row, int kk) {
+        if constexpr (SWIZZLED)
+            return rows == BN ? swizzled_k_major<BN>(tile, row, kk) : swizzled_k_major<BM>(tile, row, kk);
+        return smem_descriptor(tile + row * 2 * D + kk * 256, 128, 16 * D);
+    };
+    auto add_transposed = [&](float (&acc)[D / 2], const u32 (&a)[4], const unsigned char *tile, int kk) {
+        if constexpr (SWIZZLED) {
+#pragma unroll
+            for (int panel = 0; panel < D / 64; panel++)
+                wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), a,
+                             swizzled_descriptor(tile + panel * BM * 128 + kk * 2048, 16, 1024));
+        } else {
+            wgmma_rs<D>(acc, a, smem_descriptor(tile + kk * 32 * D, 16 * D, 128));
+        }
+    };
+
     // K and V tiles → shared memory; meanwhile find the range of query tiles this key tile meets.
     const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
     for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
-        const int c = (idx >> 3) % CHUNKS, r = ((idx >> 3) / CHUNKS) * 8 + (idx & 7), j = key0 + r;
-        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + c * 8;
-        cp_async16(sK + core_chunk<D>(r, c), k_base + offset, j < Sk);
-        cp_async16(sV + core_chunk<D>(r, c), v_base + offset, j < Sk);
+        const int2 rc = chunk_of(idx, BN);
+        const int j = key0 + rc.x;
+        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + rc.y * 8;
+        cp_async16(sK + chunk_at(BN, rc.x, rc.y), k_base + offset, j < Sk);
+        cp_async16(sV + chunk_at(BN, rc.x, rc.y), v_base + offset, j < Sk);
     }
     cp_async_commit();
     if (tid == 0) {
@@ -100,10 +133,11 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
         const bf16_t *q_base = q + ((size_t)b * Sq * H + pair.x) * D, *do_base = dout + ((size_t)b * Sq * H + pair.x) * D;
         const size_t row_base = ((size_t)b * H + pair.x) * Sq;
         for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
-            const int c = (idx >> 3) % CHUNKS, r = ((idx >> 3) / CHUNKS) * 8 + (idx & 7), i = pair.y * BM + r;
-            const size_t offset = (size_t)min(i, Sq - 1) * q_stride + c * 8;
-            cp_async16(sQ_stages + stage * TILE_Q + core_chunk<D>(r, c), q_base + offset, i < Sq);
-            cp_async16(sdO_stages + stage * TILE_Q + core_chunk<D>(r, c), do_base + offset, i < Sq);
+            const int2 rc = chunk_of(idx, BM);
+            const int i = pair.y * BM + rc.x;
+            const size_t offset = (size_t)min(i, Sq - 1) * q_stride + rc.y * 8;
+            cp_async16(sQ_stages + stage * TILE_Q + chunk_at(BM, rc.x, rc.y), q_base + offset, i < Sq);
+            cp_async16(sdO_stages + stage * TILE_Q + chunk_at(BM, rc.x, rc.y), do_base + offset, i < Sq);
         }
         for (int r = tid; r < BM; r += THREADS) {
             const int i = min(pair.y * BM + r, Sq - 1);
@@ -133,18 +167,17 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(s, smem_descriptor(sK + wg * 128 * D + kk * 256, 128, 16 * D),
-                         smem_descriptor(sQ + kk * 256, 128, 16 * D), kk > 0);
+            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
+        wgmma_commit();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(dp, smem_descriptor(sV + wg * 128 * D + kk * 256, 128, 16 * D),
-                         smem_descriptor(sdO + kk * 256, 128, 16 * D), kk > 0);
+            wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
         wgmma_commit();
-        wgmma_wait<0>();
+        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
         pin(s);
-        pin(dp);
 
-        // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one.
+        // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
+        // issued (K = the 64 queries; dO read transposed).
 #pragma unroll
         for (int i = 0; i < BM / 2; i++)
             s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
@@ -156,7 +189,18 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
                 s[i] = ok ? s[i] : 0.f;
             }
         }
-        // Scaled dSᵀ (in dp), also to shared memory for dQ: pairs of queries are adjacent there.
+        u32 pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
+        wgmma_commit();
+        wgmma_wait<1>();  // dPᵀ has landed; dV may still run
+        pin(dp);
+
+        // Scaled dSᵀ (in dp), to shared memory for dQ (pairs of queries are adjacent there) and packed for
+        // dK += dSᵀ·Q.
 #pragma unroll
         for (int i = 0; i < BM / 2; i++) dp[i] = s[i] * (dp[i] - sD[(i >> 2) * 8 + t * 2 + (i & 1)]) * scale;
 #pragma unroll
@@ -165,20 +209,11 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
             for (int r = 0; r < 2; r++)
                 *(u32 *)(sdS + core_chunk<BM>(wg * 64 + warp * 16 + g + 8 * r, c) + 4 * t) =
                     pack_input(dp[4 * c + 2 * r], dp[4 * c + 2 * r + 1]);
-
-        // dV += Pᵀ·dO, dK += dSᵀ·Q: K = the 64 queries; all of Pᵀ and dSᵀ packed before the first product
-        // (registers an in-flight wgmma reads must not change).
-        u32 pa[BM / 16][4], da[BM / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) {
-            accumulator_to_a(pa[kk], s, kk);
-            accumulator_to_a(da[kk], dp, kk);
-        }
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) wgmma_rs<D>(dV, pa[kk], smem_descriptor(sdO + kk * 32 * D, 16 * D, 128));
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) wgmma_rs<D>(dK, da[kk], smem_descriptor(sQ + kk * 32 * D, 16 * D, 128));
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
         wgmma_commit();
         fence_async_shared();  // dSᵀ's stores become visible to the async proxy
         __syncthreads();       // both warpgroups' dSᵀ are written
@@ -190,7 +225,9 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
             wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
-                                 smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128), kk > 0);
+                                 SWIZZLED ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
+                                          : smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                 kk > 0);
         wgmma_commit();
         wgmma_wait<0>();
         pin(dq_acc);

@@ -1,9 +1,10 @@
 // Warpgroup MMA (wgmma.mma_async, sm_90a) in the shapes the attention kernels use, and the shared-memory descriptors
-// they read. Operands sit in shared memory as 8 × 8 core matrices without swizzle: for every operand, K-major or
-// read transposed (MN-major), LBO is the byte step between core matrices adjacent along K and SBO the step along
-// M or N (confirmed on the card by lab/wgmma's probes). Accumulators: per warp of the warpgroup 16 rows, laid out
-// as mma.m16n8's C fragment repeated over the N/8 column chunks (d[4c + e]: row g + 8·(e / 2), column
-// 8c + 2t + e % 2). sm_90a only.
+// they read. Operands sit in shared memory either in 128-byte swizzled panels (the fast layout: the attention
+// kernels' Q, K, V, dO) or as 8 × 8 core matrices without swizzle; for the latter, K-major or read transposed
+// (MN-major), LBO is the byte step between core matrices adjacent along K and SBO the step along M or N. The
+// readings of both layouts are confirmed on the card (lab/wgmma's probes, the swizzled kernels' checks).
+// Accumulators: per warp of the warpgroup 16 rows, laid out as mma.m16n8's C fragment repeated over the N/8
+// column chunks (d[4c + e]: row g + 8·(e / 2), column 8c + 2t + e % 2). sm_90a only.
 #pragma once
 
 #include "mma_primitives.cuh"
@@ -14,6 +15,32 @@ typedef unsigned long long u64;
 __device__ __forceinline__ u64 smem_descriptor(const void *tile, unsigned lbo, unsigned sbo) {
     return (u64)((shared_address(tile) & 0x3FFFF) >> 4) | ((u64)((lbo & 0x3FFFF) >> 4) << 16)
         | ((u64)((sbo & 0x3FFFF) >> 4) << 32);
+}
+
+// Descriptor of a tile in 128-byte swizzled panels (mode 1 in bits 62–63; atoms 1024-byte aligned, base offset 0).
+// A panel holds 64 columns of ROWS rows: 128-byte rows, 8-row atoms of 1024 bytes, 16-byte chunk c of row r at
+// c ^ (r mod 8). K-major: SBO 1024 (between atoms), LBO unused; read transposed: LBO 16, SBO 1024 (the swapped
+// reading fails the lab's checks).
+__device__ __forceinline__ u64 swizzled_descriptor(const void *tile, unsigned lbo, unsigned sbo) {
+    return smem_descriptor(tile, lbo, sbo) | (1ull << 62);
+}
+
+// Byte offset of 16-byte chunk c (of D / 8) of row r in a tile of ROWS rows stored as 128-byte swizzled panels.
+template <int ROWS>
+__device__ __forceinline__ unsigned swizzled_chunk(int r, int c) {
+    return (c >> 3) * ROWS * 128 + (r >> 3) * 1024 + (r & 7) * 128 + (((c & 7) ^ (r & 7)) << 4);
+}
+
+// The K-major descriptor of 16 columns kk (a k16 step: 32 bytes along a panel's rows) of a swizzled tile of
+// ROWS rows, from row `row` (a multiple of 8) on.
+template <int ROWS>
+__device__ __forceinline__ u64 swizzled_k_major(const unsigned char *tile, int row, int kk) {
+    return swizzled_descriptor(tile + (kk >> 2) * ROWS * 128 + row / 8 * 1024 + (kk & 3) * 32, 16, 1024);
+}
+
+// The first 1024-byte boundary at or after `base` in shared memory (swizzled atoms must start on one).
+__device__ __forceinline__ unsigned char *align_1024(unsigned char *base) {
+    return base + ((1024 - (shared_address(base) & 1023)) & 1023);
 }
 
 // Byte offset of 16-byte chunk (row r, chunk c) of a tile of `COLUMNS` 2-byte columns in the core-matrix layout:

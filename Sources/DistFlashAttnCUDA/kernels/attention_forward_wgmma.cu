@@ -1,60 +1,40 @@
-// Candidate forward (lab): v6 (wgmma, two warpgroups) with its two measured stalls taken off the tensor cores'
-// path (Nsight Compute on v6 at S = 16k, D = 128: tensor pipe 23 % busy, 42 % of stalls on global loads, two warps
-// per scheduler and nothing to cover them):
-//  - the softmax of tile j + 1 runs while O += P_j·V_j is in flight: per iteration a warpgroup issues
-//    S_{j+1} = Q·K_{j+1}ᵀ, then P_j·V_j, waits for S_{j+1} only, masks it and takes its exponentials, and only
-//    then waits for P_j·V_j to rescale O (FA3's intra-warpgroup overlap);
-//  - no global memory on the path: every key tile's class goes to shared memory once, up front (v6 read the
-//    key-tile bounds from global memory at every step of its walk), and K_{j+2} and V_{j+1} load by cp.async one
-//    whole iteration before they are read.
-// Buffers: K and V two stages each; K_{j+2} reuses K_j's stage (S_j finished an iteration ago), V_{j+1} reuses
-// V_{j−1}'s (P_{j−1}·V_{j−1} likewise), so one barrier per tile suffices.
-// Predicted: 1.3–1.5× v6 (≥ 1.15× the mma.sync mainline) at D = 128; less at D = 64, whose one block per SM
-// (registers) leaves the softmax a larger share.
-// v9 is v7 on 128-byte swizzled tiles (SWIZZLED). Nsight Compute on v6 (unswizzled core-matrix tiles) showed the
-// shared-memory pipes 70 % busy at 23 % tensor use; every production Hopper kernel feeds wgmma from 128-byte
-// swizzled tiles instead. There Q, K and V sit in panels of 64 columns (128-byte rows, 8-row atoms of 1024 bytes,
-// 16-byte chunk c of row r at c ^ r); S = Q·Kᵀ steps 32 bytes along a panel's rows (SBO 1024 between atoms);
-// O += P·V reads V's panels one m64n64 product each, stepping 2048 bytes (two 8-key atoms) per 16 keys. Depends on
-// wgmma probes 4 and 5: `V_LBO`/`V_SBO` pick the transposed reading (the `_alt` kernels swap them). The dynamic
-// shared memory base is rounded up to 1024 bytes (1 KB requested extra). Predicted: 1.2–1.5× v7 if the
-// unswizzled reads are what holds the tensor cores back.
-// Expects the kernels' wgmma_primitives.cuh already included.
+// Hopper tensor-core forward (sm_90a): FlashAttention on warpgroup MMA (wgmma.mma_async), D ∈ {64, 128}.
+//
+// A block of two warpgroups owns BM = 128 query rows (64 a warpgroup) and walks the visible key tiles BN = 128 at
+// a time. Per tile and warpgroup: S = Q·Kᵀ with both operands from shared memory, the online softmax on the
+// accumulators, then O += P·V with P from registers and V read transposed. The softmax of tile j + 1 runs while
+// O += P_j·V_j is in flight: each iteration issues S_{j+1}, then P_j·V_j, waits for S_{j+1} only, masks it and
+// takes its exponentials, and only then waits for P_j·V_j to rescale O. Q, K and V sit in 128-byte swizzled
+// panels (wgmma_primitives.cuh), which keeps the shared-memory reads off the tensor cores' path; K and V have
+// two stages each, loaded by cp.async a whole iteration before they are read (K_{j+2} reuses K_j's stage, V_{j+1}
+// V_{j−1}'s, so one barrier per tile suffices). Every key tile's class (attention_tile_bounds, classify) goes to
+// shared memory once, up front: hidden tiles are skipped, fully visible tiles take no mask work.
+// Lab (H100, S = 16k): 1.33× the mma.sync forward at D = 128, 1.05× at D = 64 (lab/kernel-notes.md).
+//
+// Contract: the mma.sync forward's (attention_forward_mma.cu) — fold the keys into the partial (o, lse), o
+// normalised, lse its log-sum-exp, masks from global positions and document ids; key-tile bounds for 128-key
+// tiles. 256 threads; dynamic shared memory (128 + 4·128)·D·2 + 1024 bytes (the 1 KB aligns the swizzled atoms).
 
-// Descriptor of a 128-byte swizzled tile (mode 1 in bits 62–63; base offset 0: atoms 1024-byte aligned).
-__device__ __forceinline__ u64 swizzled_descriptor(const void *tile, unsigned lbo, unsigned sbo) {
-    return smem_descriptor(tile, lbo, sbo) | (1ull << 62);
-}
+#include "wgmma_primitives.cuh"
 
-// Byte offset of 16-byte chunk c (of D / 8) of row r in a tile of ROWS rows stored as 128-byte swizzled panels.
-template <int ROWS>
-__device__ __forceinline__ unsigned swizzled_chunk(int r, int c) {
-    return (c >> 3) * ROWS * 128 + (r >> 3) * 1024 + (r & 7) * 128 + (((c & 7) ^ (r & 7)) << 4);
-}
-
-// Copies ROWS rows of D columns from global (row stride `stride` elements) into the core-matrix layout (eight
-// consecutive threads fill one core matrix) or the swizzled panels (eight fill one 128-byte row of a panel), rows
-// past `valid` as zeros; does not commit.
-template <int D, int ROWS, int THREADS, bool SWIZZLED>
+// Copies ROWS rows of D columns from global memory (row stride `stride` elements) into 128-byte swizzled panels
+// (eight consecutive threads fill one 128-byte row of a panel), rows past `valid` as zeros; does not commit.
+template <int D, int ROWS, int THREADS>
 __device__ __forceinline__ void load_rows(unsigned char *tile, const bf16_t *base, size_t stride, int first_row,
                                           int valid) {
-    constexpr int CHUNKS = D / 8;
-    for (int idx = threadIdx.x; idx < ROWS * CHUNKS; idx += THREADS) {
-        const int c = SWIZZLED ? (idx & 7) + ((idx >> 3) / ROWS) * 8 : (idx >> 3) % CHUNKS;
-        const int r = SWIZZLED ? (idx >> 3) % ROWS : ((idx >> 3) / CHUNKS) * 8 + (idx & 7), i = first_row + r;
-        cp_async16(tile + (SWIZZLED ? swizzled_chunk<ROWS>(r, c) : core_chunk<D>(r, c)),
-                   base + (size_t)min(i, valid - 1) * stride + c * 8, i < valid);
+    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += THREADS) {
+        const int c = (idx & 7) + ((idx >> 3) / ROWS) * 8, r = (idx >> 3) % ROWS, i = first_row + r;
+        cp_async16(tile + swizzled_chunk<ROWS>(r, c), base + (size_t)min(i, valid - 1) * stride + c * 8, i < valid);
     }
 }
 
-template <int D, int BN, bool SWIZZLED, unsigned V_LBO = 16, unsigned V_SBO = 1024>
-__device__ void forward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
+template <int D, int BN>
+__device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
                                 const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
                                 int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BM = 128, THREADS = 256, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
-    // Swizzled atoms must start on 1024-byte boundaries.
-    unsigned char *sQ = shared_bytes + (SWIZZLED ? (1024 - (shared_address(shared_bytes) & 1023)) & 1023 : 0);
+    unsigned char *sQ = align_1024(shared_bytes);
     unsigned char *sK = sQ + TILE_Q, *sV = sK + 2 * TILE_KV;  // K and V: two stages each
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of key tiles first, first + 1, …
     __shared__ int4 query_bounds;
@@ -68,7 +48,7 @@ __device__ void forward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *
     const bf16_t *q_base = q + ((size_t)b * Sq * H + h) * D;
     const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
 
-    load_rows<D, BM, THREADS, SWIZZLED>(sQ, q_base, q_stride, row0, Sq);  // committed with the first K tile
+    load_rows<D, BM, THREADS>(sQ, q_base, q_stride, row0, Sq);  // committed with the first K tile
     if (tid == 0) {
         query_bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
         tile_range[0] = key_tiles;
@@ -96,13 +76,8 @@ __device__ void forward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *
         do j++; while (j <= last && class_of(j) == HIDDEN);
         return j;
     };
-    auto load_k = [&](int j, int stage) { load_rows<D, BN, THREADS, SWIZZLED>(sK + stage * TILE_KV, k_base, kv_stride, j * BN, Sk); };
-    auto load_v = [&](int j, int stage) { load_rows<D, BN, THREADS, SWIZZLED>(sV + stage * TILE_KV, v_base, kv_stride, j * BN, Sk); };
-    // K-major descriptor of 16 columns kk of a tile of `rows` rows, from row `row` on.
-    auto k_major = [&](const unsigned char *tile, int rows, int row, int kk) {
-        return SWIZZLED ? swizzled_descriptor(tile + (kk >> 2) * rows * 128 + row / 8 * 1024 + (kk & 3) * 32, 16, 1024)
-                        : smem_descriptor(tile + row * 2 * D + kk * 256, 128, 16 * D);
-    };
+    auto load_k = [&](int j, int stage) { load_rows<D, BN, THREADS>(sK + stage * TILE_KV, k_base, kv_stride, j * BN, Sk); };
+    auto load_v = [&](int j, int stage) { load_rows<D, BN, THREADS>(sV + stage * TILE_KV, v_base, kv_stride, j * BN, Sk); };
 
     // This thread's rows: warpgroup `group`, warp `warp` within it, lane rows g and g + 8.
     const float scale2 = scale * LOG2E;
@@ -125,7 +100,8 @@ __device__ void forward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BN>(s, k_major(sQ, BM, group * 64, kk), k_major(sK + stage * TILE_KV, BN, 0, kk), kk > 0);
+            wgmma_ss<BN>(s, swizzled_k_major<BM>(sQ, group * 64, kk), swizzled_k_major<BN>(sK + stage * TILE_KV, 0, kk),
+                         kk > 0);
         wgmma_commit();
     };
     // Masks S of tile j (partial tiles), moves the running max, and turns S into P = exp(scale·S − max) in place;
@@ -199,21 +175,16 @@ __device__ void forward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) accumulator_to_a(p[kk], s, kk);
     }
-    // O += P_j·V_j: V's rows are keys, read transposed (LBO along the keys, 16·D bytes; SBO 128) — or, swizzled, one
-    // m64n64 product per 64-column panel (accumulator columns 64p … 64p + 63 are acc[32p … 32p + 31]). Issued,
-    // committed.
+    // O += P_j·V_j: V's rows are keys, read transposed, one m64n64 product per 64-column panel (2048 bytes, two
+    // 8-key atoms, per 16 keys; accumulator columns 64p … 64p + 63 are acc[32p … 32p + 31]). Issued, committed.
     auto issue_pv = [&](int stage) {
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
-            if constexpr (SWIZZLED) {
 #pragma unroll
-                for (int panel = 0; panel < D / 64; panel++)
-                    wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), p[kk],
-                                 swizzled_descriptor(sV + stage * TILE_KV + panel * BN * 128 + kk * 2048, V_LBO, V_SBO));
-            } else {
-                wgmma_rs<D>(acc, p[kk], smem_descriptor(sV + stage * TILE_KV + kk * 32 * D, 16 * D, 128));
-            }
+            for (int panel = 0; panel < D / 64; panel++)
+                wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), p[kk],
+                             swizzled_descriptor(sV + stage * TILE_KV + panel * BN * 128 + kk * 2048, 16, 1024));
         wgmma_commit();
     };
     // Tile j with a successor: its P in `p`, its V in V stage `stage` (loading); K of `next` in K stage stage ^ 1
@@ -279,21 +250,14 @@ __device__ void forward_overlap(const bf16_t *q, const bf16_t *k, const bf16_t *
     }
 }
 
-// Kernel names lab_forward_v7_d<D>_n<BN>, lab_forward_v9_d<D>_n<BN>[_alt]; 256 threads; dynamic shared memory
-// (128 + 4·BN)·D·2 bytes (v7), + 1024 (v9).
-#define FORWARD_CANDIDATE(NAME, ...)                                                                              \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                                       \
+// Kernel name: attention_forward_wgmma_d<D>; arguments as attention_forward_mma_*.
+#define FORWARD_WGMMA(D)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) attention_forward_wgmma_d##D(                              \
             const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,                  \
             const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk,       \
             int H, int Hkv, int dim, float scale, int kind, int window) {                                         \
-        forward_overlap<__VA_ARGS__>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, scale,  \
-                                     kind, window);                                                               \
+        forward_wgmma<D, 128>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, scale, kind,   \
+                              window);                                                                            \
     }
-FORWARD_CANDIDATE(lab_forward_v7_d64_n128, 64, 128, false)
-FORWARD_CANDIDATE(lab_forward_v7_d128_n128, 128, 128, false)
-FORWARD_CANDIDATE(lab_forward_v7_d128_n64, 128, 64, false)
-FORWARD_CANDIDATE(lab_forward_v9_d64_n128, 64, 128, true, 16, 1024)
-FORWARD_CANDIDATE(lab_forward_v9_d128_n128, 128, 128, true, 16, 1024)
-FORWARD_CANDIDATE(lab_forward_v9_d128_n64, 128, 64, true, 16, 1024)
-FORWARD_CANDIDATE(lab_forward_v9_d64_n128_alt, 64, 128, true, 1024, 16)
-FORWARD_CANDIDATE(lab_forward_v9_d128_n128_alt, 128, 128, true, 1024, 16)
+FORWARD_WGMMA(64)
+FORWARD_WGMMA(128)
