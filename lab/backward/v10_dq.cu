@@ -1,0 +1,323 @@
+// Candidate backwards (lab): the promoted wgmma backward with its dQ path changed.
+//  v10 VEC_RED: dQ added with one `red.global.add.v2.f32` per pair of adjacent columns instead of two scalar
+//      atomics (half the reduction instructions and L2 requests: 16 a thread a pair at D = 128, not 32).
+//      Predicted: +0–5 %, more if the atomics are on the path.
+//  v11 v10 + PIPELINED_DQ: the mainline waits for dQ = dS·K, adds it, and passes a barrier before the next
+//      pair's first product; here dQ runs on while the next pair's Sᵀ and dPᵀ are issued, and is added once
+//      those are in flight (wait_group 2), so the tensor cores never drain between pairs. dSᵀ gets two stages
+//      (the other warpgroup may still read the previous pair's), and the next pair's load is issued after the
+//      first barrier, which drops the mainline's third barrier a pair. dq_acc stays live across the pairs:
+//      more registers (the compile report tells whether it spills). Predicted: +5–15 %.
+//  v12 v10 + DQ_FIRST: after the barrier that publishes dSᵀ, dQ is issued before dK += dSᵀ·Q (the mainline
+//      issues dK before the barrier), so dQ is added while dK runs instead of after every product has drained.
+//      No accumulator lives across pairs. Predicted: +0–8 %.
+// Everything else as attention_backward_wgmma.cu. Expects the kernels' wgmma_primitives.cuh already included.
+
+// fp32 reduction of two adjacent elements in global memory (8-byte aligned), sm_90.
+__device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// 4 bytes global → shared (L1-cached); `valid == false` writes zeros.
+__device__ __forceinline__ void cp_async4(void *destination, const void *source, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;"
+                 :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
+}
+
+template <int D, bool VEC_RED, bool PIPELINED_DQ, bool DQ_FIRST = false>
+__device__ void backward_dq(const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,
+                               const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+                               const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv,
+                               int Sq, int Sk, int H, int Hkv, float scale, int kind, int window) {
+    constexpr int BN = 128, BM = 64, THREADS = 256, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
+    constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2;
+    constexpr bool SWIZZLED = D == 128;  // each warpgroup's dQ half (D / 2 columns) must be whole 64-column panels
+    extern __shared__ __align__(128) unsigned char shared_bytes[];
+    unsigned char *sK = SWIZZLED ? align_1024(shared_bytes) : shared_bytes;
+    unsigned char *sV = sK + TILE_KV;
+    unsigned char *sQ_stages = sV + TILE_KV, *sdO_stages = sQ_stages + 2 * TILE_Q;  // two stages each
+    unsigned char *sdS_stages = sdO_stages + 2 * TILE_Q;  // dSᵀ [key][query], core layout of BM columns (PIPELINED_DQ: two)
+    float *sL_stages = (float *)(sdS_stages + (PIPELINED_DQ ? 2 : 1) * BN * BM * 2);  // LSE of the query tile, two stages
+    float *sD_stages = sL_stages + 2 * BM;            // δ of the query tile, two stages
+    __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
+    __shared__ int tile_range[2];
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.y, b = blockIdx.z, group = H / Hkv;
+    const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
+    const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
+    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const float scale2 = scale * LOG2E;
+    const int4 kb = key_bounds[key_tile];
+
+    // Layouts. Chunk idx of a ROWS-row tile's copy → (row, 16-byte chunk): eight threads fill one core matrix, or
+    // one 128-byte row of a swizzled panel; where that chunk sits; K-major descriptors of 16 columns kk of the 64
+    // rows from `row`; O += A·(tile read transposed) over 16 rows kk into N = D columns.
+    auto chunk_of = [&](int idx, int rows) {
+        return SWIZZLED ? make_int2((idx >> 3) % rows, (idx & 7) + ((idx >> 3) / rows) * 8)
+                        : make_int2(((idx >> 3) / CHUNKS) * 8 + (idx & 7), (idx >> 3) % CHUNKS);
+    };
+    auto chunk_at = [&](int rows, int r, int c) -> unsigned {
+        return SWIZZLED ? (rows == BN ? swizzled_chunk<BN>(r, c) : swizzled_chunk<BM>(r, c)) : core_chunk<D>(r, c);
+    };
+    auto k_major = [&](const unsigned char *tile, int rows, int row, int kk) {
+        if constexpr (SWIZZLED)
+            return rows == BN ? swizzled_k_major<BN>(tile, row, kk) : swizzled_k_major<BM>(tile, row, kk);
+        return smem_descriptor(tile + row * 2 * D + kk * 256, 128, 16 * D);
+    };
+    auto add_transposed = [&](float (&acc)[D / 2], const u32 (&a)[4], const unsigned char *tile, int kk) {
+        if constexpr (SWIZZLED) {
+#pragma unroll
+            for (int panel = 0; panel < D / 64; panel++)
+                wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), a,
+                             swizzled_descriptor(tile + panel * BM * 128 + kk * 2048, 16, 1024));
+        } else {
+            wgmma_rs<D>(acc, a, smem_descriptor(tile + kk * 32 * D, 16 * D, 128));
+        }
+    };
+
+    // K and V tiles → shared memory; meanwhile find the range of query tiles this key tile meets.
+    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
+    for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
+        const int2 rc = chunk_of(idx, BN);
+        const int j = key0 + rc.x;
+        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + rc.y * 8;
+        cp_async16(sK + chunk_at(BN, rc.x, rc.y), k_base + offset, j < Sk);
+        cp_async16(sV + chunk_at(BN, rc.x, rc.y), v_base + offset, j < Sk);
+    }
+    cp_async_commit();
+    if (tid == 0) {
+        tile_range[0] = query_tiles;
+        tile_range[1] = -1;
+    }
+    __syncthreads();
+    for (int i = tid; i < query_tiles; i += THREADS)
+        if (classify(query_bounds[i], kb, false, kind, window) != HIDDEN) {
+            atomicMin(&tile_range[0], i);
+            atomicMax(&tile_range[1], i);
+        }
+
+    // This thread's two key rows: warpgroup wg, warp `warp` within it, lane rows g and g + 8.
+    int krow[2], kp[2], kd[2];
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        krow[s] = key0 + wg * 64 + warp * 16 + g + 8 * s;
+        kp[s] = krow[s] < Sk ? kpos[krow[s]] : 0;
+        kd[s] = krow[s] < Sk ? kdoc[krow[s]] : -1;
+    }
+    float dK[D / 2], dV[D / 2];  // [4c + e]: key row g + 8·(e / 2), column 8c + 2t + e % 2
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
+    cp_async_wait_all();
+    __syncthreads();
+    const int first = tile_range[0], last = tile_range[1];
+    const bool ragged_keys = key0 + BN > Sk;
+    auto classify_tile = [&](int qt) {
+        return classify(query_bounds[qt], kb, ragged_keys || qt * BM + BM > Sq, kind, window);
+    };
+    for (int i = tid; i < min(last - first + 1, CLASS_CACHE); i += THREADS) tile_classes[i] = classify_tile(first + i);
+    __syncthreads();
+    auto class_of = [&](int qt) -> int { return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt); };
+
+    auto visible_from = [&](int head, int qt) -> int2 {  // the first visible pair at or after (head, qt)
+        for (; head < (kvh + 1) * group; head++, qt = first)
+            for (; qt <= last; qt++)
+                if (class_of(qt) != HIDDEN) return make_int2(head, qt);
+        return make_int2(-1, 0);
+    };
+    auto load_stage = [&](int2 pair, int stage) {
+        const bf16_t *q_base = q + ((size_t)b * Sq * H + pair.x) * D, *do_base = dout + ((size_t)b * Sq * H + pair.x) * D;
+        const size_t row_base = ((size_t)b * H + pair.x) * Sq;
+        for (int idx = tid; idx < BM * CHUNKS; idx += THREADS) {
+            const int2 rc = chunk_of(idx, BM);
+            const int i = pair.y * BM + rc.x;
+            const size_t offset = (size_t)min(i, Sq - 1) * q_stride + rc.y * 8;
+            cp_async16(sQ_stages + stage * TILE_Q + chunk_at(BM, rc.x, rc.y), q_base + offset, i < Sq);
+            cp_async16(sdO_stages + stage * TILE_Q + chunk_at(BM, rc.x, rc.y), do_base + offset, i < Sq);
+        }
+        for (int r = tid; r < BM; r += THREADS) {
+            const int i = min(pair.y * BM + r, Sq - 1);
+            cp_async4(sL_stages + stage * BM + r, lse + row_base + i, pair.y * BM + r < Sq);
+            cp_async4(sD_stages + stage * BM + r, delta + row_base + i, pair.y * BM + r < Sq);
+        }
+        cp_async_commit();
+    };
+
+    // dQ of one pair into the fp32 output: one reduction per element, or (VEC_RED) per pair of adjacent columns.
+    auto add_dq = [&](const float (&acc)[DQ_N / 2], int head, int q0) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = q0 + warp * 16 + g + 8 * r;
+            if (i >= Sq) continue;
+            float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
+#pragma unroll
+            for (int c = 0; c < DQ_N / 8; c++)
+                if constexpr (VEC_RED) {
+                    red_add_v2(row + c * 8, acc[4 * c + 2 * r], acc[4 * c + 2 * r + 1]);
+                } else {
+                    atomicAdd(row + c * 8, acc[4 * c + 2 * r]);
+                    atomicAdd(row + c * 8 + 1, acc[4 * c + 2 * r + 1]);
+                }
+        }
+    };
+
+    int2 current = visible_from(kvh * group, first);
+    int stage = 0;
+    if (current.x >= 0) load_stage(current, 0);
+    float dq_acc[DQ_N / 2];  // [4c + e]: query row g + 8·(e / 2), column 8c + 2t + e % 2 of this half
+    // PIPELINED_DQ: the pair whose dQ is in flight; before the first, zeros added to the first pair's rows (no
+    // branch around the accumulators: ptxas would serialise the products).
+    int dq_head = current.x, dq_q0 = current.y * BM;
+#pragma unroll
+    for (int i = 0; i < DQ_N / 2; i++) dq_acc[i] = 0.f;
+    while (current.x >= 0) {
+        const int2 next = visible_from(current.x, current.y + 1);  // past `last` the walk moves to the next head
+        if (!PIPELINED_DQ && next.x >= 0) load_stage(next, stage ^ 1);
+        const int head = current.x, q0 = current.y * BM, tile_class = class_of(current.y);
+        // Rows past the end hold zeros (LSE 0): their P is not 0, but they sit only in partial tiles, whose mask
+        // pass zeros them.
+        const unsigned char *sQ = sQ_stages + stage * TILE_Q, *sdO = sdO_stages + stage * TILE_Q;
+        const float *sL = sL_stages + stage * BM, *sD = sD_stages + stage * BM;
+        unsigned char *sdS = sdS_stages + (PIPELINED_DQ ? stage * BN * BM * 2 : 0);
+        if (PIPELINED_DQ || next.x < 0) cp_async_wait_all(); else cp_async_wait_one();
+        fence_async_shared();
+        __syncthreads();
+        // PIPELINED_DQ: every warpgroup is past the previous pair's dV and dK, so its stage takes the next pair.
+        if (PIPELINED_DQ && next.x >= 0) load_stage(next, stage ^ 1);
+
+        // Sᵀ and dPᵀ for this warpgroup's 64 keys × 64 queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
+        float s[BM / 2], dp[BM / 2];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
+        wgmma_commit();
+        if constexpr (PIPELINED_DQ) {
+            wgmma_wait<2>();  // the previous pair's dQ has landed; Sᵀ and dPᵀ may still run
+            pin(dq_acc);
+            add_dq(dq_acc, dq_head, dq_q0);
+        }
+        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
+        pin(s);
+
+        // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
+        // issued (K = the 64 queries; dO read transposed).
+#pragma unroll
+        for (int i = 0; i < BM / 2; i++)
+            s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+        if (tile_class == PARTIAL) {
+#pragma unroll
+            for (int i = 0; i < BM / 2; i++) {
+                const int r = (i >> 1) & 1, qi = q0 + (i >> 2) * 8 + t * 2 + (i & 1);
+                const bool ok = qi < Sq && krow[r] < Sk && visible(qpos[qi], kp[r], qdoc[qi], kd[r], kind, window);
+                s[i] = ok ? s[i] : 0.f;
+            }
+        }
+        u32 pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
+        wgmma_commit();
+        wgmma_wait<1>();  // dPᵀ has landed; dV may still run
+        pin(dp);
+
+        // Scaled dSᵀ (in dp), to shared memory for dQ (pairs of queries are adjacent there) and packed for
+        // dK += dSᵀ·Q.
+#pragma unroll
+        for (int i = 0; i < BM / 2; i++) dp[i] = s[i] * (dp[i] - sD[(i >> 2) * 8 + t * 2 + (i & 1)]) * scale;
+#pragma unroll
+        for (int c = 0; c < BM / 8; c++)
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+                *(u32 *)(sdS + core_chunk<BM>(wg * 64 + warp * 16 + g + 8 * r, c) + 4 * t) =
+                    pack_input(dp[4 * c + 2 * r], dp[4 * c + 2 * r + 1]);
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
+        auto issue_dk = [&] {
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
+            wgmma_commit();
+        };
+        if constexpr (!DQ_FIRST) issue_dk();
+        fence_async_shared();  // dSᵀ's stores become visible to the async proxy
+        __syncthreads();       // both warpgroups' dSᵀ are written
+
+        // dQ (64 queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
+        // (M = queries, K = keys), K read transposed (K = keys, N = head dimension).
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
+                                 SWIZZLED ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
+                                          : smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                 kk > 0);
+        wgmma_commit();
+        if constexpr (DQ_FIRST) {
+            issue_dk();
+            wgmma_wait<1>();  // dV and dQ have landed; dK runs on while dQ is added
+            pin(dq_acc);
+            add_dq(dq_acc, head, q0);
+            wgmma_wait<0>();
+            __syncthreads();  // before the next pair's load overwrites this stage and dSᵀ
+        } else if constexpr (PIPELINED_DQ) {
+            wgmma_wait<1>();  // dV and dK have landed (this stage is free once both warpgroups pass the next
+            dq_head = head;   // barrier); dQ runs on into the next pair's products
+            dq_q0 = q0;
+        } else {
+            wgmma_wait<0>();
+            pin(dq_acc);
+            add_dq(dq_acc, head, q0);
+            __syncthreads();  // before the next pair's load overwrites this stage and dSᵀ
+        }
+        current = next;
+        stage ^= 1;
+    }
+    if constexpr (PIPELINED_DQ) {  // the last pair's dQ (no wait inside a branch: ptxas would serialise)
+        wgmma_wait<0>();
+        pin(dq_acc);
+        if (dq_head >= 0) add_dq(dq_acc, dq_head, dq_q0);  // head −1: this block sees no pair
+    }
+    pin(dK);
+    pin(dV);
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = krow[r];
+        if (j >= Sk) continue;
+        const size_t offset = ((size_t)(b * Sk + j) * Hkv + kvh) * D + t * 2;
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) {
+            float2 *pk = (float2 *)(dk + offset + c * 8), *pv = (float2 *)(dv + offset + c * 8);
+            const float2 ok = *pk, ov = *pv;
+            *pk = make_float2(ok.x + dK[4 * c + 2 * r], ok.y + dK[4 * c + 2 * r + 1]);
+            *pv = make_float2(ov.x + dV[4 * c + 2 * r], ov.y + dV[4 * c + 2 * r + 1]);
+        }
+    }
+}
+
+// Kernel names lab_backward_v1[012]_d<D>; 256 threads; dynamic shared memory the mainline's (v10, v12),
+// + 128·64·2 bytes (v11: the second dSᵀ stage).
+#define BACKWARD_CANDIDATE(NAME, ...)                                                                           \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                                    \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,               \
+        const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,                \
+        const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk,      \
+        int H, int Hkv, int dim, float scale, int kind, int window) {                                           \
+        backward_dq<__VA_ARGS__>(q, k, v, dout, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds,   \
+                                 dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);                              \
+    }
+BACKWARD_CANDIDATE(lab_backward_v10_d64, 64, true, false)
+BACKWARD_CANDIDATE(lab_backward_v10_d128, 128, true, false)
+BACKWARD_CANDIDATE(lab_backward_v11_d64, 64, true, true)
+BACKWARD_CANDIDATE(lab_backward_v11_d128, 128, true, true)
+BACKWARD_CANDIDATE(lab_backward_v12_d64, 64, true, false, true)
+BACKWARD_CANDIDATE(lab_backward_v12_d128, 128, true, false, true)
