@@ -8,9 +8,7 @@
 #   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
 #   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
 #   backward   the backward mainlines (wgmma on Hopper, mma.sync)
-#   backward-dq  the wgmma backward beside v10 (dQ by vector reductions), v11 (v10 with dQ in flight into the
-#              next pair), v12 (v10 with dQ issued before dK)
-#   profile-backward  Nsight Compute on the D = 128 wgmma backward and v12 (stall reasons)
+#   profile-backward  Nsight Compute on the D = 128 wgmma backward (stall reasons)
 # With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
 set -u
 out=${OUT:-/tmp/distflash-gpu}
@@ -27,8 +25,7 @@ part() {
         probes) lab probes 150 wgmma ;;
         forward) lab forward 240 forward --quick ;;
         backward) lab backward 300 backward ;;
-        backward-dq) lab backward-dq 300 backward --only="wgmma|v10|v11|v12" ;;
-        profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="d128 wgmma|d128 v12" >"$out/profile-backward.log" 2>&1
+        profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="d128 wgmma" >"$out/profile-backward.log" 2>&1
                           echo "profile-backward: exit $?" ;;
         *) echo "unknown part: $1" ;;
     esac

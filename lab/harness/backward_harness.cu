@@ -11,9 +11,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
-namespace v10 {
-#include "../backward/v10_dq.cu"
-}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -224,10 +221,6 @@ int main(int argc, char **argv) {
 #define WGMMA(D) {"bwd d" #D " wgmma", D, 8, (Backward)attention_backward_wgmma_d##D, 2, 16, 64, \
                   (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + (D == 128 ? 1024 : 0)}
         WGMMA(64), WGMMA(128),
-#define V10(D, V, EXTRA) {"bwd d" #D " v" #V, D, 8, (Backward)v10::lab_backward_v##V##_d##D, 2, 16, 64, \
-                         (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + (D == 128 ? 1024 : 0) + EXTRA}
-        V10(64, 10, 0), V10(128, 10, 0), V10(64, 11, 128 * 64 * 2), V10(128, 11, 128 * 64 * 2),
-        V10(64, 12, 0), V10(128, 12, 0),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

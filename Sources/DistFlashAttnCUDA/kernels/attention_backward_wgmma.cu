@@ -7,8 +7,8 @@
 //     dV_wg += Pᵀ·dO, dK_wg += dSᵀ·Q         Pᵀ and dSᵀ from registers, dO and Q read transposed (MN-major)
 //     dQ[:, half wg] += dS·K                 dSᵀ through shared memory, read transposed as A; K read transposed
 // so dK and dV of a group are summed over its query heads in registers without atomics, and dQ is accumulated in
-// fp32 by atomics. The element-wise work overlaps the products: Sᵀ is waited for alone, so Pᵀ forms while dPᵀ
-// computes, and dV += Pᵀ·dO runs while dSᵀ forms. The next pair's Q, dO, LSE and δ load by cp.async into a
+// fp32 by vector reductions (two columns each). The element-wise work overlaps the products: Sᵀ is waited for
+// alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO runs while dSᵀ forms, and dK += dSᵀ·Q while dQ is added. The next pair's Q, dO, LSE and δ load by cp.async into a
 // second stage while this pair computes; every query tile's class is computed once into shared memory. Tiles
 // the mask hides are skipped, fully visible ones take no mask work. At D = 128, K, V, Q and dO sit in 128-byte
 // swizzled panels (wgmma_primitives.cuh; lab, H100: 1.14–1.16× the unswizzled layout), dSᵀ in the core layout;
@@ -21,6 +21,12 @@
 #include "wgmma_primitives.cuh"
 
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// Adds two adjacent fp32 values to global memory (8-byte aligned) in one reduction (sm_90): half the requests of
+// two scalar atomics, which made dQ's additions the backward's bottleneck (lab v10: 1.2–1.3×).
+__device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
+}
 
 // 4 bytes global → shared (L1-cached); `valid == false` writes zeros.
 __device__ __forceinline__ void cp_async4(void *destination, const void *source, bool valid) {
@@ -211,10 +217,6 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
                     pack_input(dp[4 * c + 2 * r], dp[4 * c + 2 * r + 1]);
 #pragma unroll
         for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
-        wgmma_commit();
         fence_async_shared();  // dSᵀ's stores become visible to the async proxy
         __syncthreads();       // both warpgroups' dSᵀ are written
 
@@ -229,7 +231,12 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
                                           : smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128),
                                  kk > 0);
         wgmma_commit();
-        wgmma_wait<0>();
+        // dK += dSᵀ·Q (K = the 64 queries; Q read transposed) runs while dQ is added.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
+        wgmma_commit();
+        wgmma_wait<1>();  // dV and dQ have landed
         pin(dq_acc);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -237,11 +244,9 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
             if (i >= Sq) continue;
             float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
 #pragma unroll
-            for (int c = 0; c < DQ_N / 8; c++) {
-                atomicAdd(row + c * 8, dq_acc[4 * c + 2 * r]);
-                atomicAdd(row + c * 8 + 1, dq_acc[4 * c + 2 * r + 1]);
-            }
+            for (int c = 0; c < DQ_N / 8; c++) red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
         }
+        wgmma_wait<0>();
         __syncthreads();  // before the next pair's load overwrites this stage and dSᵀ
         current = next;
         stage ^= 1;
