@@ -10,7 +10,7 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | sed -n 1p | tr
 [ "$arch" = 90 ] && arch=90a
 build=${TMPDIR:-/tmp}/distflash-lab
 mkdir -p "$build"
-nvcc -O3 -std=c++17 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" -o "$build/$name" "harness/${name}_harness.cu"
+nvcc -O3 -std=c++17 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" -o "$build/$name" "harness/${name}_harness.cu" -lcuda
 # The harness launches each case twice (a warm-up, then the timed launch); both are profiled.
 ncu --kernel-name regex:"${name}_(mma|wgmma)|lab_${name}" --launch-count 24 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \

@@ -14,6 +14,6 @@ mkdir -p "$build"
 # arguments reuses it).
 if [ ! -x "$build/$name" ] || [ -n "$(find . ../Sources/DistFlashAttnCUDA/kernels -newer "$build/$name" -name '*.cu*' | head -1)" ]; then
     nvcc -O3 -std=c++17 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" -o "$build/$name" "harness/${name}_harness.cu" \
-        -Xptxas -v 2>"$build/$name-ptxas.txt" || { cat "$build/$name-ptxas.txt"; exit 1; }
+        -lcuda -Xptxas -v 2>"$build/$name-ptxas.txt" || { cat "$build/$name-ptxas.txt"; exit 1; }
 fi
 "$build/$name" "$@" | tee "${OUT:-$build}/$name${LAB_TAG:+-$LAB_TAG}-lab.txt"

@@ -7,6 +7,8 @@
 # Parts (new candidates add theirs, each beside the mainline it must beat):
 #   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
 #   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
+#   forward-v10  the wgmma forward beside v10 (TMA loads by a producer warpgroup; may hang if its barriers are
+#              wrong, hence a part of its own with a short limit)
 #   backward   the backward mainlines (wgmma on Hopper, mma.sync)
 #   profile-backward  Nsight Compute on the D = 128 wgmma backward (stall reasons)
 # With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
@@ -24,6 +26,7 @@ part() {
     case $1 in
         probes) lab probes 150 wgmma ;;
         forward) lab forward 240 forward --quick ;;
+        forward-v10) lab forward-v10 150 forward --quick --only="wgmma d|v10" ;;
         backward) lab backward 300 backward ;;
         profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="d128 wgmma" >"$out/profile-backward.log" 2>&1
                           echo "profile-backward: exit $?" ;;
@@ -35,7 +38,7 @@ group() {  # group PARTS (comma-separated): each in turn, harness builds in a fo
     for name in ${1//,/ }; do part "$name"; done
     cp "$TMPDIR"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 }
-[ $# -gt 0 ] || set -- probes,forward,backward
+[ $# -gt 0 ] || set -- probes,forward,forward-v10,backward
 if [ $# = 1 ]; then
     group "$1"
 else

@@ -2,6 +2,7 @@
 // (odd sizes, every mask, GQA, folding into a partial, non-contiguous positions), then timed with CUDA events on
 // the benchmark shapes (bf16, B=1, H=32, D, causal and full). Build and run with lab/run_forward.sh.
 #include "common.cuh"
+#include <cuda.h>  // cuTensorMapEncodeTiled (the TMA candidates; link with -lcuda)
 // The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
 // skipped by its #pragma once).
 #include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
@@ -17,11 +18,18 @@ FORWARD_MMA(64, 4, 2, 64, false, )
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
 }
+namespace v10 {
+#include "../forward/v10_tma.cu"
+}
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, const int4 *, float *, float *, int, int, int, int, int, float, int, int);
 typedef void (*ForwardV1)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, float *, float *, int, int, int, int, int, float, int, int);
+
+typedef void (*ForwardTMA)(const v10::TensorMap, const v10::TensorMap, const v10::TensorMap, const int *, const int *,
+                           const int *, const int *, const int4 *, float *, float *, int, int, int, int, int, float, int,
+                           int);
 
 struct Candidate {
     std::string name;
@@ -29,9 +37,30 @@ struct Candidate {
     ForwardV2 v2;
     ForwardV1 v1;
     size_t shared_bytes = 0;  // when the layout is not the padded (rows + 2·bn) × (D + 8) one
+    ForwardTMA tma = nullptr;  // TMA candidates: 384 threads (a producer warpgroup), Q, K, V as tensor maps
     int rows() const { return warps * 16 * mt; }
     size_t shared() const { return shared_bytes ? shared_bytes : v2 ? (size_t)(rows() + 2 * bn) * (D + 8) * 2 : 0; }
 };
+
+// A 4-D tensor map (D, heads, S, B) over 16-bit elements for the TMA candidates: boxes of 64 columns × `rows`
+// rows of one head, 128-byte swizzle, rows past S read as zeros.
+static v10::TensorMap tensor_map(const bf16 *base, int D, int heads, int S, int B, int rows) {
+    CUtensorMap map;
+    cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)heads, (cuuint64_t)S, (cuuint64_t)B};
+    cuuint64_t strides[3] = {(cuuint64_t)D * 2, (cuuint64_t)heads * D * 2, (cuuint64_t)S * heads * D * 2};
+    cuuint32_t box[4] = {64, 1, (cuuint32_t)rows, 1}, steps[4] = {1, 1, 1, 1};
+    CUresult result = cuTensorMapEncodeTiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dims, strides,
+                                             box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (result != CUDA_SUCCESS) {
+        fprintf(stderr, "cuTensorMapEncodeTiled failed (%d)\n", (int)result);
+        exit(1);
+    }
+    static_assert(sizeof(map) == sizeof(v10::TensorMap), "CUtensorMap is 128 bytes");
+    v10::TensorMap out;
+    memcpy(&out, &map, sizeof map);
+    return out;
+}
 
 static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d, float *o, float *lse,
                    int key_offset = 0) {
@@ -40,6 +69,15 @@ static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d,
         dim3 grid((p.Sq + 63) / 64, p.H, p.B);
         c.v1<<<grid, 128>>>(d.q, d.k, d.v, d.qpos, d.kpos, d.qdoc, d.kdoc, o, lse, p.Sq, p.Sk, p.H, p.Hkv, p.D,
                             scale, p.kind, p.window);
+    } else if (c.tma) {
+        int tiles = (p.Sk + c.bn - 1) / c.bn;
+        ::attention_tile_bounds<<<(tiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.bn, d.kbounds);
+        dim3 grid((p.Sq + 127) / 128, p.H, p.B);
+        c.tma<<<grid, 384, c.shared()>>>(tensor_map(d.q, p.D, p.H, p.Sq, p.B, 128),
+                                         tensor_map(d.k, p.D, p.Hkv, p.Sk, p.B, c.bn),
+                                         tensor_map(d.v, p.D, p.Hkv, p.Sk, p.B, c.bn), d.qpos, d.kpos, d.qdoc,
+                                         d.kdoc, d.kbounds, o, lse, p.Sq, p.Sk, p.H, p.Hkv, p.D, scale, p.kind,
+                                         p.window);
     } else {
         int tiles = (p.Sk + c.bn - 1) / c.bn;
         ::attention_tile_bounds<<<(tiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.bn, d.kbounds);
@@ -148,13 +186,17 @@ int main(int argc, char **argv) {
 #define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, (ForwardV2)attention_forward_wgmma_d##D, nullptr, \
                   (size_t)(128 + 4 * 128) * D * 2 + 1024}
         WGMMA(64), WGMMA(128),
+#define V10(D) {"v10 tma d" #D " n128", D, 8, 1, 128, nullptr, nullptr, (size_t)(128 + 4 * 128) * D * 2 + 1024, \
+                 (ForwardTMA)v10::lab_forward_v10_d##D}
+        V10(64), V10(128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
     }), candidates.end());
     for (auto &c : candidates)
-        if (c.v2) CHECK(cudaFuncSetAttribute((const void *)c.v2, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)c.shared()));
+        if (c.v2 || c.tma)
+            CHECK(cudaFuncSetAttribute(c.v2 ? (const void *)c.v2 : (const void *)c.tma,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));
     std::mt19937 rng(2026);
     if (mode == "--profile") {  // one timed case per candidate, for ncu (lab/profile.sh)
         for (auto &c : candidates)
