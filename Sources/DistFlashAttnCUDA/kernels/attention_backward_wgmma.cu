@@ -8,11 +8,12 @@
 //     dQ[:, half wg] += dS·K                 dSᵀ through shared memory, read transposed as A; K read transposed
 // so dK and dV of a group are summed over its query heads in registers without atomics, and dQ is accumulated in
 // fp32 by vector reductions (two columns each). The element-wise work overlaps the products: Sᵀ is waited for
-// alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO runs while dSᵀ forms, and dK += dSᵀ·Q while dQ is added. The next pair's Q, dO, LSE and δ load by cp.async into a
-// second stage while this pair computes; every query tile's class is computed once into shared memory. Tiles
-// the mask hides are skipped, fully visible ones take no mask work. At D = 128, K, V, Q and dO sit in 128-byte
-// swizzled panels (wgmma_primitives.cuh; lab, H100: 1.14–1.16× the unswizzled layout), dSᵀ in the core layout;
-// at D = 64 each warpgroup's dQ half would be half a panel, so all stay in the core layout.
+// alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO runs while dSᵀ forms, and dK += dSᵀ·Q while dQ is added.
+// The next pair's Q, dO, LSE and δ load by cp.async into a second stage while this pair computes; every query
+// tile's class is computed once into shared memory. Tiles the mask hides are skipped, fully visible ones take no
+// mask work. At D = 128, K, V, Q and dO sit in 128-byte swizzled panels (wgmma_primitives.cuh; lab, H100:
+// 1.14–1.16× the unswizzled layout), dSᵀ in the core layout; at D = 64 each warpgroup's dQ half would be half a
+// panel, so all stay in the core layout.
 //
 // Contract: the mma.sync backward's (attention_backward_mma.cu), with its 64-row query bounds and 128-row key
 // bounds. Shared memory: (2·128 + 4·64)·D·2 + 128·64·2 + 4·64·4 bytes, + 1024 at D = 128 to align the swizzled
@@ -244,7 +245,8 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
             if (i >= Sq) continue;
             float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
 #pragma unroll
-            for (int c = 0; c < DQ_N / 8; c++) red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
+            for (int c = 0; c < DQ_N / 8; c++)
+                red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
         }
         wgmma_wait<0>();
         __syncthreads();  // before the next pair's load overwrites this stage and dSᵀ

@@ -30,8 +30,8 @@ __device__ __forceinline__ void load_rows(unsigned char *tile, const bf16_t *bas
 
 template <int D, int BN>
 __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
-                                const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
-                                int Sk, int H, int Hkv, float scale, int kind, int window) {
+                              const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
+                              int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BM = 128, THREADS = 256, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sQ = align_1024(shared_bytes);
@@ -69,15 +69,20 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         }
     __syncthreads();
     const int first = tile_range[0], last = tile_range[1];
-    for (int j = first + tid; j <= min(last, first + CLASS_CACHE - 1); j += THREADS) tile_classes[j - first] = classify_tile(j);
+    for (int j = first + tid; j <= min(last, first + CLASS_CACHE - 1); j += THREADS)
+        tile_classes[j - first] = classify_tile(j);
     __syncthreads();
     auto class_of = [&](int j) -> int { return j - first < CLASS_CACHE ? tile_classes[j - first] : classify_tile(j); };
     auto next_tile = [&](int j) {  // the next visible tile after j, or last + 1
         do j++; while (j <= last && class_of(j) == HIDDEN);
         return j;
     };
-    auto load_k = [&](int j, int stage) { load_rows<D, BN, THREADS>(sK + stage * TILE_KV, k_base, kv_stride, j * BN, Sk); };
-    auto load_v = [&](int j, int stage) { load_rows<D, BN, THREADS>(sV + stage * TILE_KV, v_base, kv_stride, j * BN, Sk); };
+    auto load_k = [&](int j, int stage) {
+        load_rows<D, BN, THREADS>(sK + stage * TILE_KV, k_base, kv_stride, j * BN, Sk);
+    };
+    auto load_v = [&](int j, int stage) {
+        load_rows<D, BN, THREADS>(sV + stage * TILE_KV, v_base, kv_stride, j * BN, Sk);
+    };
 
     // This thread's rows: warpgroup `group`, warp `warp` within it, lane rows g and g + 8.
     const float scale2 = scale * LOG2E;
