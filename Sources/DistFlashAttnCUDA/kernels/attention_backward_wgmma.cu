@@ -35,14 +35,16 @@ __device__ __forceinline__ void cp_async4(void *destination, const void *source,
                  :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
 }
 
-template <int D>
+// SWIZZLED: Q, dO, K and V in 128-byte swizzled panels. dQ reads K transposed, each warpgroup D / 2 columns: at
+// D = 128 a whole panel each; at D = 64 half a panel, so there K is also kept in the core layout for dQ.
+template <int D, bool SWIZZLED = D == 128>
 __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,
                                const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
                                const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv,
                                int Sq, int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BN = 128, BM = 64, THREADS = 256, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
     constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2;
-    constexpr bool SWIZZLED = D == 128;  // each warpgroup's dQ half (D / 2 columns) must be whole 64-column panels
+    constexpr bool K_COPY = SWIZZLED && D == 64;  // K in the core layout too, for dQ
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sK = SWIZZLED ? align_1024(shared_bytes) : shared_bytes;
     unsigned char *sV = sK + TILE_KV;
@@ -50,6 +52,7 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
     unsigned char *sdS = sdO_stages + 2 * TILE_Q;      // dSᵀ [key][query], core layout of BM columns
     float *sL_stages = (float *)(sdS + BN * BM * 2);  // LSE (natural log) of the query tile, two stages (0 past the end)
     float *sD_stages = sL_stages + 2 * BM;            // δ of the query tile, two stages
+    unsigned char *sK_core = (unsigned char *)(sD_stages + 2 * BM);  // K_COPY: K in the core layout
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
     __shared__ int tile_range[2];
 
@@ -95,6 +98,7 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
         const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + rc.y * 8;
         cp_async16(sK + chunk_at(BN, rc.x, rc.y), k_base + offset, j < Sk);
         cp_async16(sV + chunk_at(BN, rc.x, rc.y), v_base + offset, j < Sk);
+        if constexpr (K_COPY) cp_async16(sK_core + core_chunk<D>(rc.x, rc.y), k_base + offset, j < Sk);
     }
     cp_async_commit();
     if (tid == 0) {
@@ -228,8 +232,9 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
             wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
-                                 SWIZZLED ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
-                                          : smem_descriptor(sK + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                 SWIZZLED && !K_COPY
+                                     ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
+                                     : smem_descriptor((K_COPY ? sK_core : sK) + kk * 32 * D + wg * 8 * D, 16 * D, 128),
                                  kk > 0);
         wgmma_commit();
         // dK += dSᵀ·Q (K = the 64 queries; Q read transposed) runs while dQ is added.
