@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One GPU-machine pass: the lab harnesses named as arguments (forward, backward), the GPU test suites and the full
-# check grid, then the kernels' benchmark beside PyTorch SDPA (same call, same card) at D = 128 (the issue's
-# shapes) and at D = 64 (llama-1b's head dimension). With two or more GPUs the tests and the check grid run on
-# the second GPU while the lab and the benchmarks run on the first. Logs under $OUT.
+# One GPU-machine pass: the kernel-lab parts named as arguments (scripts/gpu_lab_session.sh parts, e.g.
+# forward-v10 backward-v13), the GPU test suites and the full check grid, then the kernels' benchmark beside
+# PyTorch SDPA (same run, same card) at D = 128 (the issue's shapes) and at D = 64 (llama-1b's head dimension).
+# With two or more GPUs the tests and the check grid run on the second GPU while the lab and the benchmarks run
+# on the first. Logs under $OUT.
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
@@ -13,7 +14,7 @@ checks() {
     OUT=$out bash scripts/gpu_check.sh >"$out/check.log" 2>&1; echo "gpu_check exit $?"; tail -3 "$out/check.log"
 }
 benchmarks() {
-    for harness in "$@"; do OUT=$out lab/run.sh "$harness" --quick >/dev/null 2>"$out/$harness-lab.err" || echo "lab $harness failed"; done
+    if [ $# -gt 0 ]; then OUT=$out/lab bash scripts/gpu_lab_session.sh "$(IFS=,; echo "$*")"; fi
     bin/distflash bench cuda --repeats 10 | tee "$out/bench-distflash.md"
     python3 bench/gpu_sdpa.py | tee "$out/bench-sdpa.md"
     short=8192,16384,32768
