@@ -186,9 +186,9 @@ int main(int argc, char **argv) {
 #define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, (ForwardV2)attention_forward_wgmma_d##D, nullptr, \
                   (size_t)(128 + 4 * 128) * D * 2 + 1024}
         WGMMA(64), WGMMA(128),
-#define V10(D) {"v10 tma d" #D " n128", D, 8, 1, 128, nullptr, nullptr, (size_t)(128 + 4 * 128) * D * 2 + 1024, \
-                 (ForwardTMA)v10::lab_forward_v10_d##D}
-        V10(64), V10(128),
+#define V10(V, LABEL, D) {"v" #V " " LABEL " d" #D " n128", D, 8, 1, 128, nullptr, nullptr, \
+                          (size_t)(128 + 4 * 128) * D * 2 + 1024, (ForwardTMA)v10::lab_forward_v##V##_d##D}
+        V10(10, "tma", 64), V10(10, "tma", 128), V10(11, "pingpong", 64), V10(11, "pingpong", 128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
