@@ -51,5 +51,6 @@ else
     wait
 fi
 if [ "${PROFILE:-0}" = 1 ]; then OUT=$out timeout 300 lab/profile.sh forward >"$out/profile.log" 2>&1; echo "profile: exit $?"; fi
+grep -h "C75" "$out"/*-ptxas.txt 2>/dev/null  # ptxas serialising wgmma or ignoring setmaxnreg
 grep -h "correctness\|FAIL" "$out"/*.log
 grep -h ",causal,\|,full," "$out"/*-lab.txt

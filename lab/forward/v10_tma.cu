@@ -50,8 +50,9 @@ template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_dec() {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" :: "n"(REGISTERS));
 }
 
+// Inlined into each kernel: setmaxnreg takes effect only under the kernel's own register cap.
 template <int D, int BN, bool PINGPONG>
-__device__ void forward_tma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v, const int *qpos,
+__device__ __forceinline__ void forward_tma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v, const int *qpos,
                             const int *kpos, const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o,
                             float *lse, int Sq, int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BM = 128, THREADS = 384, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
