@@ -71,10 +71,7 @@ __device__ __forceinline__ void forward_tma(const TensorMap *map_q, const Tensor
     const int row0 = (gridDim.x - 1 - blockIdx.x) * BM;  // heaviest (latest) query tiles first under causal masks
     const int key_tiles = (Sk + BN - 1) / BN;
 
-    if (tid == 0) {
-        query_bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
-        tile_range[0] = key_tiles;
-        tile_range[1] = -1;
+    if (tid == 0) {  // visible to every thread after block_row_bounds's first barrier
         mbar_init(&q_full, 1);
         for (int s = 0; s < 2; s++) {
             mbar_init(&k_full[s], 1);
@@ -84,21 +81,10 @@ __device__ __forceinline__ void forward_tma(const TensorMap *map_q, const Tensor
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads();
-    for (int i = row0 + tid; i < min(row0 + BM, Sq); i += THREADS) {
-        atomicMin(&query_bounds.x, qpos[i]); atomicMax(&query_bounds.y, qpos[i]);
-        atomicMin(&query_bounds.z, qdoc[i]); atomicMax(&query_bounds.w, qdoc[i]);
-    }
-    __syncthreads();
-    const int4 qb = query_bounds;
+    const int4 qb = block_row_bounds<THREADS>(qpos, qdoc, row0, BM, Sq, query_bounds);
     auto classify_tile = [&](int j) { return classify(qb, key_bounds[j], (j + 1) * BN > Sk, kind, window); };
-    for (int j = tid; j < key_tiles; j += THREADS)
-        if (classify_tile(j) != HIDDEN) {
-            atomicMin(&tile_range[0], j);
-            atomicMax(&tile_range[1], j);
-        }
-    __syncthreads();
-    const int first = tile_range[0], last = tile_range[1];
+    const int2 range = shown_tile_range<THREADS>(key_tiles, [&](int j) { return classify_tile(j) != HIDDEN; }, tile_range);
+    const int first = range.x, last = range.y;
     for (int j = first + tid; j <= min(last, first + CLASS_CACHE - 1); j += THREADS) tile_classes[j - first] = classify_tile(j);
     __syncthreads();  // the last block-wide barrier
     auto class_of = [&](int j) -> int { return j - first < CLASS_CACHE ? tile_classes[j - first] : classify_tile(j); };

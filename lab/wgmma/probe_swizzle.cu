@@ -21,6 +21,16 @@ __device__ __forceinline__ unsigned swizzled_offset(int row, int column) {
     return (row / 8) * 1024 + (row % 8) * 128 + (((column / 8) ^ (row % 8)) << 4) + (column % 8) * 2;
 }
 
+// Both [64 × 64] row-major operands into 128-byte swizzled tiles, visible to wgmma.
+__device__ void load_swizzled(unsigned char (&tiles)[2][8192], const bf16_t *a, const bf16_t *b) {
+    for (int i = threadIdx.x; i < 64 * 64; i += blockDim.x) {
+        *(bf16_t *)(tiles[0] + swizzled_offset(i / 64, i % 64)) = a[i];
+        *(bf16_t *)(tiles[1] + swizzled_offset(i / 64, i % 64)) = b[i];
+    }
+    __syncthreads();
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
 // D += A·B, m64n64k16: A K-major, B read transposed (MN-major), both from descriptors.
 __device__ __forceinline__ void wgmma_m64n64k16_trans_b_accumulate(float (&d)[32], u64 a, u64 b) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
@@ -33,12 +43,7 @@ __device__ __forceinline__ void wgmma_m64n64k16_trans_b_accumulate(float (&d)[32
 extern "C" __global__ void wgmma_probe_swizzled(const bf16_t *a, const bf16_t *b, float *d, unsigned lbo,
                                                 unsigned sbo) {
     __shared__ __align__(1024) unsigned char tiles[2][8192];
-    for (int i = threadIdx.x; i < 64 * 64; i += blockDim.x) {
-        *(bf16_t *)(tiles[0] + swizzled_offset(i / 64, i % 64)) = a[i];
-        *(bf16_t *)(tiles[1] + swizzled_offset(i / 64, i % 64)) = b[i];
-    }
-    __syncthreads();
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    load_swizzled(tiles, a, b);
     float acc[32];
     for (int i = 0; i < 32; ++i) acc[i] = 0.f;
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -56,12 +61,7 @@ extern "C" __global__ void wgmma_probe_swizzled(const bf16_t *a, const bf16_t *b
 extern "C" __global__ void wgmma_probe_swizzled_trans_b(const bf16_t *a, const bf16_t *b, float *d, unsigned lbo,
                                                         unsigned sbo) {
     __shared__ __align__(1024) unsigned char tiles[2][8192];
-    for (int i = threadIdx.x; i < 64 * 64; i += blockDim.x) {
-        *(bf16_t *)(tiles[0] + swizzled_offset(i / 64, i % 64)) = a[i];
-        *(bf16_t *)(tiles[1] + swizzled_offset(i / 64, i % 64)) = b[i];
-    }
-    __syncthreads();
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    load_swizzled(tiles, a, b);
     float acc[32];
     for (int i = 0; i < 32; ++i) acc[i] = 0.f;
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");

@@ -46,16 +46,8 @@ __device__ void backward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, 
         cp_async16(sV + r * LD + c * 8, v_base + offset, j < Sk);
     }
     cp_async_commit();
-    if (tid == 0) {
-        tile_range[0] = query_tiles;
-        tile_range[1] = -1;
-    }
-    __syncthreads();
-    for (int i = tid; i < query_tiles; i += THREADS)
-        if (classify(query_bounds[i], kb, false, kind, window) != HIDDEN) {
-            atomicMin(&tile_range[0], i);
-            atomicMax(&tile_range[1], i);
-        }
+    const int2 range = shown_tile_range<THREADS>(
+        query_tiles, [&](int i) { return classify(query_bounds[i], kb, false, kind, window) != HIDDEN; }, tile_range);
 
     // This thread's two key rows.
     int krow[2], kp[2], kd[2];
@@ -72,7 +64,7 @@ __device__ void backward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, 
         for (int e = 0; e < 4; e++) dK[n][e] = dV[n][e] = 0.f;
     cp_async_wait_all();
     __syncthreads();
-    const int first = tile_range[0], last = tile_range[1];
+    const int first = range.x, last = range.y;
     const bool ragged_keys = key0 + BN > Sk;
 
     for (int head = kvh * group; head < (kvh + 1) * group; head++) {

@@ -101,16 +101,8 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
         if constexpr (K_COPY) cp_async16(sK_core + core_chunk<D>(rc.x, rc.y), k_base + offset, j < Sk);
     }
     cp_async_commit();
-    if (tid == 0) {
-        tile_range[0] = query_tiles;
-        tile_range[1] = -1;
-    }
-    __syncthreads();
-    for (int i = tid; i < query_tiles; i += THREADS)
-        if (classify(query_bounds[i], kb, false, kind, window) != HIDDEN) {
-            atomicMin(&tile_range[0], i);
-            atomicMax(&tile_range[1], i);
-        }
+    const int2 range = shown_tile_range<THREADS>(
+        query_tiles, [&](int i) { return classify(query_bounds[i], kb, false, kind, window) != HIDDEN; }, tile_range);
 
     // This thread's two key rows: warpgroup wg, warp `warp` within it, lane rows g and g + 8.
     int krow[2], kp[2], kd[2];
@@ -125,7 +117,7 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
     for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
     cp_async_wait_all();
     __syncthreads();
-    const int first = tile_range[0], last = tile_range[1];
+    const int first = range.x, last = range.y;
     const bool ragged_keys = key0 + BN > Sk;
     auto classify_tile = [&](int qt) {
         return classify(query_bounds[qt], kb, ragged_keys || qt * BM + BM > Sq, kind, window);

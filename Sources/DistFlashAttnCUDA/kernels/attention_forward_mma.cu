@@ -38,25 +38,10 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
         cp_async16(sQ + r * LD + c * 8, q_base + (size_t)min(i, Sq - 1) * q_stride + c * 8, i < Sq);
     }
     cp_async_commit();
-    if (tid == 0) {
-        query_bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
-        tile_range[0] = key_tiles;
-        tile_range[1] = -1;
-    }
-    __syncthreads();
-    for (int i = row0 + tid; i < min(row0 + BM, Sq); i += THREADS) {
-        atomicMin(&query_bounds.x, qpos[i]); atomicMax(&query_bounds.y, qpos[i]);
-        atomicMin(&query_bounds.z, qdoc[i]); atomicMax(&query_bounds.w, qdoc[i]);
-    }
-    __syncthreads();
-    const int4 qb = query_bounds;
-    for (int j = tid; j < key_tiles; j += THREADS)
-        if (classify(qb, key_bounds[j], false, kind, window) != HIDDEN) {
-            atomicMin(&tile_range[0], j);
-            atomicMax(&tile_range[1], j);
-        }
-    __syncthreads();
-    const int first = tile_range[0], last = tile_range[1];
+    const int4 qb = block_row_bounds<THREADS>(qpos, qdoc, row0, BM, Sq, query_bounds);
+    const int2 range = shown_tile_range<THREADS>(
+        key_tiles, [&](int j) { return classify(qb, key_bounds[j], false, kind, window) != HIDDEN; }, tile_range);
+    const int first = range.x, last = range.y;
 
     auto load_tile = [&](bf16_t *destination, const bf16_t *base, int key0) {
         for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {

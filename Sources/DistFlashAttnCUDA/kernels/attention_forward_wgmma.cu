@@ -49,26 +49,10 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
 
     load_rows<D, BM, THREADS>(sQ, q_base, q_stride, row0, Sq);  // committed with the first K tile
-    if (tid == 0) {
-        query_bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
-        tile_range[0] = key_tiles;
-        tile_range[1] = -1;
-    }
-    __syncthreads();
-    for (int i = row0 + tid; i < min(row0 + BM, Sq); i += THREADS) {
-        atomicMin(&query_bounds.x, qpos[i]); atomicMax(&query_bounds.y, qpos[i]);
-        atomicMin(&query_bounds.z, qdoc[i]); atomicMax(&query_bounds.w, qdoc[i]);
-    }
-    __syncthreads();
-    const int4 qb = query_bounds;
+    const int4 qb = block_row_bounds<THREADS>(qpos, qdoc, row0, BM, Sq, query_bounds);
     auto classify_tile = [&](int j) { return classify(qb, key_bounds[j], (j + 1) * BN > Sk, kind, window); };
-    for (int j = tid; j < key_tiles; j += THREADS)
-        if (classify_tile(j) != HIDDEN) {
-            atomicMin(&tile_range[0], j);
-            atomicMax(&tile_range[1], j);
-        }
-    __syncthreads();
-    const int first = tile_range[0], last = tile_range[1];
+    const int2 range = shown_tile_range<THREADS>(key_tiles, [&](int j) { return classify_tile(j) != HIDDEN; }, tile_range);
+    const int first = range.x, last = range.y;
     for (int j = first + tid; j <= min(last, first + CLASS_CACHE - 1); j += THREADS)
         tile_classes[j - first] = classify_tile(j);
     __syncthreads();

@@ -84,6 +84,39 @@ extern "C" __global__ void attention_tile_bounds(const int *pos, const int *doc,
     bounds[t] = b;
 }
 
+// Bounds (as above) of rows row0 … min(row0 + rows, n) − 1, reduced by the block's THREADS threads in shared
+// `bounds`. Every thread of the block calls it; it begins and ends with a barrier.
+template <int THREADS>
+__device__ __forceinline__ int4 block_row_bounds(const int *pos, const int *doc, int row0, int rows, int n,
+                                                 int4 &bounds) {
+    if (threadIdx.x == 0) bounds = make_int4(0x7fffffff, -0x7fffffff, 0x7fffffff, -0x7fffffff);
+    __syncthreads();
+    for (int i = row0 + threadIdx.x; i < min(row0 + rows, n); i += THREADS) {
+        atomicMin(&bounds.x, pos[i]); atomicMax(&bounds.y, pos[i]);
+        atomicMin(&bounds.z, doc[i]); atomicMax(&bounds.w, doc[i]);
+    }
+    __syncthreads();
+    return bounds;
+}
+
+// The first and last of tiles 0 … tiles − 1 that `shown(i)` accepts (x > y: none), found by the block's THREADS
+// threads in shared `range`. Every thread of the block calls it; it begins and ends with a barrier.
+template <int THREADS, class Shown>
+__device__ __forceinline__ int2 shown_tile_range(int tiles, Shown shown, int (&range)[2]) {
+    if (threadIdx.x == 0) {
+        range[0] = tiles;
+        range[1] = -1;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < tiles; i += THREADS)
+        if (shown(i)) {
+            atomicMin(&range[0], i);
+            atomicMax(&range[1], i);
+        }
+    __syncthreads();
+    return make_int2(range[0], range[1]);
+}
+
 enum TileClass { HIDDEN = 0, PARTIAL = 1, VISIBLE = 2 };
 
 // How a key tile with bounds `k` relates to query rows with bounds `q`.
