@@ -33,6 +33,7 @@ let package = Package(
                 .embedInCode("kernels/attention_forward_wgmma.cu"),
                 .embedInCode("kernels/attention_backward_mma.cu"), .embedInCode("kernels/attention_backward_wgmma.cu"),
                 .embedInCode("kernels/mma_primitives.cuh"), .embedInCode("kernels/wgmma_primitives.cuh"),
+                .embedInCode("kernels/tma_primitives.cuh"),
                 .embedInCode("kernels/input_type.cuh"),
                 .embedInCode("kernels/tensor_ops.cu"), .embedInCode("kernels/training_ops.cu"),
             ]

@@ -7,11 +7,7 @@
 # Parts (new candidates add theirs, each beside the mainline it must beat):
 #   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
 #   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
-#   forward-v10  the wgmma forward beside v10 (TMA loads by a producer warpgroup; may hang if its barriers are
-#              wrong, hence a part of its own with a short limit)
-#   forward-v11  the same beside v11 (v10 with the consumers' products in turns)
 #   backward   the backward mainlines (wgmma on Hopper, mma.sync)
-#   backward-v13  the wgmma backward at D = 64 beside v13 (the same on swizzled tiles, K kept twice)
 #   profile-backward  Nsight Compute on the D = 128 wgmma backward (stall reasons)
 # With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
 set -u
@@ -28,10 +24,7 @@ part() {
     case $1 in
         probes) lab probes 150 wgmma ;;
         forward) lab forward 240 forward --quick ;;
-        forward-v10) lab forward-v10 150 forward --quick --only="wgmma d|v10" ;;
-        forward-v11) lab forward-v11 150 forward --quick --only="wgmma d|v11" ;;
         backward) lab backward 300 backward ;;
-        backward-v13) lab backward-v13 200 backward --only="d64 wgmma|v13" ;;
         profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="d128 wgmma" >"$out/profile-backward.log" 2>&1
                           echo "profile-backward: exit $?" ;;
         *) echo "unknown part: $1" ;;
@@ -42,7 +35,7 @@ group() {  # group PARTS (comma-separated): each in turn, harness builds in a fo
     for name in ${1//,/ }; do part "$name"; done
     cp "$TMPDIR"/distflash-lab/*-ptxas.txt "$out/" 2>/dev/null
 }
-[ $# -gt 0 ] || set -- probes,forward,forward-v10,forward-v11,backward,backward-v13
+[ $# -gt 0 ] || set -- probes,forward,backward
 if [ $# = 1 ]; then
     group "$1"
 else

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU-machine pass: the kernel-lab parts named as arguments (scripts/gpu_lab_session.sh parts, e.g.
-# forward-v10 backward-v13), the GPU test suites and the full check grid, then the kernels' benchmark beside
+# forward backward), the GPU test suites and the full check grid, then the kernels' benchmark beside
 # PyTorch SDPA (same run, same card) at D = 128 (the issue's shapes) and at D = 64 (llama-1b's head dimension).
 # With two GPUs the tests and the check grid run on the second while the lab and the benchmarks run on the
 # first; with four, the lab, the two benchmarks and the checks each have a card. Logs under $OUT.

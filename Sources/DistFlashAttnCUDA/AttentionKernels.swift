@@ -115,12 +115,14 @@ struct AttentionKernels: Sendable {
         guard usesTensorCores(headDim: dim) else {
             return ForwardLaunch(kernel: try device.kernel("attention_forward", source: simtSource),
                                  grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
-                                 sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, dim: dim, tensorCores: false)
+                                 sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, dim: dim, tensorCores: false,
+                                 tensorMaps: false)
         }
-        // The lab's winners (lab/results). mma.sync: D=128 with 64-key tiles, D=64 with 128-key tiles.
+        // The lab's winners (lab/results). wgmma: a producer warpgroup loading by TMA and two consumers, 128-key
+        // tiles; mma.sync: D=128 with 64-key tiles, D=64 with 128-key tiles.
         let rows = 128, mmaTile = dim == 128 ? 64 : 128
         let (name, keyTile, threads, sharedBytes) = switch instructions {
-        case .wgmma: ("attention_forward_wgmma_d\(dim)", 128, 256, (rows + 4 * 128) * dim * 2 + 1024)
+        case .wgmma: ("attention_forward_wgmma_d\(dim)", 128, 384, (rows + 4 * 128) * dim * 2 + 1024)
         case .mmaSync: ("attention_forward_mma_d\(dim)_w4_m2_n\(mmaTile)", mmaTile, 128, (rows + 2 * mmaTile) * (dim + 8) * 2)
         }
         let kernel = try device.kernel(name, source: forwardSource)
@@ -132,7 +134,8 @@ struct AttentionKernels: Sendable {
                           [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
                            .pointer(bounds.address)])
         return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: threads,
-                             sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, dim: dim, tensorCores: true)
+                             sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, dim: dim, tensorCores: true,
+                             tensorMaps: instructions == .wgmma)
     }
 
     /// One forward launch: the kernel, its shape, and the key-tile bounds it reads (kept alive with it).
@@ -145,6 +148,15 @@ struct AttentionKernels: Sendable {
         let rowsPerBlock: Int
         let dim: Int
         let tensorCores: Bool
+        /// Whether the kernel reads Q, K and V through tensor maps (TMA) rather than pointers.
+        let tensorMaps: Bool
+
+        /// The kernel's first three arguments: Q [B, Sq, H, D], K and V [B, Sk, H_kv, D], as pointers or as tensor
+        /// maps with boxes of the kernel's 128-row tiles.
+        func inputArguments(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) throws -> [CUDADevice.Argument] {
+            guard tensorMaps else { return [query, key, value].map { .pointer($0.address) } }
+            return try [query, key, value].map { .tensorMap(try TensorMap($0, rows: rowsPerBlock)) }
+        }
 
         /// Arguments the tensor-core kernel takes after the token arrays.
         var extraArguments: [CUDADevice.Argument] { keyBounds.map { [.pointer($0.address)] } ?? [] }
@@ -188,7 +200,7 @@ struct AttentionKernels: Sendable {
         let (name, sharedBytes) = switch instructions {
         case .wgmma: ("attention_backward_wgmma_d\(dim)",
                       (2 * keyTile + 4 * queryTile) * dim * 2 + keyTile * queryTile * 2 + 4 * queryTile * 4
-                          + (dim == 128 ? 1024 : 0))  // aligns the swizzled atoms
+                          + 1024 + (dim == 64 ? keyTile * dim * 2 : 0))  // swizzle alignment; K's copy for dQ
         case .mmaSync: ("attention_backward_mma_d\(dim)_w8",
                         (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4)
         }

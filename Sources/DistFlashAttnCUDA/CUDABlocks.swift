@@ -134,7 +134,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         let tokens = try tokenBuffers(mask, queryPositions, keyPositions)
         let launch = try tokens.forward(kernels, queries: g.queries, keys: g.keys, heads: g.heads, batch: g.batch, dim: g.dim)
         try timed {
-            try launch.run(device, [.pointer(query.address), .pointer(key.address), .pointer(value.address)]
+            try launch.run(device, try launch.inputArguments(query: query, key: key, value: value)
                 + tokens.arguments + launch.extraArguments
                 + [.pointer(output.address), .pointer(logSumExp.address), .int(Int32(g.queries)), .int(Int32(g.keys)),
                    .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)]

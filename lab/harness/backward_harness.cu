@@ -10,15 +10,6 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
-// v13: the mainline at D = 64 on swizzled tiles (with K also in the core layout for dQ).
-extern "C" __global__ void __launch_bounds__(256) lab_backward_v13_d64(
-    const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse, const float *delta,
-    const int *qpos, const int *kpos, const int *qdoc, const int *kdoc, const int4 *query_bounds,
-    const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale,
-    int kind, int window) {
-    backward_wgmma<64, true>(q, k, v, dout, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds, dq, dk, dv,
-                             Sq, Sk, H, Hkv, scale, kind, window);
-}
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -228,10 +219,8 @@ int main(int argc, char **argv) {
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
 #define WGMMA(D) {"bwd d" #D " wgmma", D, 8, (Backward)attention_backward_wgmma_d##D, 2, 16, 64, \
-                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + (D == 128 ? 1024 : 0)}
+                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0)}
         WGMMA(64), WGMMA(128),
-        {"bwd d64 v13 swizzled", 64, 8, (Backward)lab_backward_v13_d64, 2, 16, 64,
-         (size_t)(2 * 128 + 4 * 64) * 64 * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 128 * 64 * 2 + 1024},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

@@ -2,11 +2,12 @@
 // (odd sizes, every mask, GQA, folding into a partial, non-contiguous positions), then timed with CUDA events on
 // the benchmark shapes (bf16, B=1, H=32, D, causal and full). Build and run with lab/run_forward.sh.
 #include "common.cuh"
-#include <cuda.h>  // cuTensorMapEncodeTiled (the TMA candidates; link with -lcuda)
+#include <cuda.h>  // cuTensorMapEncodeTiled (the TMA kernels; link with -lcuda)
 // The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
 // skipped by its #pragma once).
 #include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
 #include "../../Sources/DistFlashAttnCUDA/kernels/wgmma_primitives.cuh"
+#include "../../Sources/DistFlashAttnCUDA/kernels/tma_primitives.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
@@ -18,16 +19,13 @@ FORWARD_MMA(64, 4, 2, 64, false, )
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
 }
-namespace v10 {
-#include "../forward/v10_tma.cu"
-}
 
 typedef void (*ForwardV2)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, const int4 *, float *, float *, int, int, int, int, int, float, int, int);
 typedef void (*ForwardV1)(const bf16 *, const bf16 *, const bf16 *, const int *, const int *, const int *,
                           const int *, float *, float *, int, int, int, int, int, float, int, int);
 
-typedef void (*ForwardTMA)(const v10::TensorMap, const v10::TensorMap, const v10::TensorMap, const int *, const int *,
+typedef void (*ForwardTMA)(const TensorMap, const TensorMap, const TensorMap, const int *, const int *,
                            const int *, const int *, const int4 *, float *, float *, int, int, int, int, int, float, int,
                            int);
 
@@ -37,14 +35,14 @@ struct Candidate {
     ForwardV2 v2;
     ForwardV1 v1;
     size_t shared_bytes = 0;  // when the layout is not the padded (rows + 2·bn) × (D + 8) one
-    ForwardTMA tma = nullptr;  // TMA candidates: 384 threads (a producer warpgroup), Q, K, V as tensor maps
+    ForwardTMA tma = nullptr;  // TMA kernels: 384 threads (a producer warpgroup), Q, K, V as tensor maps
     int rows() const { return warps * 16 * mt; }
     size_t shared() const { return shared_bytes ? shared_bytes : v2 ? (size_t)(rows() + 2 * bn) * (D + 8) * 2 : 0; }
 };
 
-// A 4-D tensor map (D, heads, S, B) over 16-bit elements for the TMA candidates: boxes of 64 columns × `rows`
-// rows of one head, 128-byte swizzle, rows past S read as zeros.
-static v10::TensorMap tensor_map(const bf16 *base, int D, int heads, int S, int B, int rows) {
+// A 4-D tensor map (D, heads, S, B) over 16-bit elements for the TMA kernels: boxes of 64 columns × `rows` rows
+// of one head, 128-byte swizzle, rows past S read as zeros.
+static TensorMap tensor_map(const bf16 *base, int D, int heads, int S, int B, int rows) {
     CUtensorMap map;
     cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)heads, (cuuint64_t)S, (cuuint64_t)B};
     cuuint64_t strides[3] = {(cuuint64_t)D * 2, (cuuint64_t)heads * D * 2, (cuuint64_t)S * heads * D * 2};
@@ -56,8 +54,8 @@ static v10::TensorMap tensor_map(const bf16 *base, int D, int heads, int S, int 
         fprintf(stderr, "cuTensorMapEncodeTiled failed (%d)\n", (int)result);
         exit(1);
     }
-    static_assert(sizeof(map) == sizeof(v10::TensorMap), "CUtensorMap is 128 bytes");
-    v10::TensorMap out;
+    static_assert(sizeof(map) == sizeof(TensorMap), "CUtensorMap is 128 bytes");
+    TensorMap out;
     memcpy(&out, &map, sizeof map);
     return out;
 }
@@ -183,12 +181,9 @@ int main(int argc, char **argv) {
     {"v2 d" #D " w" #W " m" #M " n" #N #S, D, W, M, N, (ForwardV2)attention_forward_mma_d##D##_w##W##_m##M##_n##N##S, nullptr}
         CANDIDATE(64, 4, 2, 128, ), CANDIDATE(128, 4, 2, 64, ),
         CANDIDATE(64, 4, 2, 64, ),
-#define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, (ForwardV2)attention_forward_wgmma_d##D, nullptr, \
-                  (size_t)(128 + 4 * 128) * D * 2 + 1024}
+#define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, nullptr, nullptr, (size_t)(128 + 4 * 128) * D * 2 + 1024, \
+                  (ForwardTMA)attention_forward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
-#define V10(V, LABEL, D) {"v" #V " " LABEL " d" #D " n128", D, 8, 1, 128, nullptr, nullptr, \
-                          (size_t)(128 + 4 * 128) * D * 2 + 1024, (ForwardTMA)v10::lab_forward_v##V##_d##D}
-        V10(10, "tma", 64), V10(10, "tma", 128), V10(11, "pingpong", 64), V10(11, "pingpong", 128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

@@ -130,21 +130,37 @@ public final class CUDADevice: @unchecked Sendable {
         case int(Int32)
         case int64(Int64)
         case float(Float)
+        case tensorMap(TensorMap)
+
+        /// Bytes and alignment of the value in host memory (the driver copies it into the parameter space).
+        var layout: (size: Int, alignment: Int) {
+            if case .tensorMap = self { return (128, 64) }
+            return (8, 8)
+        }
     }
 
     func launch(_ kernel: OpaquePointer?, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0,
                 _ arguments: [Argument]) throws {
         try makeCurrent()
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: 8 * arguments.count, alignment: 8)
+        var offsets: [Int] = [], end = 0
+        for argument in arguments {
+            let (size, alignment) = argument.layout
+            end = (end + alignment - 1) / alignment * alignment
+            offsets.append(end)
+            end += size
+        }
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(end, 8), alignment: 64)
         defer { storage.deallocate() }
         var pointers: [UnsafeMutableRawPointer?] = []
-        for (i, argument) in arguments.enumerated() {
-            let slot = storage + 8 * i
+        for (argument, offset) in zip(arguments, offsets) {
+            let slot = storage + offset
             switch argument {
             case .pointer(let value): slot.storeBytes(of: value, as: UInt64.self)
             case .int(let value): slot.storeBytes(of: value, as: Int32.self)
             case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
             case .float(let value): slot.storeBytes(of: value, as: Float.self)
+            case .tensorMap(let map):
+                for (i, word) in map.words.enumerated() { slot.storeBytes(of: word, toByteOffset: 8 * i, as: UInt64.self) }
             }
             pointers.append(slot)
         }

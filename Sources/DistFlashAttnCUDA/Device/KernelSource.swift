@@ -1,9 +1,10 @@
-/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh`, `wgmma_primitives.cuh` and
-/// `input_type.cuh` through `#include` lines (which nvcc in the kernel lab resolves itself); NVRTC gets one
-/// self-contained text with each header spliced in once, at its first `#include`.
+/// Kernel sources as NVRTC sees them. The `.cu` files share `mma_primitives.cuh`, `wgmma_primitives.cuh`,
+/// `tma_primitives.cuh` and `input_type.cuh` through `#include` lines (which nvcc in the kernel lab resolves
+/// itself); NVRTC gets one self-contained text with each header spliced in once, at its first `#include`.
 enum KernelSource {
     static let headers = ["mma_primitives.cuh": PackageResources.mma_primitives_cuh,
                           "wgmma_primitives.cuh": PackageResources.wgmma_primitives_cuh,
+                          "tma_primitives.cuh": PackageResources.tma_primitives_cuh,
                           "input_type.cuh": PackageResources.input_type_cuh]
 
     /// `source` for kernels on `inputs` (bf16 or fp16): fp16 compiles with DISTFLASH_INPUT_F16 defined, a module

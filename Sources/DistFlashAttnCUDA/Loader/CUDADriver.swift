@@ -42,6 +42,11 @@ struct CUDADriver: @unchecked Sendable {
     let cuStreamSynchronize: @convention(c) (Handle) -> Result
     let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Result
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
+    /// (map, data type, rank, address, sizes, byte strides of axes 1…, box, element strides, interleave, swizzle,
+    /// L2 promotion, out-of-bounds fill); the enums are C ints. Drivers before CUDA 12 lack it (nil).
+    let cuTensorMapEncodeTiled: (@convention(c) (UnsafeMutableRawPointer, Int32, UInt32, UnsafeMutableRawPointer?,
+                                                 UnsafePointer<UInt64>, UnsafePointer<UInt64>, UnsafePointer<UInt32>,
+                                                 UnsafePointer<UInt32>, Int32, Int32, Int32, Int32) -> Result)?
 
     init() throws {
         library = try DynamicLibrary("the CUDA driver (libcuda)", candidates: ["libcuda.so.1", "libcuda.so"],
@@ -78,6 +83,7 @@ struct CUDADriver: @unchecked Sendable {
         cuStreamSynchronize = try library.symbol("cuStreamSynchronize")
         cuStreamWaitEvent = try library.symbol("cuStreamWaitEvent")
         cuGetErrorName = try library.symbol("cuGetErrorName")
+        cuTensorMapEncodeTiled = try? library.symbol("cuTensorMapEncodeTiled")
     }
 
     /// Throws unless `result` is CUDA_SUCCESS; the error names the CUDA error, the call and a hint.

@@ -11,13 +11,14 @@
 // alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO runs while dSᵀ forms, and dK += dSᵀ·Q while dQ is added.
 // The next pair's Q, dO, LSE and δ load by cp.async into a second stage while this pair computes; every query
 // tile's class is computed once into shared memory. Tiles the mask hides are skipped, fully visible ones take no
-// mask work. At D = 128, K, V, Q and dO sit in 128-byte swizzled panels (wgmma_primitives.cuh; lab, H100:
-// 1.14–1.16× the unswizzled layout), dSᵀ in the core layout; at D = 64 each warpgroup's dQ half would be half a
-// panel, so all stay in the core layout.
+// mask work. K, V, Q and dO sit in 128-byte swizzled panels (wgmma_primitives.cuh; lab, H100: 1.14–1.16× the
+// unswizzled layout at D = 128, 1.11–1.12× at D = 64), dSᵀ in the core layout. dQ reads K transposed, each
+// warpgroup D / 2 columns: at D = 128 a whole panel each; at D = 64 half a panel, which no descriptor can name, so
+// there K is kept a second time in the core layout for dQ.
 //
 // Contract: the mma.sync backward's (attention_backward_mma.cu), with its 64-row query bounds and 128-row key
-// bounds. Shared memory: (2·128 + 4·64)·D·2 + 128·64·2 + 4·64·4 bytes, + 1024 at D = 128 to align the swizzled
-// atoms (146 KB at D = 128, 73 KB at D = 64).
+// bounds. Shared memory: (2·128 + 4·64)·D·2 + 128·64·2 + 4·64·4 + 1024 bytes (the 1 KB aligns the swizzled atoms),
+// + 128·64·2 at D = 64 for K's second copy (147 KB at D = 128, 90 KB at D = 64).
 
 #include "wgmma_primitives.cuh"
 
@@ -35,18 +36,16 @@ __device__ __forceinline__ void cp_async4(void *destination, const void *source,
                  :: "r"(shared_address(destination)), "l"(source), "r"(valid ? 4 : 0));
 }
 
-// SWIZZLED: Q, dO, K and V in 128-byte swizzled panels. dQ reads K transposed, each warpgroup D / 2 columns: at
-// D = 128 a whole panel each; at D = 64 half a panel, so there K is also kept in the core layout for dQ.
-template <int D, bool SWIZZLED = D == 128>
+template <int D>
 __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const bf16_t *dout, const float *lse,
                                const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
                                const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv,
                                int Sq, int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BN = 128, BM = 64, THREADS = 256, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
     constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2;
-    constexpr bool K_COPY = SWIZZLED && D == 64;  // K in the core layout too, for dQ
+    constexpr bool K_COPY = D == 64;  // K in the core layout too, for dQ
     extern __shared__ __align__(128) unsigned char shared_bytes[];
-    unsigned char *sK = SWIZZLED ? align_1024(shared_bytes) : shared_bytes;
+    unsigned char *sK = align_1024(shared_bytes);
     unsigned char *sV = sK + TILE_KV;
     unsigned char *sQ_stages = sV + TILE_KV, *sdO_stages = sQ_stages + 2 * TILE_Q;  // two stages each
     unsigned char *sdS = sdO_stages + 2 * TILE_Q;      // dSᵀ [key][query], core layout of BM columns
@@ -64,30 +63,21 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
     const float scale2 = scale * LOG2E;
     const int4 kb = key_bounds[key_tile];
 
-    // Layouts. Chunk idx of a ROWS-row tile's copy → (row, 16-byte chunk): eight threads fill one core matrix, or
-    // one 128-byte row of a swizzled panel; where that chunk sits; K-major descriptors of 16 columns kk of the 64
-    // rows from `row`; O += A·(tile read transposed) over 16 rows kk into N = D columns.
-    auto chunk_of = [&](int idx, int rows) {
-        return SWIZZLED ? make_int2((idx >> 3) % rows, (idx & 7) + ((idx >> 3) / rows) * 8)
-                        : make_int2(((idx >> 3) / CHUNKS) * 8 + (idx & 7), (idx >> 3) % CHUNKS);
-    };
+    // Layouts. Chunk idx of a ROWS-row tile's copy → (row, 16-byte chunk): eight threads fill one 128-byte row of
+    // a swizzled panel; where that chunk sits; K-major descriptors of 16 columns kk of the 64 rows from `row`;
+    // O += A·(tile read transposed) over 16 rows kk into N = D columns, one m64n64 product per panel.
+    auto chunk_of = [&](int idx, int rows) { return make_int2((idx >> 3) % rows, (idx & 7) + ((idx >> 3) / rows) * 8); };
     auto chunk_at = [&](int rows, int r, int c) -> unsigned {
-        return SWIZZLED ? (rows == BN ? swizzled_chunk<BN>(r, c) : swizzled_chunk<BM>(r, c)) : core_chunk<D>(r, c);
+        return rows == BN ? swizzled_chunk<BN>(r, c) : swizzled_chunk<BM>(r, c);
     };
     auto k_major = [&](const unsigned char *tile, int rows, int row, int kk) {
-        if constexpr (SWIZZLED)
-            return rows == BN ? swizzled_k_major<BN>(tile, row, kk) : swizzled_k_major<BM>(tile, row, kk);
-        return smem_descriptor(tile + row * 2 * D + kk * 256, 128, 16 * D);
+        return rows == BN ? swizzled_k_major<BN>(tile, row, kk) : swizzled_k_major<BM>(tile, row, kk);
     };
     auto add_transposed = [&](float (&acc)[D / 2], const u32 (&a)[4], const unsigned char *tile, int kk) {
-        if constexpr (SWIZZLED) {
 #pragma unroll
-            for (int panel = 0; panel < D / 64; panel++)
-                wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), a,
-                             swizzled_descriptor(tile + panel * BM * 128 + kk * 2048, 16, 1024));
-        } else {
-            wgmma_rs<D>(acc, a, smem_descriptor(tile + kk * 32 * D, 16 * D, 128));
-        }
+        for (int panel = 0; panel < D / 64; panel++)
+            wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), a,
+                         swizzled_descriptor(tile + panel * BM * 128 + kk * 2048, 16, 1024));
     };
 
     // K and V tiles → shared memory; meanwhile find the range of query tiles this key tile meets.
@@ -224,9 +214,9 @@ __device__ void backward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
             wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
-                                 SWIZZLED && !K_COPY
+                                 !K_COPY
                                      ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
-                                     : smem_descriptor((K_COPY ? sK_core : sK) + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                     : smem_descriptor(sK_core + kk * 32 * D + wg * 8 * D, 16 * D, 128),
                                  kk > 0);
         wgmma_commit();
         // dK += dSᵀ·Q (K = the 64 queries; Q read transposed) runs while dQ is added.

@@ -1,74 +1,108 @@
-// Hopper tensor-core forward (sm_90a): FlashAttention on warpgroup MMA (wgmma.mma_async), D ∈ {64, 128}.
+// Hopper tensor-core forward (sm_90a): FlashAttention on warpgroup MMA (wgmma.mma_async) fed by the Tensor
+// Memory Accelerator, D ∈ {64, 128}.
 //
-// A block of two warpgroups owns BM = 128 query rows (64 a warpgroup) and walks the visible key tiles BN = 128 at
-// a time. Per tile and warpgroup: S = Q·Kᵀ with both operands from shared memory, the online softmax on the
-// accumulators, then O += P·V with P from registers and V read transposed. The softmax of tile j + 1 runs while
-// O += P_j·V_j is in flight: each iteration issues S_{j+1}, then P_j·V_j, waits for S_{j+1} only, masks it and
-// takes its exponentials, and only then waits for P_j·V_j to rescale O. Q, K and V sit in 128-byte swizzled
-// panels (wgmma_primitives.cuh), which keeps the shared-memory reads off the tensor cores' path; K and V have
-// two stages each, loaded by cp.async a whole iteration before they are read (K_{j+2} reuses K_j's stage, V_{j+1}
-// V_{j−1}'s, so one barrier per tile suffices). Every key tile's class (attention_tile_bounds, classify) goes to
-// shared memory once, up front: hidden tiles are skipped, fully visible tiles take no mask work.
-// Lab (H100, S = 16k): 1.33× the mma.sync forward at D = 128, 1.05× at D = 64 (lab/kernel-notes.md).
+// A block owns BM = 128 query rows and walks the visible key tiles BN = 128 at a time, with three warpgroups of
+// distinct roles (warp specialisation). The producer (warpgroup 0) gives most of its registers back (setmaxnreg
+// 24) and one of its threads issues every load: Q once, then per visible key tile two TMA copies for K and two for
+// V (one per 64-column panel), each completing on a "full" mbarrier of its stage (two stages each). TMA writes the
+// 128-byte swizzle the products read and fills rows past the end with zeros. The two consumers (64 query rows
+// each, 240 registers) wait on those mbarriers and, per tile: S = Q·Kᵀ with both operands from shared memory, the
+// online softmax on the accumulators, O += P·V with P from registers and V read transposed. The softmax of tile
+// j + 1 runs while O += P_j·V_j is in flight (each iteration issues S_{j+1}, then P_j·V_j, waits for S_{j+1} only).
+// A consumer releases a stage by arriving on its "empty" mbarrier (a lane per warp) once the product that read it
+// has completed; the producer waits for both consumers' releases before refilling it. No block-wide barrier after
+// the set-up, so the consumers run at their own pace and their softmax and products interleave. Every key tile's
+// class (attention_tile_bounds, classify) goes to shared memory once, up front: hidden tiles are skipped, fully
+// visible tiles take no mask work.
+// Lab (H100, S = 16k): 1.60× the same math with cp.async loads by every thread and a barrier per tile at D = 128,
+// 1.47× at D = 64 (lab/kernel-notes.md, forward v10).
 //
 // Contract: the mma.sync forward's (attention_forward_mma.cu) — fold the keys into the partial (o, lse), o
 // normalised, lse its log-sum-exp, masks from global positions and document ids; key-tile bounds for 128-key
-// tiles. 256 threads; dynamic shared memory (128 + 4·128)·D·2 + 1024 bytes (the 1 KB aligns the swizzled atoms).
+// tiles — with Q, K and V given as tensor maps: 4-D (D, heads, S, B) over the 16-bit inputs, boxes (64, 1, 128, 1),
+// 128-byte swizzle, out-of-bounds elements zero. 384 threads; dynamic shared memory (128 + 4·128)·D·2 + 1024 bytes
+// (the 1 KB aligns the swizzled atoms).
 
 #include "wgmma_primitives.cuh"
-
-// Copies ROWS rows of D columns from global memory (row stride `stride` elements) into 128-byte swizzled panels
-// (eight consecutive threads fill one 128-byte row of a panel), rows past `valid` as zeros; does not commit.
-template <int D, int ROWS, int THREADS>
-__device__ __forceinline__ void load_rows(unsigned char *tile, const bf16_t *base, size_t stride, int first_row,
-                                          int valid) {
-    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += THREADS) {
-        const int c = (idx & 7) + ((idx >> 3) / ROWS) * 8, r = (idx >> 3) % ROWS, i = first_row + r;
-        cp_async16(tile + swizzled_chunk<ROWS>(r, c), base + (size_t)min(i, valid - 1) * stride + c * 8, i < valid);
-    }
-}
+#include "tma_primitives.cuh"
 
 template <int D, int BN>
-__device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,
-                              const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq,
-                              int Sk, int H, int Hkv, float scale, int kind, int window) {
-    constexpr int BM = 128, THREADS = 256, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
+__device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v,
+                                              const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+                                              const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H,
+                                              int Hkv, float scale, int kind, int window) {
+    constexpr int BM = 128, THREADS = 384, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sQ = align_1024(shared_bytes);
     unsigned char *sK = sQ + TILE_Q, *sV = sK + 2 * TILE_KV;  // K and V: two stages each
+    __shared__ __align__(8) u64 q_full, k_full[2], v_full[2], k_empty[2], v_empty[2];
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of key tiles first, first + 1, …
     __shared__ int4 query_bounds;
     __shared__ int tile_range[2];
 
-    const int tid = threadIdx.x, group = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    // Warpgroup 0 produces; warpgroups 1 and 2 compute 64 query rows each (`group` 0 and 1).
+    const int tid = threadIdx.x, role = tid >> 7, group = role - 1, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
     const int row0 = (gridDim.x - 1 - blockIdx.x) * BM;  // heaviest (latest) query tiles first under causal masks
     const int key_tiles = (Sk + BN - 1) / BN;
-    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
-    const bf16_t *q_base = q + ((size_t)b * Sq * H + h) * D;
-    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
 
-    load_rows<D, BM, THREADS>(sQ, q_base, q_stride, row0, Sq);  // committed with the first K tile
+    if (tid == 0) {  // visible to every thread after block_row_bounds's first barrier
+        mbar_init(&q_full, 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&k_full[s], 1);
+            mbar_init(&v_full[s], 1);
+            mbar_init(&k_empty[s], 8);  // a lane of each consumer warp
+            mbar_init(&v_empty[s], 8);
+        }
+        mbar_fence_init();
+    }
     const int4 qb = block_row_bounds<THREADS>(qpos, qdoc, row0, BM, Sq, query_bounds);
     auto classify_tile = [&](int j) { return classify(qb, key_bounds[j], (j + 1) * BN > Sk, kind, window); };
-    const int2 range = shown_tile_range<THREADS>(key_tiles, [&](int j) { return classify_tile(j) != HIDDEN; }, tile_range);
+    const int2 range =
+        shown_tile_range<THREADS>(key_tiles, [&](int j) { return classify_tile(j) != HIDDEN; }, tile_range);
     const int first = range.x, last = range.y;
     for (int j = first + tid; j <= min(last, first + CLASS_CACHE - 1); j += THREADS)
         tile_classes[j - first] = classify_tile(j);
-    __syncthreads();
+    __syncthreads();  // the last block-wide barrier
     auto class_of = [&](int j) -> int { return j - first < CLASS_CACHE ? tile_classes[j - first] : classify_tile(j); };
     auto next_tile = [&](int j) {  // the next visible tile after j, or last + 1
         do j++; while (j <= last && class_of(j) == HIDDEN);
         return j;
     };
-    auto load_k = [&](int j, int stage) {
-        load_rows<D, BN, THREADS>(sK + stage * TILE_KV, k_base, kv_stride, j * BN, Sk);
-    };
-    auto load_v = [&](int j, int stage) {
-        load_rows<D, BN, THREADS>(sV + stage * TILE_KV, v_base, kv_stride, j * BN, Sk);
+
+    if (role == 0) {
+        setmaxnreg_dec<24>();
+        if (tid != 0 || first > last) return;  // (no visible tile: the consumers read nothing)
+        // Q, then K and V of the n-th visible tile into stage n % 2 once its (n − 2)-th use is released.
+        mbar_expect(&q_full, TILE_Q);
+        for (int panel = 0; panel < D / 64; panel++)
+            tma_load_4d(sQ + panel * BM * 128, map_q, panel * 64, h, row0, b, &q_full);
+        int n = 0;
+        for (int j = first; j <= last; j = next_tile(j), n++) {
+            const int stage = n & 1;
+            const unsigned released = ((n >> 1) & 1) ^ 1;  // parity of the release of use n / 2 − 1
+            if (n >= 2) mbar_wait(&k_empty[stage], released);
+            mbar_expect(&k_full[stage], TILE_KV);
+            for (int panel = 0; panel < D / 64; panel++)
+                tma_load_4d(sK + stage * TILE_KV + panel * BN * 128, map_k, panel * 64, kvh, j * BN, b, &k_full[stage]);
+            if (n >= 2) mbar_wait(&v_empty[stage], released);
+            mbar_expect(&v_full[stage], TILE_KV);
+            for (int panel = 0; panel < D / 64; panel++)
+                tma_load_4d(sV + stage * TILE_KV + panel * BN * 128, map_v, panel * 64, kvh, j * BN, b, &v_full[stage]);
+        }
+        return;
+    }
+    setmaxnreg_inc<240>();
+    // A consumer waits for the n-th visible tile's K or V with parity (n / 2) % 2 and releases its stage (a lane
+    // per warp) once the product that read it has completed.
+    auto wait_full = [&](u64 (&bars)[2], int n) { mbar_wait(&bars[n & 1], (n >> 1) & 1); };
+    auto release = [&](u64 (&bars)[2], int n) {
+        if (lane == 0) mbar_arrive(&bars[n & 1]);
     };
 
-    // This thread's rows: warpgroup `group`, warp `warp` within it, lane rows g and g + 8.
+    const size_t q_stride = (size_t)H * D;
+    // This thread's rows: consumer warpgroup `group`, warp `warp` within it, lane rows g and g + 8.
     const float scale2 = scale * LOG2E;
     int rows[2], qp[2], qd[2];
     float m[2], l[2], acc[D / 2];
@@ -142,23 +176,17 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         }
     };
 
-    // Prologue: Q and K of the first visible tile; then K of the second and V of the first load while S of the
-    // first computes and its softmax runs.
+    // Prologue: S and the softmax of the first visible tile.
     u32 p[BN / 16][4];  // P_j as A fragments (keys 16kk … 16kk + 15)
-    int j = first, next = first <= last ? next_tile(first) : last + 1, stage = 0;
+    int j = first, next = first <= last ? next_tile(first) : last + 1, n = 0;
     if (j <= last) {
-        load_k(j, 0);
-        cp_async_commit();
-        cp_async_wait_all();
-        fence_async_shared();
-        __syncthreads();
-        if (next <= last) load_k(next, 1);
-        load_v(j, 0);
-        cp_async_commit();
+        mbar_wait(&q_full, 0);
+        wait_full(k_full, 0);
         float s[BN / 2], alpha[2], sum[2];
         issue_s(s, 0);
         wgmma_wait<0>();
         pin(s);
+        release(k_empty, 0);
         softmax(s, j, alpha, sum);
         rescale(alpha, sum);
 #pragma unroll
@@ -176,43 +204,35 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                              swizzled_descriptor(sV + stage * TILE_KV + panel * BN * 128 + kk * 2048, 16, 1024));
         wgmma_commit();
     };
-    // Tile j with a successor: its P in `p`, its V in V stage `stage` (loading); K of `next` in K stage stage ^ 1
-    // (loading). No branch around a wgmma or a wait inside the loop: ptxas serialises the products when it cannot
-    // tell which accumulators a wait has released.
+    // Tile n (j) with a successor n + 1 (next): its P in `p`, its V in stage n % 2; K of next in stage (n + 1) % 2.
+    // No branch around a wgmma or a wait: ptxas serialises the products when it cannot tell which accumulators a
+    // wait has released.
     while (next <= last) {
-        cp_async_wait_all();  // issued an iteration ago
-        fence_async_shared();
-        __syncthreads();      // every warpgroup is past S_j and P_{j−1}·V_{j−1}: their stages are free
-        const int after = next_tile(next);
-        if (after <= last) load_k(after, stage);  // K_j's stage
-        load_v(next, stage ^ 1);                  // V_{j−1}'s stage
-        cp_async_commit();
-
+        wait_full(k_full, n + 1);
+        wait_full(v_full, n);
         float s[BN / 2], alpha[2], sum[2];
-        issue_s(s, stage ^ 1);
-        issue_pv(stage);
-        wgmma_wait<1>();  // S_{j+1} has landed; P_j·V_j may still run
+        issue_s(s, (n + 1) & 1);
+        issue_pv(n & 1);
+        wgmma_wait<1>();  // S_{n+1} has landed; P_n·V_n may still run
         pin(s);
+        release(k_empty, n + 1);
         softmax(s, next, alpha, sum);
         wgmma_wait<0>();
         pin(acc);
+        release(v_empty, n);
         rescale(alpha, sum);
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) accumulator_to_a(p[kk], s, kk);
         j = next;
-        next = after;
-        stage ^= 1;
+        next = next_tile(next);
+        n++;
     }
     if (j <= last) {  // the last visible tile: P·V only
-        cp_async_wait_all();
-        fence_async_shared();
-        __syncthreads();
-        issue_pv(stage);
+        wait_full(v_full, n);
+        issue_pv(n & 1);
         wgmma_wait<0>();
         pin(acc);
     }
-    cp_async_commit();  // with no visible tile, Q's copy is still in flight (never committed)
-    cp_async_wait_all();
 
     // (o, lse) ⊕= this block's (acc / l, m + log l), in fp32: weights of the two normalised partials.
 #pragma unroll
@@ -239,14 +259,15 @@ __device__ void forward_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     }
 }
 
-// Kernel name: attention_forward_wgmma_d<D>; arguments as attention_forward_mma_*.
+// Kernel name: attention_forward_wgmma_d<D>; arguments as attention_forward_mma_* with Q, K, V as tensor maps.
 #define FORWARD_WGMMA(D)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(256) attention_forward_wgmma_d##D(                              \
-            const bf16_t *q, const bf16_t *k, const bf16_t *v, const int *qpos, const int *kpos,                  \
-            const int *qdoc, const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk,       \
-            int H, int Hkv, int dim, float scale, int kind, int window) {                                         \
-        forward_wgmma<D, 128>(q, k, v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, scale, kind,   \
-                              window);                                                                            \
+    extern "C" __global__ void __launch_bounds__(384, 1) attention_forward_wgmma_d##D(                          \
+            const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,                     \
+            const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc,           \
+            const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H, int Hkv,        \
+            int dim, float scale, int kind, int window) {                                                         \
+        forward_wgmma<D, 128>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, \
+                              scale, kind, window);                                                               \
     }
 FORWARD_WGMMA(64)
 FORWARD_WGMMA(128)
