@@ -2,7 +2,8 @@
 // mbarriers, and the register hand-over between warpgroups of different roles. Shared by producer/consumer kernels.
 #pragma once
 
-#include "wgmma_primitives.cuh"  // u64, shared_address
+// u64, shared_address
+#include "wgmma_primitives.cuh"
 
 // A CUtensorMap (opaque, 128 bytes, 64-byte aligned; made on the host by cuTensorMapEncodeTiled), passed by value
 // as a __grid_constant__ kernel parameter so TMA reads it from the parameter space.
