@@ -70,7 +70,7 @@ def main():
             report = subprocess.run([ptxas, "-v", "-arch=sm_90a", f.name, "-o", os.devnull],
                                     capture_output=True, text=True)
         for line in report.stderr.splitlines():
-            if "Compiling entry" in line or "registers" in line or "spill" in line:
+            if "Compiling entry" in line or "registers" in line or "spill" in line or "warning" in line:
                 print("   " + line.split("info    : ")[-1])
         if report.returncode:
             sys.exit(report.stderr)

@@ -6,10 +6,16 @@
 // skipped by its #pragma once).
 #include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
 #include "../../Sources/DistFlashAttnCUDA/kernels/wgmma_primitives.cuh"
+#include "../../Sources/DistFlashAttnCUDA/kernels/tma_primitives.cuh"
+#include "tensor_map.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
+}
+namespace v14 {
+using mainline::red_add_v2;
+#include "../backward/v14_tma.cu"
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -71,6 +77,10 @@ __global__ void reference_dkdv(const bf16 *q, const bf16 *k, const bf16 *v, cons
 typedef void (*Backward)(const bf16 *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *,
                          const int *, const int *, const int *, const int *, const int4 *, const int4 *, float *,
                          float *, float *, int, int, int, int, int, float, int, int);
+// TMA candidates: Q and dO as tensor maps (64-row boxes), 384 threads (a producer warpgroup).
+typedef void (*BackwardTMA)(const TensorMap, const bf16 *, const bf16 *, const TensorMap, const float *,
+                            const float *, const int *, const int *, const int *, const int *, const int4 *,
+                            const int4 *, float *, float *, float *, int, int, int, int, int, float, int, int);
 
 struct Candidate {
     std::string name;
@@ -80,6 +90,7 @@ struct Candidate {
     int keys_per_warp = 16;
     int query_tile = 64;
     size_t shared_bytes = 0;  // when set: the candidate's own layout
+    BackwardTMA tma = nullptr;
     int keys() const { return keys_per_warp * warps; }
     size_t shared() const {
         if (shared_bytes) return shared_bytes;
@@ -97,9 +108,16 @@ static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d,
     int qtiles = (p.Sq + c.query_tile - 1) / c.query_tile, ktiles = (p.Sk + c.keys() - 1) / c.keys();
     attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, c.query_tile, d.qbounds);
     attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
-    c.kernel<<<dim3(ktiles, p.Hkv, p.B), c.warps * 32, c.shared()>>>(
-        d.q, d.k, d.v, x.dout, x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc, d.qbounds, d.kbounds, x.dq, x.dk, x.dv,
-        p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind, p.window);
+    if (c.tma)
+        c.tma<<<dim3(ktiles, p.Hkv, p.B), 384, c.shared()>>>(
+            tensor_map(d.q, p.D, p.H, p.Sq, p.B, c.query_tile), d.k, d.v,
+            tensor_map(x.dout, p.D, p.H, p.Sq, p.B, c.query_tile), x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc,
+            d.qbounds, d.kbounds, x.dq, x.dk, x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind,
+            p.window);
+    else
+        c.kernel<<<dim3(ktiles, p.Hkv, p.B), c.warps * 32, c.shared()>>>(
+            d.q, d.k, d.v, x.dout, x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc, d.qbounds, d.kbounds, x.dq, x.dk,
+            x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind, p.window);
     CHECK(cudaGetLastError());
 }
 
@@ -221,12 +239,17 @@ int main(int argc, char **argv) {
 #define WGMMA(D) {"bwd d" #D " wgmma", D, 8, (Backward)attention_backward_wgmma_d##D, 2, 16, 64, \
                   (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0)}
         WGMMA(64), WGMMA(128),
+#define V14(D) {"bwd d" #D " v14 tma", D, 8, nullptr, 2, 16, 64, \
+                (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
+                (BackwardTMA)v14::lab_backward_v14_d##D}
+        V14(64), V14(128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
     }), candidates.end());
     for (auto &c : candidates)
-        CHECK(cudaFuncSetAttribute((const void *)c.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));
+        CHECK(cudaFuncSetAttribute(c.tma ? (const void *)c.tma : (const void *)c.kernel,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.shared()));
     std::mt19937 rng(2027);
     if (argc > 1 && std::string(argv[1]) == "--profile") {  // one timed case per candidate but the w4 mainline, for ncu (lab/profile.sh)
         for (auto &c : candidates)

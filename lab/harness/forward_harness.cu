@@ -2,12 +2,12 @@
 // (odd sizes, every mask, GQA, folding into a partial, non-contiguous positions), then timed with CUDA events on
 // the benchmark shapes (bf16, B=1, H=32, D, causal and full). Build and run with lab/run_forward.sh.
 #include "common.cuh"
-#include <cuda.h>  // cuTensorMapEncodeTiled (the TMA kernels; link with -lcuda)
 // The shared primitives once, at global scope, for every candidate (the kernel files' own #include of it is then
 // skipped by its #pragma once).
 #include "../../Sources/DistFlashAttnCUDA/kernels/mma_primitives.cuh"
 #include "../../Sources/DistFlashAttnCUDA/kernels/wgmma_primitives.cuh"
 #include "../../Sources/DistFlashAttnCUDA/kernels/tma_primitives.cuh"
+#include "tensor_map.cuh"
 
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
@@ -39,26 +39,6 @@ struct Candidate {
     int rows() const { return warps * 16 * mt; }
     size_t shared() const { return shared_bytes ? shared_bytes : v2 ? (size_t)(rows() + 2 * bn) * (D + 8) * 2 : 0; }
 };
-
-// A 4-D tensor map (D, heads, S, B) over 16-bit elements for the TMA kernels: boxes of 64 columns × `rows` rows
-// of one head, 128-byte swizzle, rows past S read as zeros.
-static TensorMap tensor_map(const bf16 *base, int D, int heads, int S, int B, int rows) {
-    CUtensorMap map;
-    cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)heads, (cuuint64_t)S, (cuuint64_t)B};
-    cuuint64_t strides[3] = {(cuuint64_t)D * 2, (cuuint64_t)heads * D * 2, (cuuint64_t)S * heads * D * 2};
-    cuuint32_t box[4] = {64, 1, (cuuint32_t)rows, 1}, steps[4] = {1, 1, 1, 1};
-    CUresult result = cuTensorMapEncodeTiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dims, strides,
-                                             box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (result != CUDA_SUCCESS) {
-        fprintf(stderr, "cuTensorMapEncodeTiled failed (%d)\n", (int)result);
-        exit(1);
-    }
-    static_assert(sizeof(map) == sizeof(TensorMap), "CUtensorMap is 128 bytes");
-    TensorMap out;
-    memcpy(&out, &map, sizeof map);
-    return out;
-}
 
 static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d, float *o, float *lse,
                    int key_offset = 0) {
