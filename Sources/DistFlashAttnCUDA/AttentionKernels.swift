@@ -192,16 +192,17 @@ struct AttentionKernels: Sendable {
     }
 
     /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block per 128 keys and
-    /// key/value head (wgmma: two warpgroups; mma.sync: 8 warps, the lab's winner over 4: lab/results); the
-    /// bounds of each 64-row query tile and of each 128-row key tile are computed here.
+    /// key/value head (wgmma: a producer warpgroup loading by TMA and two consumers; mma.sync: 8 warps, the lab's
+    /// winner over 4: lab/results); the bounds of each 64-row query tile and of each 128-row key tile are
+    /// computed here.
     func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> BackwardLaunch {
-        let (keyTile, queryTile, threads) = (128, 64, 256)
-        let (name, sharedBytes) = switch instructions {
-        case .wgmma: ("attention_backward_wgmma_d\(dim)",
-                      (2 * keyTile + 4 * queryTile) * dim * 2 + keyTile * queryTile * 2 + 4 * queryTile * 4
+        let (keyTile, queryTile) = (128, 64)
+        let (name, threads, sharedBytes) = switch instructions {
+        case .wgmma: ("attention_backward_wgmma_d\(dim)", 384,
+                      (2 * keyTile + 4 * queryTile) * dim * 2 + 2 * keyTile * queryTile * 2 + 4 * queryTile * 4
                           + 1024 + (dim == 64 ? keyTile * dim * 2 : 0))  // swizzle alignment; K's copy for dQ
-        case .mmaSync: ("attention_backward_mma_d\(dim)_w8",
+        case .mmaSync: ("attention_backward_mma_d\(dim)_w8", 256,
                         (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4)
         }
         let kernel = try device.kernel(name, source: backwardSource)
@@ -217,7 +218,8 @@ struct AttentionKernels: Sendable {
             bounds.append(buffer)
         }
         return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, kvHeads, batch), block: threads,
-                              sharedBytes: sharedBytes, bounds: bounds, dim: dim)
+                              sharedBytes: sharedBytes, bounds: bounds, dim: dim, queryTile: queryTile,
+                              tensorMaps: instructions == .wgmma)
     }
 
     /// One tensor-core backward launch and the tile bounds it reads (query tiles, key tiles).
@@ -228,6 +230,18 @@ struct AttentionKernels: Sendable {
         let sharedBytes: Int
         let bounds: [DeviceBuffer]
         let dim: Int
+        let queryTile: Int
+        /// Whether the kernel reads Q and dO through tensor maps (TMA) rather than pointers.
+        let tensorMaps: Bool
+
+        /// The kernel's first four arguments: Q and dO [B, Sq, H, D], K and V [B, Sk, H_kv, D], as pointers, or Q
+        /// and dO as tensor maps with boxes of the kernel's query tiles.
+        func inputArguments(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, outputGrad: DeviceTensor)
+            throws -> [CUDADevice.Argument] {
+            guard tensorMaps else { return [query, key, value, outputGrad].map { .pointer($0.address) } }
+            return [.tensorMap(try TensorMap(query, rows: queryTile)), .pointer(key.address), .pointer(value.address),
+                    .tensorMap(try TensorMap(outputGrad, rows: queryTile))]
+        }
 
         var boundArguments: [CUDADevice.Argument] { bounds.map { .pointer($0.address) } }
 

@@ -13,10 +13,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
-namespace v14 {
-using mainline::red_add_v2;
-#include "../backward/v14_tma.cu"
-}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -77,7 +73,7 @@ __global__ void reference_dkdv(const bf16 *q, const bf16 *k, const bf16 *v, cons
 typedef void (*Backward)(const bf16 *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *,
                          const int *, const int *, const int *, const int *, const int4 *, const int4 *, float *,
                          float *, float *, int, int, int, int, int, float, int, int);
-// TMA candidates: Q and dO as tensor maps (64-row boxes), 384 threads (a producer warpgroup).
+// TMA kernels: Q and dO as tensor maps (64-row boxes), 384 threads (a producer warpgroup).
 typedef void (*BackwardTMA)(const TensorMap, const bf16 *, const bf16 *, const TensorMap, const float *,
                             const float *, const int *, const int *, const int *, const int *, const int4 *,
                             const int4 *, float *, float *, float *, int, int, int, int, int, float, int, int);
@@ -236,13 +232,10 @@ int main(int argc, char **argv) {
         {"bwd d64 w8", 64, 8, (Backward)attention_backward_mma_d64_w8},
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
-#define WGMMA(D) {"bwd d" #D " wgmma", D, 8, (Backward)attention_backward_wgmma_d##D, 2, 16, 64, \
-                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0)}
+#define WGMMA(D) {"bwd d" #D " wgmma", D, 8, nullptr, 2, 16, 64, \
+                  (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
+                  (BackwardTMA)attention_backward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
-#define V14(D) {"bwd d" #D " v14 tma", D, 8, nullptr, 2, 16, 64, \
-                (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
-                (BackwardTMA)v14::lab_backward_v14_d##D}
-        V14(64), V14(128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
