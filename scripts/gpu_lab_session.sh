@@ -8,6 +8,8 @@
 #   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
 #   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
 #   backward   the backward mainlines (wgmma on Hopper, mma.sync)
+#   backward-v15  the wgmma backwards beside v15 (dQ added by a warp of its own through bulk reductions; may hang
+#              if its barriers are wrong, hence a part of its own with a short limit)
 #   profile-backward  Nsight Compute on the D = 128 wgmma backward (stall reasons)
 # With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
 set -u
@@ -25,6 +27,7 @@ part() {
         probes) lab probes 150 wgmma ;;
         forward) lab forward 240 forward --quick ;;
         backward) lab backward 300 backward ;;
+        backward-v15) lab backward-v15 240 backward --only="wgmma|v15" ;;
         profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="d128 wgmma" >"$out/profile-backward.log" 2>&1
                           echo "profile-backward: exit $?" ;;
         *) echo "unknown part: $1" ;;

@@ -13,6 +13,9 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
+namespace v15 {
+#include "../backward/v15_dq_writer.cu"
+}
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
@@ -236,6 +239,11 @@ int main(int argc, char **argv) {
                   (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
                   (BackwardTMA)attention_backward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
+#define V15(D) {"bwd d" #D " v15 dq writer", D, 8, nullptr, 2, 16, 64, \
+                (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0) \
+                    + 2 * 64 * (D / 2 + 8) * 4, \
+                (BackwardTMA)v15::lab_backward_v15_d##D}
+        V15(64), V15(128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

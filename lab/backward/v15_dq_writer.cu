@@ -1,0 +1,301 @@
+// Candidate backward (lab), v15: the mainline (v14's producer/consumer layout) with dQ added by a warp of its own.
+// The consumers spend, per pair, DQ_N / 4 vector reductions a thread (red.global.add.v2.f32: 4096 requests a
+// warpgroup at D = 128) on dQ, which also keeps L2's atomic units busy. Here each consumer warpgroup stores its
+// dQ half into a shared staging buffer and arrives on its "dq_full" mbarrier; warp 1 of the producer warpgroup
+// (idle in the mainline) waits for it and issues one bulk reduction per query row, 32 lanes at a time
+// (`cp.reduce.async.bulk … add.f32`, the copy engine adding 256 bytes at D = 128 per request), then releases the
+// buffer on "dq_empty" once the rows are read. The additions complete while the next pairs compute; a consumer
+// waits only if the writer has not yet read its previous pair's rows. (Backward v8 tried bulk reductions issued by
+// one consumer thread, 64 in a row on the warpgroup's path, and lost; here they leave the consumers' path.)
+// Predicted: 1.05–1.15× the mainline at D = 128, less at D = 64 (half the dQ columns).
+// Shared memory: the mainline's + 2·64·(D / 2 + 8)·4 bytes (199 KB at D = 128, 134 KB at D = 64). Expects the
+// kernels' primitives and the mainline backward (red_add_v2 aside) already included.
+
+// The bulk-copy engine: add `bytes` (a multiple of 16) of fp32 from shared memory into global memory, atomically
+// per element; commit; wait until the sources have been read; wait until everything has landed.
+__device__ __forceinline__ void bulk_reduce_add_f32(float *destination, const float *source, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                 :: "l"(destination), "r"(shared_address(source)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+
+template <int D>
+__device__ __forceinline__ void backward_dq_writer(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
+                                                   const bf16_t *v, const float *lse, const float *delta,
+                                                   const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+                                                   const int4 *query_bounds, const int4 *key_bounds, float *dq,
+                                                   float *dk, float *dv, int Sq, int Sk, int H, int Hkv, float scale,
+                                                   int kind, int window) {
+    constexpr int BN = 128, BM = 64, THREADS = 384, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
+    constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2, TILE_DS = BN * BM * 2;
+    constexpr bool K_COPY = D == 64;  // K in the core layout too, for dQ
+    extern __shared__ __align__(128) unsigned char shared_bytes[];
+    unsigned char *sK = align_1024(shared_bytes);
+    unsigned char *sV = sK + TILE_KV;
+    unsigned char *sQ_stages = sV + TILE_KV, *sdO_stages = sQ_stages + 2 * TILE_Q;  // two stages each
+    unsigned char *sdS_buffers = sdO_stages + 2 * TILE_Q;  // dSᵀ [key][query], core layout of BM columns; two
+    float *sL_stages = (float *)(sdS_buffers + 2 * TILE_DS);  // LSE (natural log) of the query tile (0 past the end)
+    float *sD_stages = sL_stages + 2 * BM;                     // δ of the query tile
+    unsigned char *sK_core = (unsigned char *)(sD_stages + 2 * BM);  // K_COPY: K in the core layout
+    // dQ of the pair, staged per consumer warpgroup (its 64 queries × D / 2 columns, rows padded by 8 floats so a
+    // half-warp's 64-bit stores hit distinct banks) for the dQ writer's bulk reductions.
+    constexpr int LDQ = DQ_N + 8;
+    float *sdQ = (float *)(sK_core + (K_COPY ? TILE_KV : 0));
+    __shared__ __align__(8) u64 full[2], empty[2], dq_full[2], dq_empty[2];
+    __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
+    __shared__ int tile_range[2];
+
+    // Warpgroup 0 produces; warpgroups 1 and 2 compute 64 keys each (`wg` 0 and 1).
+    const int tid = threadIdx.x, role = tid >> 7, wg = role - 1, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.y, b = blockIdx.z, group = H / Hkv;
+    const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
+    const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
+    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const float scale2 = scale * LOG2E;
+    const int4 kb = key_bounds[key_tile];
+
+    if (tid == 0) {  // visible to every thread after shown_tile_range's first barrier
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&full[s], 32);  // the producer warp's lanes (lane 0's arrival announces the TMA bytes)
+            mbar_init(&empty[s], 8);  // a lane of each consumer warp
+            mbar_init(&dq_full[s], 128);  // every thread of consumer warpgroup s, after its stores
+            mbar_init(&dq_empty[s], 1);   // the dQ writer's lane 0, once the bulk reductions have read the rows
+        }
+        mbar_fence_init();
+    }
+    // Layouts as the mainline's: K, V, Q, dO in 128-byte swizzled panels; K-major descriptors of 16 columns kk of
+    // the 64 rows from `row`; O += A·(tile read transposed) over 16 rows kk, one m64n64 product per panel.
+    auto k_major = [&](const unsigned char *tile, int rows, int row, int kk) {
+        return rows == BN ? swizzled_k_major<BN>(tile, row, kk) : swizzled_k_major<BM>(tile, row, kk);
+    };
+    auto add_transposed = [&](float (&acc)[D / 2], const u32 (&a)[4], const unsigned char *tile, int kk) {
+#pragma unroll
+        for (int panel = 0; panel < D / 64; panel++)
+            wgmma_rs<64>(*reinterpret_cast<float (*)[32]>(acc + 32 * panel), a,
+                         swizzled_descriptor(tile + panel * BM * 128 + kk * 2048, 16, 1024));
+    };
+
+    // K and V tiles → shared memory by every thread; meanwhile the range of query tiles this key tile meets.
+    const bf16_t *k_base = k + ((size_t)b * Sk * Hkv + kvh) * D, *v_base = v + ((size_t)b * Sk * Hkv + kvh) * D;
+    for (int idx = tid; idx < BN * CHUNKS; idx += THREADS) {
+        const int r = (idx >> 3) % BN, c = (idx & 7) + ((idx >> 3) / BN) * 8, j = key0 + r;
+        const size_t offset = (size_t)min(j, Sk - 1) * kv_stride + c * 8;
+        cp_async16(sK + swizzled_chunk<BN>(r, c), k_base + offset, j < Sk);
+        cp_async16(sV + swizzled_chunk<BN>(r, c), v_base + offset, j < Sk);
+        if constexpr (K_COPY) cp_async16(sK_core + core_chunk<D>(r, c), k_base + offset, j < Sk);
+    }
+    cp_async_commit();
+    const int2 range = shown_tile_range<THREADS>(
+        query_tiles, [&](int i) { return classify(query_bounds[i], kb, false, kind, window) != HIDDEN; }, tile_range);
+    const int first = range.x, last = range.y;
+    const bool ragged_keys = key0 + BN > Sk;
+    auto classify_tile = [&](int qt) {
+        return classify(query_bounds[qt], kb, ragged_keys || qt * BM + BM > Sq, kind, window);
+    };
+    for (int i = tid; i < min(last - first + 1, CLASS_CACHE); i += THREADS) tile_classes[i] = classify_tile(first + i);
+    cp_async_wait_all();
+    fence_async_shared();  // K and V (cp.async) become visible to the products (async proxy)
+    __syncthreads();       // the last block-wide barrier
+    auto class_of = [&](int qt) -> int { return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt); };
+    auto visible_from = [&](int head, int qt) -> int2 {  // the first visible pair at or after (head, qt)
+        for (; head < (kvh + 1) * group; head++, qt = first)
+            for (; qt <= last; qt++)
+                if (class_of(qt) != HIDDEN) return make_int2(head, qt);
+        return make_int2(-1, 0);
+    };
+
+    if (role == 0 && warp == 1) {  // the dQ writer
+        setmaxnreg_dec<24>();
+        // Per pair and consumer warpgroup: once its staged dQ is complete, one bulk reduction per query row (the
+        // warpgroup's D / 2 columns, two rows a lane) adds it to the fp32 dQ; the staging is released as soon as
+        // the reductions have read it, and the additions land while the next pairs compute.
+        int2 pair = visible_from(kvh * group, first);
+        for (int n = 0; pair.x >= 0; n++, pair = visible_from(pair.x, pair.y + 1)) {
+            for (int half = 0; half < 2; half++) {
+                mbar_wait(&dq_full[half], n & 1);
+                for (int r = lane; r < BM && pair.y * BM + r < Sq; r += 32)
+                    bulk_reduce_add_f32(dq + (size_t)(b * Sq + pair.y * BM + r) * q_stride + pair.x * D + half * DQ_N,
+                                        sdQ + (half * BM + r) * LDQ, DQ_N * 4);
+                bulk_commit();
+                bulk_wait_read();
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&dq_empty[half]);
+            }
+        }
+        bulk_wait_all();  // the additions have landed before the block ends
+        return;
+    }
+    if (role == 0) {
+        setmaxnreg_dec<24>();
+        if (warp != 0) return;
+        // The n-th visible pair into stage n % 2 once its (n − 2)-th use is released: LSE and δ by the warp's
+        // lanes, Q and dO by TMA from lane 0.
+        int2 pair = visible_from(kvh * group, first);
+        for (int n = 0; pair.x >= 0; n++, pair = visible_from(pair.x, pair.y + 1)) {
+            const int stage = n & 1;
+            if (n >= 2) mbar_wait(&empty[stage], ((n >> 1) & 1) ^ 1);  // parity of the release of use n / 2 − 1
+            const size_t row_base = ((size_t)b * H + pair.x) * Sq;
+            for (int r = lane; r < BM; r += 32) {
+                const int i = pair.y * BM + r;
+                sL_stages[stage * BM + r] = i < Sq ? lse[row_base + i] : 0.f;
+                sD_stages[stage * BM + r] = i < Sq ? delta[row_base + i] : 0.f;
+            }
+            if (lane == 0) {
+                mbar_expect(&full[stage], 2 * TILE_Q);
+                for (int panel = 0; panel < D / 64; panel++) {
+                    tma_load_4d(sQ_stages + stage * TILE_Q + panel * BM * 128, map_q, panel * 64, pair.x, pair.y * BM,
+                                b, &full[stage]);
+                    tma_load_4d(sdO_stages + stage * TILE_Q + panel * BM * 128, map_do, panel * 64, pair.x,
+                                pair.y * BM, b, &full[stage]);
+                }
+            } else {
+                mbar_arrive(&full[stage]);
+            }
+        }
+        return;
+    }
+    setmaxnreg_inc<240>();
+
+    // This thread's two key rows: consumer warpgroup wg, warp `warp` within it, lane rows g and g + 8.
+    int krow[2], kp[2], kd[2];
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        krow[s] = key0 + wg * 64 + warp * 16 + g + 8 * s;
+        kp[s] = krow[s] < Sk ? kpos[krow[s]] : 0;
+        kd[s] = krow[s] < Sk ? kdoc[krow[s]] : -1;
+    }
+    float dK[D / 2], dV[D / 2];  // [4c + e]: key row g + 8·(e / 2), column 8c + 2t + e % 2
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
+
+    int2 current = visible_from(kvh * group, first);
+    for (int n = 0; current.x >= 0; n++) {
+        const int2 next = visible_from(current.x, current.y + 1);  // past `last` the walk moves to the next head
+        const int stage = n & 1, head = current.x, q0 = current.y * BM, tile_class = class_of(current.y);
+        // Rows past the end hold zeros (LSE 0): their P is not 0, but they sit only in partial tiles, whose mask
+        // pass zeros them.
+        const unsigned char *sQ = sQ_stages + stage * TILE_Q, *sdO = sdO_stages + stage * TILE_Q;
+        const float *sL = sL_stages + stage * BM, *sD = sD_stages + stage * BM;
+        unsigned char *sdS = sdS_buffers + stage * TILE_DS;  // this pair's; the other may still feed the last dQ
+        mbar_wait(&full[stage], (n >> 1) & 1);
+
+        // Sᵀ and dPᵀ for this warpgroup's 64 keys × 64 queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
+        float s[BM / 2], dp[BM / 2];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
+        wgmma_commit();
+        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
+        pin(s);
+
+        // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
+        // issued (K = the 64 queries; dO read transposed).
+#pragma unroll
+        for (int i = 0; i < BM / 2; i++)
+            s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+        if (tile_class == PARTIAL) {
+#pragma unroll
+            for (int i = 0; i < BM / 2; i++) {
+                const int r = (i >> 1) & 1, qi = q0 + (i >> 2) * 8 + t * 2 + (i & 1);
+                const bool ok = qi < Sq && krow[r] < Sk && visible(qpos[qi], kp[r], qdoc[qi], kd[r], kind, window);
+                s[i] = ok ? s[i] : 0.f;
+            }
+        }
+        u32 pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
+        wgmma_commit();
+        wgmma_wait<1>();  // dPᵀ has landed; dV may still run
+        pin(dp);
+
+        // Scaled dSᵀ (in dp), to shared memory for dQ (pairs of queries are adjacent there) and packed for
+        // dK += dSᵀ·Q.
+#pragma unroll
+        for (int i = 0; i < BM / 2; i++) dp[i] = s[i] * (dp[i] - sD[(i >> 2) * 8 + t * 2 + (i & 1)]) * scale;
+#pragma unroll
+        for (int c = 0; c < BM / 8; c++)
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+                *(u32 *)(sdS + core_chunk<BM>(wg * 64 + warp * 16 + g + 8 * r, c) + 4 * t) =
+                    pack_input(dp[4 * c + 2 * r], dp[4 * c + 2 * r + 1]);
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
+        fence_async_shared();  // dSᵀ's stores become visible to the async proxy
+        asm volatile("bar.sync 1, 256;" ::: "memory");  // both consumers' dSᵀ are written (named barrier 1)
+
+        // dQ (64 queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
+        // (M = queries, K = keys), K read transposed (K = keys, N = head dimension).
+        float dq_acc[DQ_N / 2];  // [4c + e]: query row g + 8·(e / 2), column 8c + 2t + e % 2 of this half
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
+                                 !K_COPY
+                                     ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
+                                     : smem_descriptor(sK_core + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                 kk > 0);
+        wgmma_commit();
+        // dK += dSᵀ·Q (K = the 64 queries; Q read transposed) runs while dQ is added.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
+        wgmma_commit();
+        wgmma_wait<1>();  // dV and dQ have landed
+        pin(dq_acc);
+        // This warpgroup's dQ → its staging (once the writer has read the previous pair's), then announced.
+        if (n > 0) mbar_wait(&dq_empty[wg], (n - 1) & 1);
+        float *staging = sdQ + wg * BM * LDQ;
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int c = 0; c < DQ_N / 8; c++)
+                *(float2 *)(staging + (warp * 16 + g + 8 * r) * LDQ + c * 8 + t * 2) =
+                    make_float2(dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
+        fence_async_shared();  // the stores become visible to the bulk-copy engine
+        mbar_arrive(&dq_full[wg]);
+        wgmma_wait<0>();
+        if (lane == 0) mbar_arrive(&empty[stage]);  // this pair's Q, dO, LSE and δ are read
+        current = next;
+    }
+    pin(dK);
+    pin(dV);
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = krow[r];
+        if (j >= Sk) continue;
+        const size_t offset = ((size_t)(b * Sk + j) * Hkv + kvh) * D + t * 2;
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) {
+            float2 *pk = (float2 *)(dk + offset + c * 8), *pv = (float2 *)(dv + offset + c * 8);
+            const float2 ok = *pk, ov = *pv;
+            *pk = make_float2(ok.x + dK[4 * c + 2 * r], ok.y + dK[4 * c + 2 * r + 1]);
+            *pv = make_float2(ov.x + dV[4 * c + 2 * r], ov.y + dV[4 * c + 2 * r + 1]);
+        }
+    }
+}
+
+// Kernel names lab_backward_v15_d<D>; arguments, threads as the mainline's; shared memory as above.
+#define BACKWARD_CANDIDATE(D)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_v15_d##D(                                \
+        const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v,                               \
+        const __grid_constant__ TensorMap map_do, const float *lse, const float *delta, const int *qpos,        \
+        const int *kpos, const int *qdoc, const int *kdoc, const int4 *query_bounds, const int4 *key_bounds,    \
+        float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,        \
+        int window) {                                                                                           \
+        backward_dq_writer<D>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,          \
+                              key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);                     \
+    }
+BACKWARD_CANDIDATE(64)
+BACKWARD_CANDIDATE(128)
