@@ -137,19 +137,25 @@ public final class CUDADevice: @unchecked Sendable {
             if case .tensorMap = self { return (128, 64) }
             return (8, 8)
         }
+
+        /// Where each of `arguments` sits in one host buffer (each at its alignment), and the buffer's size.
+        static func packing(_ arguments: [Argument]) -> (offsets: [Int], size: Int) {
+            var offsets: [Int] = [], end = 0
+            for argument in arguments {
+                let (size, alignment) = argument.layout
+                end = (end + alignment - 1) / alignment * alignment
+                offsets.append(end)
+                end += size
+            }
+            return (offsets, end)
+        }
     }
 
     func launch(_ kernel: OpaquePointer?, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0,
                 _ arguments: [Argument]) throws {
         try makeCurrent()
-        var offsets: [Int] = [], end = 0
-        for argument in arguments {
-            let (size, alignment) = argument.layout
-            end = (end + alignment - 1) / alignment * alignment
-            offsets.append(end)
-            end += size
-        }
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(end, 8), alignment: 64)
+        let (offsets, size) = Argument.packing(arguments)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(size, 8), alignment: 64)
         defer { storage.deallocate() }
         var pointers: [UnsafeMutableRawPointer?] = []
         for (argument, offset) in zip(arguments, offsets) {
@@ -160,7 +166,9 @@ public final class CUDADevice: @unchecked Sendable {
             case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
             case .float(let value): slot.storeBytes(of: value, as: Float.self)
             case .tensorMap(let map):
-                for (i, word) in map.words.enumerated() { slot.storeBytes(of: word, toByteOffset: 8 * i, as: UInt64.self) }
+                for (i, word) in map.words.enumerated() {
+                    slot.storeBytes(of: word, toByteOffset: 8 * i, as: UInt64.self)
+                }
             }
             pointers.append(slot)
         }

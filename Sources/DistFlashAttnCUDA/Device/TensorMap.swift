@@ -7,7 +7,9 @@ import DistFlashAttn
 struct TensorMap {
     /// The driver's 128 bytes.
     let words: [UInt64]
+}
 
+extension TensorMap {
     /// `tensor`: [B, S, heads, D], bf16 or fp16, D a multiple of 64; `rows`: the box's rows (1…256).
     init(_ tensor: DeviceTensor, rows: Int) throws {
         let driver = tensor.device.driver
