@@ -218,7 +218,8 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         try clock.time("primitives", work)
     }
 
-    private func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {
+    /// An fp32 copy of a bf16 or fp16 tensor (exact).
+    public func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {
         let out = try DeviceTensor(device, shape: tensor.shape, precision: .float32)
         try device.launch(try device.kernel("widen_input", source: opsSource),
                           grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,

@@ -33,17 +33,19 @@ struct DeviceMLPProjections {
     let activated: DeviceTensor
 }
 
-/// What a layer keeps between its forward and its backward, by checkpoint strategy.
+/// What a layer keeps between its forward and its backward, by checkpoint strategy. `remat` keeps O in bf16, as
+/// the W_o GEMM reads it (half the bytes of the fp32 O: 2 GiB over llama-1b's 16 layers at 32k tokens); the
+/// backward's δ = rowsum(dO ∘ O) then reads that O, as FlashAttention's does.
 enum DeviceSavedLayer {
     case all(DeviceLayerActivations)
     case input(DeviceTensor)
-    case inputAndAttention(DeviceTensor, output: DeviceTensor, logSumExp: DeviceTensor)
+    case inputAndAttention(DeviceTensor, outputBF16: DeviceTensor, logSumExp: DeviceTensor)
 
     init(_ activations: DeviceLayerActivations, strategy: CheckpointStrategy) {
         switch strategy {
         case .none: self = .all(activations)
         case .layer: self = .input(activations.input)
-        case .remat: self = .inputAndAttention(activations.input, output: activations.output,
+        case .remat: self = .inputAndAttention(activations.input, outputBF16: activations.mlp.outputBF16,
                                                logSumExp: activations.logSumExp)
         }
     }
@@ -153,8 +155,9 @@ struct DeviceDecoderLayer {
             return activations
         case .input(let x):
             return try forward(x, keepProjections: false)
-        case .inputAndAttention(let x, let output, let logSumExp):
+        case .inputAndAttention(let x, let outputBF16, let logSumExp):
             let inputs = try attentionInputs(x)
+            let output = try ops.blocks.widened(outputBF16).reshaped([batch, n, config.heads, config.headDim])
             return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed,
                                           query: inputs.query, key: inputs.key, value: inputs.value, output: output,
                                           logSumExp: logSumExp,
@@ -163,49 +166,65 @@ struct DeviceDecoderLayer {
         }
     }
 
-    /// dx (fp32 [T, E]) from dy; adds the layer's weight gradients (as the CPU layer's backward).
+    /// dx (fp32 [T, E]) from dy; adds the layer's weight gradients (as the CPU layer's backward). dy is consumed:
+    /// the residual stream's gradient accumulates in it (dy → dh → dx), and it comes back as dx. Each stage's
+    /// temporaries live only in its own function, so at most one stage's are held at a time.
     func backward(_ a: DeviceLayerActivations, outputGrad dy: DeviceTensor) throws -> DeviceTensor {
+        try mlpBackward(a.mlp, outputGrad: dy)
+        let outputGrad = try outputProjectionBackward(a, hiddenGrad: dy)
+        let grads = try ops.clock.time("attention") {
+            try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
+                                   output: a.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
+        }
+        try attentionInputsBackward(a, grads, inputGrad: dy)
+        return dy
+    }
+
+    /// Adds into `dy` (making it dh) the gradient through the MLP and RMSNorm₂, a chunk of rows at a time (its
+    /// [rows, F] tensors — projections, da, dg, du — never exist whole); adds W_d's, W_g's, W_u's and the norm's.
+    private func mlpBackward(_ mlp: DeviceMLPActivations, outputGrad dy: DeviceTensor) throws {
         let kernels = ops.kernels
         let dyBF16 = try kernels.bf16(dy)
-        // The MLP a chunk of rows at a time: its [rows, F] tensors (projections, da, dg, du) never exist whole.
         let normedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
         for range in mlpChunks {
-            let (chunk, dyRows) = (try projections(a.mlp, rows: range), try rowsOf(dyBF16, range))
+            let (chunk, dyRows) = (try projections(mlp, rows: range), try rowsOf(dyBF16, range))
             let activatedGrad = try ops.inputGradient(dyRows, matrix(.down))
             try ops.weightGradient(dyRows, chunk.activated, into: gradient(.down))
             let (gateBF16, upBF16) = try kernels.swiGLUBackward(gate: chunk.gate, up: chunk.up, outputGrad: activatedGrad)
             let normedRows = try rowsOf(normedGrad, range)
             try ops.multiply(gateBF16, matrix(.gate), into: normedRows, beta: 1)
             try ops.multiply(upBF16, matrix(.up), into: normedRows, beta: 1)
-            let normed = try rowsOf(a.mlp.normed, range)
+            let normed = try rowsOf(mlp.normed, range)
             try ops.weightGradient(gateBF16, normed, into: gradient(.gate))
             try ops.weightGradient(upBF16, normed, into: gradient(.up))
         }
-        let hiddenGrad = try ops.copy(dy)
-        try kernels.rmsNormBackward(a.mlp.hidden, inverseRMS: a.mlp.inverseRMS, weight: master(.postAttentionNorm),
-                                    outputGrad: normedGrad, inputGrad: hiddenGrad,
-                                    weightGrad: gradient(.postAttentionNorm))
+        try kernels.rmsNormBackward(mlp.hidden, inverseRMS: mlp.inverseRMS, weight: master(.postAttentionNorm),
+                                    outputGrad: normedGrad, inputGrad: dy, weightGrad: gradient(.postAttentionNorm))
+    }
 
-        let hiddenBF16 = try kernels.bf16(hiddenGrad)
+    /// dO (bf16, O's shape) from dh through W_o; adds W_o's gradient.
+    private func outputProjectionBackward(_ a: DeviceLayerActivations, hiddenGrad: DeviceTensor) throws -> DeviceTensor {
+        let hiddenBF16 = try ops.kernels.bf16(hiddenGrad)
         let attentionOutputGrad = try ops.inputGradient(hiddenBF16, matrix(.output))
         try ops.weightGradient(hiddenBF16, a.mlp.outputBF16, into: gradient(.output))
-        let outputGrad = try kernels.bf16(attentionOutputGrad).reshaped(a.output.shape)
-        let grads = try ops.clock.time("attention") {
-            try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
-                                   output: a.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
-        }
+        return try ops.kernels.bf16(attentionOutputGrad).reshaped(a.output.shape)
+    }
+
+    /// Adds into `inputGrad` (dh, making it dx) the gradient through RoPE, the Q, K, V projections and RMSNorm₁
+    /// from the attention's dQ, dK, dV (fp32, changed in place by RoPE's backward); adds their weights' gradients.
+    private func attentionInputsBackward(_ a: DeviceLayerActivations,
+                                         _ grads: (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor),
+                                         inputGrad: DeviceTensor) throws {
+        let kernels = ops.kernels
         try kernels.rotaryBackward(grads.query, rope)
         try kernels.rotaryBackward(grads.key, rope)
-
         let inputNormedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
         for (grad, tensor) in [(grads.query, LayerTensor.query), (grads.key, .key), (grads.value, .value)] {
             let gradBF16 = try kernels.bf16(grad).reshaped([rows, grad.count / rows])
             try ops.multiply(gradBF16, matrix(tensor), into: inputNormedGrad, beta: 1)
             try ops.weightGradient(gradBF16, a.normed, into: gradient(tensor))
         }
-        let inputGrad = try ops.copy(hiddenGrad)
         try kernels.rmsNormBackward(a.input, inverseRMS: a.inverseRMS, weight: master(.inputNorm),
                                     outputGrad: inputNormedGrad, inputGrad: inputGrad, weightGrad: gradient(.inputNorm))
-        return inputGrad
     }
 }

@@ -45,7 +45,9 @@ public struct DeviceLlamaModel: Sendable {
         let lossNormalizer: Int
         let rope: TrainingKernels.RotaryTables
         var layers: [DeviceSavedLayer]
-        let head: DeviceOutputHead.Saved
+        /// The output head's forward (x and x̂ of every row: 384 MiB at llama-1b's 32k tokens), released as soon
+        /// as the head's backward has run, like each layer's after its own.
+        var head: DeviceOutputHead.Saved?
     }
 
     /// The loss of a shard (tokens and labels `[B, n]`, label −1: no loss) at its tokens' global `positions`,
@@ -79,7 +81,10 @@ public struct DeviceLlamaModel: Sendable {
               zip(gradients, weights.master).allSatisfy({ $0.shape == $1.shape && $0.precision == .float32 }) else {
             throw DistFlashError(.shapeMismatch, "gradients must be fp32 tensors of the parameters' shapes, in order")
         }
-        var outputGrad = try outputHead(weights, gradients).backward(cache.head, normalizer: cache.lossNormalizer)
+        guard let head = cache.head.take() else {
+            throw DistFlashError(.runtime, "the output head's saved forward is missing: a cache goes through one backward")
+        }
+        var outputGrad = try outputHead(weights, gradients).backward(consume head, normalizer: cache.lossNormalizer)
         for index in (0..<config.layers).reversed() {
             let layer = decoderLayer(index, weights, gradients, cache.rope, cache.positions, cache.shard.batch)
             let activations = try layer.restore(cache.layers.removeLast())
