@@ -12,6 +12,15 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_wgmma.cu"
+// v12: three consumer warpgroups (192 query rows a block) and 96-key tiles at D = 64.
+extern "C" __global__ void __launch_bounds__(512, 1) lab_forward_v12_d64(
+        const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,
+        const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+        const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,
+        int window) {
+    forward_wgmma<64, 96, 3>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv,
+                             scale, kind, window);
+}
 // Shapes beside the mainline's two, from the same template.
 FORWARD_MMA(64, 4, 2, 64, false, )
 }
@@ -35,7 +44,7 @@ struct Candidate {
     ForwardV2 v2;
     ForwardV1 v1;
     size_t shared_bytes = 0;  // when the layout is not the padded (rows + 2·bn) × (D + 8) one
-    ForwardTMA tma = nullptr;  // TMA kernels: 384 threads (a producer warpgroup), Q, K, V as tensor maps
+    ForwardTMA tma = nullptr;  // TMA kernels: a producer warpgroup and rows() / 64 consumers, Q, K, V as tensor maps
     int rows() const { return warps * 16 * mt; }
     size_t shared() const { return shared_bytes ? shared_bytes : v2 ? (size_t)(rows() + 2 * bn) * (D + 8) * 2 : 0; }
 };
@@ -50,12 +59,11 @@ static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d,
     } else if (c.tma) {
         int tiles = (p.Sk + c.bn - 1) / c.bn;
         ::attention_tile_bounds<<<(tiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.bn, d.kbounds);
-        dim3 grid((p.Sq + 127) / 128, p.H, p.B);
-        c.tma<<<grid, 384, c.shared()>>>(tensor_map(d.q, p.D, p.H, p.Sq, p.B, 128),
-                                         tensor_map(d.k, p.D, p.Hkv, p.Sk, p.B, c.bn),
-                                         tensor_map(d.v, p.D, p.Hkv, p.Sk, p.B, c.bn), d.qpos, d.kpos, d.qdoc,
-                                         d.kdoc, d.kbounds, o, lse, p.Sq, p.Sk, p.H, p.Hkv, p.D, scale, p.kind,
-                                         p.window);
+        dim3 grid((p.Sq + c.rows() - 1) / c.rows(), p.H, p.B);
+        c.tma<<<grid, (c.rows() / 64 + 1) * 128, c.shared()>>>(
+            tensor_map(d.q, p.D, p.H, p.Sq, p.B, c.rows()), tensor_map(d.k, p.D, p.Hkv, p.Sk, p.B, c.bn),
+            tensor_map(d.v, p.D, p.Hkv, p.Sk, p.B, c.bn), d.qpos, d.kpos, d.qdoc, d.kdoc, d.kbounds, o, lse, p.Sq,
+            p.Sk, p.H, p.Hkv, p.D, scale, p.kind, p.window);
     } else {
         int tiles = (p.Sk + c.bn - 1) / c.bn;
         ::attention_tile_bounds<<<(tiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.bn, d.kbounds);
@@ -164,6 +172,8 @@ int main(int argc, char **argv) {
 #define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, nullptr, nullptr, (size_t)(128 + 4 * 128) * D * 2 + 1024, \
                   (ForwardTMA)attention_forward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
+        {"v12 3 consumers d64 n96", 64, 12, 1, 96, nullptr, nullptr, (size_t)(192 + 4 * 96) * 64 * 2 + 1024,
+         (ForwardTMA)lab_forward_v12_d64},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
