@@ -218,9 +218,11 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         try clock.time("primitives", work)
     }
 
-    /// An fp32 copy of a bf16 or fp16 tensor (exact).
+    /// An fp32 copy of a tensor in this backend's input type (exact).
     public func widened(_ tensor: DeviceTensor) throws -> DeviceTensor {
+        try require(tensor, inputs, tensor.shape, "the tensor to widen")
         let out = try DeviceTensor(device, shape: tensor.shape, precision: .float32)
+        guard tensor.count > 0 else { return out }
         try device.launch(try device.kernel("widen_input", source: opsSource),
                           grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
                           [.pointer(tensor.address), .pointer(out.address), .int64(Int64(tensor.count))])

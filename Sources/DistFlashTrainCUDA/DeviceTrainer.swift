@@ -143,7 +143,7 @@ public final class DeviceTrainer: @unchecked Sendable {
             let cache = try model.forward(batch.columns(positions), positions: positions,
                                           lossNormalizer: batch.labeledCount, weights: optimizer.weights)
             let (loss, correct) = (cache.loss, cache.correctPredictions)
-            try model.backward(cache, weights: optimizer.weights, into: optimizer.gradients)
+            try model.backward(consume cache, weights: optimizer.weights, into: optimizer.gradients)
             let norm = try model.timed("optimizer") {
                 try optimizer.update(learningRate: rate, maxNorm: maxNorm, communicator: self.communicator)
             }

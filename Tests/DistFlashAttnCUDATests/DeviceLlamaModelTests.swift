@@ -42,7 +42,7 @@ struct DeviceLlamaModelTests {
                                       weights: weights)
         let loss = cache.loss
         let gradients = try weights.zeroGradients(blocks)
-        try model.backward(cache, weights: weights, into: gradients)
+        try model.backward(consume cache, weights: weights, into: gradients)
         return (loss, try gradients.map { try $0.download() }, attention.forwardCalls)
     }
 
@@ -55,7 +55,7 @@ struct DeviceLlamaModelTests {
         let (loss, cache) = try cpu.forward(shard, positions: Array(0..<shard.sequence),
                                             lossNormalizer: shard.labeledCount, parameters: parameters)
         let expected = try cpu.backward(cache)
-        var runs: [(loss: Double, gradients: [Tensor])] = []
+        var runs: [(strategy: CheckpointStrategy, loss: Double, gradients: [Tensor])] = []
         // 16 rows a chunk: the 67-row shard in five chunks, the last one of 3 rows.
         let chunked = 16 * 4 * Self.config.ffnDim
         for (strategy, chunkBytes) in [CheckpointStrategy.none, .layer, .remat].flatMap({ [($0, nil), ($0, chunked)] }) {
@@ -67,14 +67,17 @@ struct DeviceLlamaModelTests {
                 let error = Self.relativeError(got, want)
                 #expect(error <= 5e-2, "\(label) \(name): relative error \(error)")
             }
-            runs.append((run.loss, run.gradients))
+            runs.append((strategy, run.loss, run.gradients))
         }
         // The strategies compute the same thing; only the order of fp32 atomics (dQ, embedding) and of the chunks'
-        // weight-gradient sums may differ.
+        // weight-gradient sums may differ — and remat's δ = rowsum(dO ∘ O), which reads the bf16 O it keeps
+        // (none and layer read the fp32 O): a 2⁻⁹ rounding of O, well inside 5e-3 (an error in what remat
+        // recomputes would be of the order of the gradients).
         for run in runs.dropFirst() {
+            let bound = run.strategy == .remat ? 5e-3 : 1e-4
             #expect(abs(run.loss - runs[0].loss) <= 1e-6 * abs(runs[0].loss))
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, runs[0].gradients)) {
-                #expect(Self.relativeError(got, want) <= 1e-4, "\(name)")
+                #expect(Self.relativeError(got, want) <= bound, "\(name)")
             }
         }
     }

@@ -138,29 +138,29 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         return make_int2(-1, 0);
     };
 
-    if (DQ_WRITER && role == 0 && warp == 1) {  // the dQ writer
-        setmaxnreg_dec<24>();
-        // Per pair and consumer warpgroup: once its staged dQ is complete, one bulk reduction per query row (the
-        // warpgroup's D / 2 columns, two rows a lane) adds it to the fp32 dQ; the staging is released as soon as
-        // the reductions have read it, and the additions land while the next pairs compute.
-        int2 pair = visible_from(kvh * group, first);
-        for (int n = 0; pair.x >= 0; n++, pair = visible_from(pair.x, pair.y + 1)) {
-            for (int half = 0; half < 2; half++) {
-                mbar_wait(&dq_full[half], n & 1);
-                for (int r = lane; r < BM && pair.y * BM + r < Sq; r += 32)
-                    bulk_reduce_add_f32(dq + (size_t)(b * Sq + pair.y * BM + r) * q_stride + pair.x * D + half * DQ_N,
-                                        sdQ + (half * BM + r) * LDQ, DQ_N * 4);
-                bulk_commit();
-                bulk_wait_read();
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&dq_empty[half]);
-            }
-        }
-        bulk_wait_all();  // the additions have landed before the block ends
-        return;
-    }
     if (role == 0) {
-        setmaxnreg_dec<24>();
+        setmaxnreg_dec<24>();  // by all four warps of the warpgroup, as setmaxnreg requires
+        if (DQ_WRITER && warp == 1) {  // the dQ writer
+            // Per pair and consumer warpgroup: once its staged dQ is complete, one bulk reduction per query row
+            // (the warpgroup's D / 2 columns, two rows a lane) adds it to the fp32 dQ; the staging is released as
+            // soon as the reductions have read it, and the additions land while the next pairs compute.
+            int2 pair = visible_from(kvh * group, first);
+            for (int n = 0; pair.x >= 0; n++, pair = visible_from(pair.x, pair.y + 1)) {
+                for (int half = 0; half < 2; half++) {
+                    mbar_wait(&dq_full[half], n & 1);
+                    for (int r = lane; r < BM && pair.y * BM + r < Sq; r += 32)
+                        bulk_reduce_add_f32(
+                            dq + (size_t)(b * Sq + pair.y * BM + r) * q_stride + pair.x * D + half * DQ_N,
+                            sdQ + (half * BM + r) * LDQ, DQ_N * 4);
+                    bulk_commit();
+                    bulk_wait_read();
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(&dq_empty[half]);
+                }
+            }
+            bulk_wait_all();  // the additions have landed before the block ends
+            return;
+        }
         if (warp != 0) return;
         // The n-th visible pair into stage n % 2 once its (n − 2)-th use is released: LSE and δ by the warp's
         // lanes, Q and dO by TMA from lane 0.
