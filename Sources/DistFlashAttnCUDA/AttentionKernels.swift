@@ -115,15 +115,16 @@ struct AttentionKernels: Sendable {
         guard usesTensorCores(headDim: dim) else {
             return ForwardLaunch(kernel: try device.kernel("attention_forward", source: simtSource),
                                  grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
-                                 sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, dim: dim, tensorCores: false,
-                                 tensorMaps: false)
+                                 sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, keyTile: 1, dim: dim,
+                                 tensorCores: false, tensorMaps: false)
         }
         // The lab's winners (lab/results). wgmma: a producer warpgroup loading by TMA and two consumers, 128-key
         // tiles; mma.sync: D=128 with 64-key tiles, D=64 with 128-key tiles.
-        let rows = 128, mmaTile = dim == 128 ? 64 : 128
-        let (name, keyTile, threads, sharedBytes) = switch instructions {
-        case .wgmma: ("attention_forward_wgmma_d\(dim)", 128, 384, (rows + 4 * 128) * dim * 2 + 1024)
-        case .mmaSync: ("attention_forward_mma_d\(dim)_w4_m2_n\(mmaTile)", mmaTile, 128, (rows + 2 * mmaTile) * (dim + 8) * 2)
+        let mmaTile = dim == 128 ? 64 : 128
+        let (name, rows, keyTile, threads, sharedBytes) = switch instructions {
+        case .wgmma: ("attention_forward_wgmma_d\(dim)", 128, 128, 384, (128 + 4 * 128) * dim * 2 + 1024)
+        case .mmaSync: ("attention_forward_mma_d\(dim)_w4_m2_n\(mmaTile)", 128, mmaTile, 128,
+                        (128 + 2 * mmaTile) * (dim + 8) * 2)
         }
         let kernel = try device.kernel(name, source: forwardSource)
         try device.allowSharedMemory(kernel, bytes: sharedBytes)
@@ -134,8 +135,8 @@ struct AttentionKernels: Sendable {
                           [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
                            .pointer(bounds.address)])
         return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: threads,
-                             sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, dim: dim, tensorCores: true,
-                             tensorMaps: instructions == .wgmma)
+                             sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, keyTile: keyTile, dim: dim,
+                             tensorCores: true, tensorMaps: instructions == .wgmma)
     }
 
     /// One forward launch: the kernel, its shape, and the key-tile bounds it reads (kept alive with it).
@@ -146,16 +147,19 @@ struct AttentionKernels: Sendable {
         let sharedBytes: Int
         let keyBounds: DeviceBuffer?
         let rowsPerBlock: Int
+        /// Keys per tile of the tensor-core kernels.
+        let keyTile: Int
         let dim: Int
         let tensorCores: Bool
         /// Whether the kernel reads Q, K and V through tensor maps (TMA) rather than pointers.
         let tensorMaps: Bool
 
         /// The kernel's first three arguments: Q [B, Sq, H, D], K and V [B, Sk, H_kv, D], as pointers or as tensor
-        /// maps with boxes of the kernel's 128-row tiles.
+        /// maps with boxes of the kernel's query rows (Q) and key tiles (K, V).
         func inputArguments(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) throws -> [CUDADevice.Argument] {
             guard tensorMaps else { return [query, key, value].map { .pointer($0.address) } }
-            return try [query, key, value].map { .tensorMap(try TensorMap($0, rows: rowsPerBlock)) }
+            return [.tensorMap(try TensorMap(query, rows: rowsPerBlock)), .tensorMap(try TensorMap(key, rows: keyTile)),
+                    .tensorMap(try TensorMap(value, rows: keyTile))]
         }
 
         /// Arguments the tensor-core kernel takes after the token arrays.
