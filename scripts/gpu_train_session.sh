@@ -7,6 +7,8 @@
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
 #          and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0, BASELINE=0 skip parts; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
 #          and on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
+#   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES), 3 steps under Nsight Systems: the GPU time
+#          of every kernel summed over the run (which of the non-attention, non-GEMM kernels cost what)
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
@@ -37,6 +39,18 @@ if [ "$mode" = track ]; then
     exit 0
 fi
 head -c 64000000 /dev/urandom >"$out/random.bytes"
+if [ "$mode" = profile ]; then
+    nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+    [ -n "$nsys" ] || { echo "profile: no nsys on this machine"; exit 1; }
+    timeout "${LIMIT:-300}" "$nsys" profile --trace=cuda --sample=none --stats=false -o "$out/train-profile" -f true \
+        bin/distflash train --gpus 1 --preset llama-1b --task "text=$out/random.bytes" --seq "${TOKENS:-32768}" \
+        --batch 1 --steps 3 --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
+        --checkpoint "${STRATEGIES:-remat}" --json >"$out/train-profile.jsonl" 2>"$out/train-profile.err"
+    echo "profile: exit $?"
+    "$nsys" stats --report cuda_gpu_kern_sum --format csv "$out/train-profile.nsys-rep" >"$out/train-profile-kernels.csv"
+    head -40 "$out/train-profile-kernels.csv"
+    exit 0
+fi
 # One run: run TAG GPUS SEQ STRATEGY. The step lines (JSON) go to $out/train-TAG.jsonl; the last one is echoed.
 run() {
     local tag=$1 count=$2 seq=$3 strategy=$4
