@@ -72,7 +72,7 @@ struct DeviceDecoderLayer {
 
     private func slot(_ tensor: LayerTensor) -> Int { config.slot(index, tensor) }
     private func master(_ tensor: LayerTensor) -> DeviceTensor { weights.master[slot(tensor)] }
-    private func matrix(_ tensor: LayerTensor) -> DeviceTensor { weights.bf16[slot(tensor)]! }
+    private func matrix(_ tensor: LayerTensor) throws -> DeviceTensor { try weights.bf16(slot(tensor)) }
     private func gradient(_ tensor: LayerTensor) -> DeviceTensor { gradients[slot(tensor)] }
     private var n: Int { positions.count }
     private var rows: Int { batch * n }

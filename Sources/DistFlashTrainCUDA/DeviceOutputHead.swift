@@ -28,7 +28,7 @@ struct DeviceOutputHead {
         var chunks: [(rows: Range<Int>, result: TrainingKernels.CrossEntropyResult)] = []
         for start in stride(from: 0, to: labels.count, by: chunkRows) {
             let rows = start..<min(start + chunkRows, labels.count)
-            let logits = try ops.linear(try rowsOf(normed, rows), weights.bf16[config.outputSlot]!)
+            let logits = try ops.linear(try rowsOf(normed, rows), try weights.bf16(config.outputSlot))
             let result = try ops.kernels.crossEntropyForward(logits: logits, labels: Array(labels[rows]),
                                                              normalizer: normalizer)
             (loss, correct) = (loss + result.loss, correct + result.correct)
@@ -39,7 +39,7 @@ struct DeviceOutputHead {
 
     /// dx (fp32 [T, E]); adds dW_head and the final norm's dw.
     func backward(_ saved: Saved, normalizer: Int) throws -> DeviceTensor {
-        let weight = weights.bf16[config.outputSlot]!
+        let weight = try weights.bf16(config.outputSlot)
         var normedGrad = try ops.blocks.filled(saved.normed.shape, with: 0, like: nil)
         for (rows, result) in saved.chunks {
             let normed = try rowsOf(saved.normed, rows)

@@ -1,15 +1,25 @@
 import DistFlashAttn
 import DistFlashAttnCUDA
 import DistFlashTrain
+import Foundation
 
 /// A model's parameters on one GPU, in `Parameters` order: fp32 master weights (what the optimizer updates and a
-/// checkpoint saves) and, for every matrix a GEMM reads, a bf16 copy (refreshed after each update).
+/// checkpoint saves) and bf16 copies of the matrices a GEMM reads, made on demand: the layers run one after
+/// another, so only the most recently used `keptCopies` matrices (one layer's and the output head's) are held in
+/// bf16, not a second copy of the whole model (1.8 GiB at llama-1b).
 public final class DeviceWeights: @unchecked Sendable {
-    // Invariant: the tensors' shapes never change; their contents change only through work on the device's stream.
+    // Invariant: the tensors' shapes never change; their contents change only through work on the device's stream;
+    // `copies` is touched only while holding `lock`, and holds only copies of the current master weights.
     public let names: [String]
     public let master: [DeviceTensor]
-    /// The bf16 copy of each matrix a GEMM reads (nil for the norm weights and the embedding table, read in fp32).
-    public let bf16: [DeviceTensor?]
+    /// Whether a GEMM reads slot i in bf16 (the matrices; not the norm weights, nor the embedding table).
+    private let castable: [Bool]
+    private let kernels: TrainingKernels
+    private let lock = NSLock()
+    /// bf16 copies made since the last update, most recently used last.
+    private var copies: [(slot: Int, tensor: DeviceTensor)] = []
+    /// A decoder layer's seven matrices and the output head.
+    static let keptCopies = 8
 
     /// Copies of `parameters` on `device`, each in its own memory.
     /// `fp32Only`: the slots of matrices no GEMM reads (the embedding table), which get no bf16 copy.
@@ -19,19 +29,36 @@ public final class DeviceWeights: @unchecked Sendable {
                       fp32Only: fp32Only, kernels: TrainingKernels(device: device))
     }
 
-    /// Over existing master tensors (e.g. views of one flat buffer), with fresh bf16 copies of the GEMMs' matrices.
+    /// Over existing master tensors (e.g. views of one flat buffer).
     init(names: [String], master: [DeviceTensor], fp32Only: Set<Int>, kernels: TrainingKernels) throws {
-        (self.names, self.master) = (names, master)
-        bf16 = try master.indices.map { i in
-            master[i].shape.count >= 2 && !fp32Only.contains(i) ? try kernels.bf16(master[i]) : nil
+        (self.names, self.master, self.kernels) = (names, master, kernels)
+        castable = master.indices.map { master[$0].shape.count >= 2 && !fp32Only.contains($0) }
+    }
+
+    /// The bf16 copy of matrix `slot`, as the GEMMs read it: made from the master weights on first use after an
+    /// update (stream-ordered, so it sees every update queued before), kept while it is among the `keptCopies`
+    /// most recently used. A dropped copy's memory returns to the pool once its last reader lets it go.
+    public func bf16(_ slot: Int) throws -> DeviceTensor {
+        guard castable.indices.contains(slot), castable[slot] else {
+            throw DistFlashError(.shapeMismatch, "parameter \(slot) (\(names.indices.contains(slot) ? names[slot] : "?")) "
+                + "has no bf16 copy: only the matrices a GEMM reads do")
+        }
+        return try lock.withLock {
+            if let index = copies.firstIndex(where: { $0.slot == slot }) {
+                let copy = copies.remove(at: index)
+                copies.append(copy)
+                return copy.tensor
+            }
+            let tensor = try kernels.bf16(master[slot])
+            copies.append((slot, tensor))
+            if copies.count > Self.keptCopies { copies.removeFirst() }
+            return tensor
         }
     }
 
-    /// Re-rounds every bf16 copy from its master (after an update).
-    func refreshCopies(_ kernels: TrainingKernels) throws {
-        for (master, copy) in zip(master, bf16) {
-            if let copy { try kernels.bf16(master, into: copy) }
-        }
+    /// Drops every bf16 copy (after an update: the next use re-rounds from the new master weights).
+    func dropCopies() {
+        lock.withLock { copies.removeAll() }
     }
 
     /// The master weights as host tensors.

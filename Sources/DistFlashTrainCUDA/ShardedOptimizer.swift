@@ -9,7 +9,7 @@ import DistFlashTrain
 /// g_r = reduce-scatter(Σ_ranks G)            this rank's shard of the summed gradient
 /// ‖g‖² = Σ_ranks ‖g_r‖²  (all-reduce)         c = min(1, maxNorm / (‖g‖ + 10⁻⁶))
 /// θ_r ← AdamW(θ_r, c·g_r)                    per tensor segment (weight decay only on matrices)
-/// Θ = all-gather(θ_r);  bf16 copies re-rounded
+/// Θ = all-gather(θ_r);  bf16 copies dropped (re-rounded on their next use)
 /// ```
 /// With one rank there is nothing to reduce or gather. Every rank must call `update` together.
 public final class ShardedOptimizer: @unchecked Sendable {
@@ -137,7 +137,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
             let shard = layout.shard(rank)
             try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster, rank: rank)
         }
-        try weights.refreshCopies(kernels)
+        weights.dropCopies()
         return norm
     }
 }
