@@ -122,6 +122,7 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         let norm = Float(squares.squareRoot())
         guard norm.isFinite else { return norm }
+        defer { weights.dropCopies() }  // even if a launch or the all-gather fails partway: no stale copy survives
         let scale = GradientClipping.factor(norm: norm, maxNorm: maxNorm) ?? 1
         step += 1
         let h = hyperparameters
@@ -137,7 +138,6 @@ public final class ShardedOptimizer: @unchecked Sendable {
             let shard = layout.shard(rank)
             try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster, rank: rank)
         }
-        weights.dropCopies()
         return norm
     }
 }
