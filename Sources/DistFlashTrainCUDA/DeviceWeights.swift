@@ -6,7 +6,7 @@ import Foundation
 /// A model's parameters on one GPU, in `Parameters` order: fp32 master weights (what the optimizer updates and a
 /// checkpoint saves) and bf16 copies of the matrices a GEMM reads, made on demand: the layers run one after
 /// another, so only the most recently used `keptCopies` matrices (one layer's and the output head's) are held in
-/// bf16, not a second copy of the whole model (1.7 GiB at llama-1b, 32k tokens).
+/// bf16, not a second copy of the whole model (1.7 GiB less at llama-1b).
 public final class DeviceWeights: @unchecked Sendable {
     // Invariant: the tensors' shapes never change; their contents change only through work on the device's stream;
     // `copies` is touched only while holding `lock`, and holds only copies of the current master weights.
