@@ -1,0 +1,36 @@
+import DistFlashAttn
+import DistFlashAttnCUDA
+import DistFlashTrain
+import DistFlashTrainCUDA
+import Testing
+
+/// The GEMMs' bf16 copies of the master weights, made on demand: each is its master rounded to nearest even, the
+/// most recent ones are kept, and none outlives a change of its master that `dropCopies` announces.
+@Suite("GPU weights' bf16 copies")
+struct DeviceWeightsTests {
+    @Test("copies equal their masters rounded, follow the masters after dropCopies; vectors have none",
+          .enabled(if: gpu != nil))
+    func copies() throws {
+        var random = SeededRandom(seed: .random(in: 0...UInt64.max))
+        // Ten matrices of odd shapes (more than are kept) and a norm-like vector, which no GEMM reads.
+        var entries = (0..<10).map { (name: "m\($0)", tensor: random.normalTensor(shape: [3 + 2 * $0, 7])) }
+        entries.append((name: "norm", tensor: random.normalTensor(shape: [7])))
+        let parameters = Parameters(entries)
+        let weights = try DeviceWeights(parameters, on: gpu!)
+        for round in 0..<2 {  // the second pass re-makes the copies the first pass's later ones evicted
+            for slot in 0..<10 {
+                #expect(try weights.bf16(slot).download().scalars == parameters.tensors[slot].roundedToBFloat16().scalars,
+                        "pass \(round), slot \(slot)")
+            }
+        }
+        let kept = try weights.bf16(9)
+        #expect(try weights.bf16(9) === kept, "a recent copy is reused")
+
+        try TrainingKernels(device: gpu!).fill(weights.master[9], with: 0.3)
+        weights.dropCopies()
+        #expect(try weights.bf16(9).download().scalars == [Float](repeating: 0.30078125, count: 19 * 7))
+        #expect(try kept.download().scalars == parameters.tensors[9].roundedToBFloat16().scalars,
+                "a copy a caller still holds keeps its values")
+        #expect(throws: DistFlashError.self) { try weights.bf16(10) }
+    }
+}
