@@ -223,24 +223,9 @@ __device__ void forward_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, c
         for (int r = 0; r < 2; r++) {
             int i = rows[mt][r];
             if (i >= Sq || l[mt][r] == 0.f) continue;  // no visible key in this block: the partial stands
-            const float block_lse = m[mt][r] * scale2 + __log2f(l[mt][r]);  // base 2
-            float *lse_at = lse + ((size_t)b * H + h) * Sq + i;
-            const float old = *lse_at;                             // natural log
-            const float old2 = old == NEG_INF ? NEG_INF : old * LOG2E;
-            const float top = fmaxf(old2, block_lse);
-            const float w_old = exp2_approx(old2 - top), w_new = exp2_approx(block_lse - top);
-            const float total = w_old + w_new;
-            const float f_new = w_new / (total * l[mt][r]), f_old = w_old / total;
-            float *row = o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2;
-            #pragma unroll
-            for (int n = 0; n < D / 8; n++) {
-                float2 before = old == NEG_INF ? make_float2(0.f, 0.f) : *(float2 *)(row + n * 8);
-                *(float2 *)(row + n * 8) = make_float2(f_old * before.x + f_new * acc[mt][n][2 * r],
-                                                       f_old * before.y + f_new * acc[mt][n][2 * r + 1]);
-            }
-            // The row's four lanes (one quad, same i and l) have all read lse before one of them writes it.
-            __syncwarp(0xfu << (lane & 28));
-            if (t == 0) *lse_at = (top + __log2f(total)) * LN2;
+            fold_into_partial<D>(o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2,
+                                 lse + ((size_t)b * H + h) * Sq + i, m[mt][r] * scale2 + __log2f(l[mt][r]), l[mt][r], t,
+                                 lane, [&](int n, int e) { return acc[mt][n][2 * r + e]; });
         }
 }
 

@@ -245,23 +245,9 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
     for (int r = 0; r < 2; r++) {
         const int i = rows[r];
         if (i >= Sq || l[r] == 0.f) continue;  // no visible key in this block: the partial stands
-        const float block_lse = m[r] * scale2 + __log2f(l[r]);  // base 2
-        float *lse_at = lse + ((size_t)b * H + h) * Sq + i;
-        const float old = *lse_at;  // natural log
-        const float old2 = old == NEG_INF ? NEG_INF : old * LOG2E;
-        const float top = fmaxf(old2, block_lse);
-        const float w_old = exp2_approx(old2 - top), w_new = exp2_approx(block_lse - top);
-        const float total = w_old + w_new;
-        const float f_new = w_new / (total * l[r]), f_old = w_old / total;
-        float *row = o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2;
-#pragma unroll
-        for (int c = 0; c < D / 8; c++) {
-            const float2 before = old == NEG_INF ? make_float2(0.f, 0.f) : *(float2 *)(row + c * 8);
-            *(float2 *)(row + c * 8) = make_float2(f_old * before.x + f_new * acc[4 * c + 2 * r],
-                                                   f_old * before.y + f_new * acc[4 * c + 2 * r + 1]);
-        }
-        __syncwarp(0xfu << (lane & 28));  // the quad has read lse before one of its lanes writes it
-        if (t == 0) *lse_at = (top + __log2f(total)) * LN2;
+        fold_into_partial<D>(o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2, lse + ((size_t)b * H + h) * Sq + i,
+                             m[r] * scale2 + __log2f(l[r]), l[r], t, lane,
+                             [&](int c, int e) { return acc[4 * c + 2 * r + e]; });
     }
 }
 

@@ -117,6 +117,28 @@ __device__ __forceinline__ int2 shown_tile_range(int tiles, Shown shown, int (&r
     return make_int2(range[0], range[1]);
 }
 
+// (o, lse) ⊕= one query row's block result (O / l, LSE m·log2(e)-scaled + log l), in fp32: the two normalised
+// partials weighted by their exponential sums. `row`: this lane's columns of the row in o (offset by 2t); `lse_at`
+// its lse (natural log; −∞: no partial yet); `block_lse` base 2; `value(c, e)` the unnormalised O of column
+// 8c + 2t + e. The row's quad of lanes calls it together (no lane of it skips while another folds).
+template <int D, class Value>
+__device__ __forceinline__ void fold_into_partial(float *row, float *lse_at, float block_lse, float l, int t, int lane,
+                                                  Value value) {
+    const float old = *lse_at;  // natural log
+    const float old2 = old == NEG_INF ? NEG_INF : old * LOG2E;
+    const float top = fmaxf(old2, block_lse);
+    const float w_old = exp2_approx(old2 - top), w_new = exp2_approx(block_lse - top);
+    const float total = w_old + w_new;
+    const float f_new = w_new / (total * l), f_old = w_old / total;
+#pragma unroll
+    for (int c = 0; c < D / 8; c++) {
+        const float2 before = old == NEG_INF ? make_float2(0.f, 0.f) : *(float2 *)(row + c * 8);
+        *(float2 *)(row + c * 8) = make_float2(f_old * before.x + f_new * value(c, 0), f_old * before.y + f_new * value(c, 1));
+    }
+    __syncwarp(0xfu << (lane & 28));  // the quad has read lse before one of its lanes writes it
+    if (t == 0) *lse_at = (top + __log2f(total)) * LN2;
+}
+
 enum TileClass { HIDDEN = 0, PARTIAL = 1, VISIBLE = 2 };
 
 // How a key tile with bounds `k` relates to query rows with bounds `q`.
