@@ -71,10 +71,13 @@ struct DeviceLlamaModelTests {
         }
         // The strategies compute the same thing; only the order of fp32 atomics (dQ, embedding) and of the chunks'
         // weight-gradient sums may differ — and remat's δ = rowsum(dO ∘ O), which reads the bf16 O it keeps
-        // (none and layer read the fp32 O): a 2⁻⁹ rounding of O, well inside 5e-3 (an error in what remat
-        // recomputes would be of the order of the gradients).
+        // (none and layer read the fp32 O). That 2⁻⁹ rounding of O reaches dS = P ∘ (dP − δ) undamped where
+        // dP − δ cancels (causal rows that attend to a few keys), so the Q and K projections' gradients move by
+        // a few 2⁻⁹: the CPU model with only O rounded so moves them by 2–4e-3 at these sizes, H100 measured
+        // 5.3e-3. 2e-2 still catches an error in what remat recomputes, which would be of the order of the
+        // gradients themselves.
         for run in runs.dropFirst() {
-            let bound = run.strategy == .remat ? 5e-3 : 1e-4
+            let bound = run.strategy == .remat ? 2e-2 : 1e-4
             #expect(abs(run.loss - runs[0].loss) <= 1e-6 * abs(runs[0].loss))
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, runs[0].gradients)) {
                 #expect(Self.relativeError(got, want) <= bound, "\(name)")
