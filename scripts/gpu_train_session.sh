@@ -4,11 +4,12 @@
 #          each (torchrun): the three loss trajectories side by side (same seed, same data)
 #   track  llama-1b on the recall task (S = 8192, 30 steps): one GPU against every GPU, same seed and data; the
 #          two loss trajectories side by side and their SVG curves
-#   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat at 16k
-#          and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0, BASELINE=0 skip parts; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan)
-#          and on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
-#   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES), 3 steps under Nsight Systems: the GPU time
-#          of every kernel summed over the run (which of the non-attention, non-GEMM kernels cost what)
+#   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat and
+#          remat with --offload at 16k and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0,
+#          BASELINE=0 skip parts; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan) and
+#          on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
+#   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES), 3 steps with --kernel-times: the last
+#          step's device time by phase (attention, GEMMs, optimizer, each small kernel) and what none of them covers
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
@@ -40,27 +41,32 @@ if [ "$mode" = track ]; then
 fi
 head -c 64000000 /dev/urandom >"$out/random.bytes"
 if [ "$mode" = profile ]; then
-    nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-    [ -n "$nsys" ] || { echo "profile: no nsys on this machine"; exit 1; }
-    timeout "${LIMIT:-300}" "$nsys" profile --trace=cuda --sample=none --stats=false -o "$out/train-profile" -f true \
-        bin/distflash train --gpus 1 --preset llama-1b --task "text=$out/random.bytes" --seq "${TOKENS:-32768}" \
-        --batch 1 --steps 3 --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
-        --checkpoint "${STRATEGIES:-remat}" --json >"$out/train-profile.jsonl" 2>"$out/train-profile.err"
-    echo "profile: exit $?"
-    "$nsys" stats --report cuda_gpu_kern_sum --format csv "$out/train-profile.nsys-rep" >"$out/train-profile-kernels.csv"
-    head -40 "$out/train-profile-kernels.csv"
+    timeout "${LIMIT:-240}" bin/distflash train --gpus 1 --preset llama-1b --task "text=$out/random.bytes" \
+        --seq "${TOKENS:-32768}" --batch 1 --steps 3 --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
+        --checkpoint "${STRATEGIES:-remat}" --kernel-times --json >"$out/train-profile.jsonl" 2>"$out/train-profile.err"
+    echo "profile: exit $? $(tail -c 300 "$out/train-profile.err")"
+    grep '"event":"step"' "$out/train-profile.jsonl" | tail -1 | python3 -c '
+import json, sys
+step = json.loads(sys.stdin.read())
+phases, total = step["phase_ms"], step["step_ms"]
+print("step %.1f ms; phases %.1f ms; rest %.1f ms" % (total, sum(phases.values()), total - sum(phases.values())))
+for name, ms in sorted(phases.items(), key=lambda item: -item[1]):
+    print("%9.2f ms  %s" % (ms, name))' | tee "$out/train-profile.txt"
     exit 0
 fi
-# One run: run TAG GPUS SEQ STRATEGY. The step lines (JSON) go to $out/train-TAG.jsonl; the last one is echoed.
+# One run: run TAG GPUS SEQ STRATEGY (none, layer, remat; +offload: the checkpoint in host memory). The step lines
+# (JSON) go to $out/train-TAG.jsonl; the last one is echoed.
 run() {
     local tag=$1 count=$2 seq=$3 strategy=$4
+    local flags="--checkpoint ${strategy%+offload}"
+    [ "$strategy" = "${strategy%+offload}" ] || flags="$flags --offload"
     timeout "${LIMIT:-240}" bin/distflash train --gpus "$count" --preset llama-1b --task "text=$out/random.bytes" \
         --seq "$seq" --batch 1 --steps "${STEPS:-4}" --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
-        --checkpoint "$strategy" --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
+        $flags --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
     echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
 }
 for tokens in ${TOKENS:-16384 32768}; do
-    for strategy in ${STRATEGIES:-none layer remat}; do
+    for strategy in ${STRATEGIES:-none layer remat remat+offload}; do
         [ "${SINGLE:-1}" = 1 ] && run "$strategy-$tokens-x1" 1 "$tokens" "$strategy"  # one GPU: the baseline's shape
         [ "${MULTI:-1}" = 1 ] && run "$strategy-$tokens-x$gpus" "$gpus" $((tokens * gpus)) "$strategy"  # S = tokens · P
     done

@@ -12,7 +12,10 @@ public struct TrainingKernels: Sendable {
     /// RMSNorm's backward keeps E / 256 weight-gradient sums per thread (the kernels' RMS_MAX_PER_THREAD).
     static let maxNormWidth = 256 * 32
 
-    public init(device: CUDADevice) { self.device = device }
+    /// Times every launch as its own phase, "kernel:NAME" (nil: no timing).
+    public let clock: PhaseClock?
+
+    public init(device: CUDADevice, clock: PhaseClock? = nil) { (self.device, self.clock) = (device, clock) }
 
     // MARK: RMSNorm
 
@@ -257,10 +260,13 @@ public struct TrainingKernels: Sendable {
     // MARK: Helpers
 
     private func launch(_ name: String, grid: Int, _ arguments: [CUDADevice.Argument]) throws {
-        try device.exclusive {
-            try device.launch(try device.kernel(name, source: Self.source), grid: (grid, 1, 1), block: Self.block,
-                              arguments)
+        let run = {
+            try device.exclusive {
+                try device.launch(try device.kernel(name, source: Self.source), grid: (grid, 1, 1), block: Self.block,
+                                  arguments)
+            }
         }
+        if let clock { try clock.time("kernel:" + name, run) } else { try run() }
     }
 
     /// Blocks for a grid-stride loop over `count` elements.

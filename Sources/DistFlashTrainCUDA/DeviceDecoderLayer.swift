@@ -33,20 +33,60 @@ struct DeviceMLPProjections {
     let activated: DeviceTensor
 }
 
+/// A tensor a layer keeps for its backward: on the device, or parked in pinned host memory (`offload`).
+enum SavedTensor {
+    case device(DeviceTensor)
+    case host(HostOffload.Parked)
+
+    /// The tensor on the device (a parked one's copy back is waited for on the compute stream).
+    func load() throws -> DeviceTensor {
+        switch self {
+        case .device(let tensor): return tensor
+        case .host(let parked): return try parked.load()
+        }
+    }
+
+    /// Starts a parked tensor's copy back, to overlap the work queued next.
+    func fetch() throws { if case .host(let parked) = self { try parked.fetch() } }
+}
+
 /// What a layer keeps between its forward and its backward, by checkpoint strategy. `remat` keeps O in bf16, as
 /// the W_o GEMM reads it (half the bytes of the fp32 O: 2 GiB over llama-1b's 16 layers at 32k tokens); the
 /// backward's δ = rowsum(dO ∘ O) then reads that O, as FlashAttention's does.
 enum DeviceSavedLayer {
     case all(DeviceLayerActivations)
-    case input(DeviceTensor)
-    case inputAndAttention(DeviceTensor, outputBF16: DeviceTensor, logSumExp: DeviceTensor)
+    case input(SavedTensor)
+    case inputAndAttention(SavedTensor, outputBF16: SavedTensor, logSumExp: DeviceTensor)
 
     init(_ activations: DeviceLayerActivations, strategy: CheckpointStrategy) {
         switch strategy {
         case .none: self = .all(activations)
-        case .layer: self = .input(activations.input)
-        case .remat: self = .inputAndAttention(activations.input, outputBF16: activations.mlp.outputBF16,
+        case .layer: self = .input(.device(activations.input))
+        case .remat: self = .inputAndAttention(.device(activations.input), outputBF16: .device(activations.mlp.outputBF16),
                                                logSumExp: activations.logSumExp)
+        }
+    }
+
+    /// The same checkpoint with its large tensors (x, O) parked in host memory as one group; LSE (1/64 of O at
+    /// D = 64) stays. `.all` keeps everything on the device.
+    func parked(in offload: HostOffload) throws -> DeviceSavedLayer {
+        switch self {
+        case .input(.device(let x)):
+            return .input(.host(try offload.park([x])[0]))
+        case .inputAndAttention(.device(let x), .device(let output), let logSumExp):
+            let parked = try offload.park([x, output])
+            return .inputAndAttention(.host(parked[0]), outputBF16: .host(parked[1]), logSumExp: logSumExp)
+        default:
+            return self
+        }
+    }
+
+    /// Starts the copies back of whatever is parked (the backward calls it one layer ahead).
+    func fetch() throws {
+        switch self {
+        case .all: break
+        case .input(let x): try x.fetch()
+        case .inputAndAttention(let x, let output, _): try x.fetch(); try output.fetch()
         }
     }
 }
@@ -154,10 +194,11 @@ struct DeviceDecoderLayer {
         case .all(let activations):
             return activations
         case .input(let x):
-            return try forward(x, keepProjections: false)
-        case .inputAndAttention(let x, let outputBF16, let logSumExp):
+            return try forward(x.load(), keepProjections: false)
+        case .inputAndAttention(let saved, let outputBF16, let logSumExp):
+            let x = try saved.load()
             let inputs = try attentionInputs(x)
-            let output = try ops.blocks.widened(outputBF16).reshaped([batch, n, config.heads, config.headDim])
+            let output = try ops.blocks.widened(outputBF16.load()).reshaped([batch, n, config.heads, config.headDim])
             return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed,
                                           query: inputs.query, key: inputs.key, value: inputs.value, output: output,
                                           logSumExp: logSumExp,

@@ -16,21 +16,34 @@ public struct DeviceLlamaModel: Sendable {
 
     /// Rows of the MLP's `[T, F]` intermediates computed at once (every row when T is smaller).
     public let mlpChunkRows: Int
+    /// Where the layers' checkpoints wait for the backward when they wait in host memory (nil: on the device).
+    let offload: HostOffload?
 
     /// `mlpChunkBytes`: the size of one fp32 `[rows, F]` chunk of the MLP's intermediates (gate, up and their
     /// gradients): the checkpointed strategies never hold them for all T rows at once (at 32k tokens of llama-1b,
     /// 1 GiB each), only one chunk. The default, 256 MiB, keeps each chunk's GEMMs large.
+    /// `offload`: park each layer's checkpoint (x, and O with `remat`) in pinned host memory during the forward and
+    /// fetch it one layer ahead in the backward, overlapped with the compute (not with `none`, which keeps all).
+    /// `kernelTimes`: time each small kernel's launches as a phase of its own ("kernel:NAME" in `phaseSeconds`).
     public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
-                device: CUDADevice, mlpChunkBytes: Int = 256 << 20) throws {
+                device: CUDADevice, mlpChunkBytes: Int = 256 << 20, offload: Bool = false,
+                kernelTimes: Bool = false) throws {
+        guard !(offload && checkpoint == .none) else {
+            throw DistFlashError(.invalidProblem, "offload with --checkpoint none: that strategy keeps every "
+                + "activation on the device; offload moves the checkpoint of layer or remat to host memory")
+        }
         (self.config, self.attention, self.checkpoint) = (config, attention, checkpoint)
+        self.offload = offload ? try HostOffload(device: device) : nil
         mlpChunkRows = max(1, mlpChunkBytes / (4 * config.ffnDim))
         let blocks = CUDABlocks(device: device, timing: false)  // nobody reads per-op times here
-        ops = DeviceOps(matmul: try DeviceMatmul(device: device), kernels: TrainingKernels(device: device), blocks: blocks,
-                        clock: PhaseClock(device: device))
+        let clock = PhaseClock(device: device)
+        ops = DeviceOps(matmul: try DeviceMatmul(device: device),
+                        kernels: TrainingKernels(device: device, clock: kernelTimes ? clock : nil), blocks: blocks,
+                        clock: clock)
     }
 
     /// GPU seconds in attention (its communication included) and in GEMMs since the last call, plus what
-    /// `timed` added (waits for the device).
+    /// `timed` added and, with `kernelTimes`, each small kernel's (waits for the device).
     public func phaseSeconds() throws -> [String: Double] { try ops.clock.collect() }
 
     /// Runs `work` (GPU work on this model's device) as phase `phase` of `phaseSeconds()`.
@@ -66,8 +79,15 @@ public struct DeviceLlamaModel: Sendable {
             let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
             let activations = try layer.forward(x, keepProjections: backward && checkpoint == .none)
             x = try layer.output(activations.mlp)
-            saved.append(DeviceSavedLayer(activations, strategy: backward ? checkpoint : .layer))
+            let kept = DeviceSavedLayer(activations, strategy: backward ? checkpoint : .layer)
+            // The last layer's checkpoint is the backward's first need: parking it would only add a round trip.
+            if let offload, backward, index < config.layers - 1 {
+                saved.append(try kept.parked(in: offload))
+            } else {
+                saved.append(kept)
+            }
         }
+        try offload?.releaseParked()
         let (loss, correct, head) = try outputHead(weights, []).forward(x, labels: shard.labels,
                                                                         normalizer: lossNormalizer)
         return Cache(loss: loss, correctPredictions: correct, shard: shard, positions: positions,
@@ -87,7 +107,9 @@ public struct DeviceLlamaModel: Sendable {
         var outputGrad = try outputHead(weights, gradients).backward(consume head, normalizer: cache.lossNormalizer)
         for index in (0..<config.layers).reversed() {
             let layer = decoderLayer(index, weights, gradients, cache.rope, cache.positions, cache.shard.batch)
-            let activations = try layer.restore(cache.layers.removeLast())
+            let saved = cache.layers.removeLast()
+            try cache.layers.last?.fetch()  // the next layer's parked checkpoint comes back during this one
+            let activations = try layer.restore(saved)
             outputGrad = try layer.backward(activations, outputGrad: outputGrad)
         }
         try ops.kernels.embeddingBackward(tokens: cache.shard.tokens, outputGrad: outputGrad,

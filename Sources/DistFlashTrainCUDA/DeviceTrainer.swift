@@ -101,7 +101,9 @@ public final class DeviceTrainer: @unchecked Sendable {
                                         communicator: $0, overlap: configuration.overlap)
                 } ?? SingleGPUAttention(blocks: CUDABlocks(device: device, timing: false), mask: problem.mask)
                 return (rank, try DeviceLlamaModel(config: model, attention: attention,
-                                                   checkpoint: configuration.checkpoint, device: device))
+                                                   checkpoint: configuration.checkpoint, device: device,
+                                                   offload: configuration.offload,
+                                                   kernelTimes: configuration.kernelTimes))
             }
             return Length(batch: batch, positions: (0..<worldSize).map { plans.forward.layout.positions(rank: $0) },
                           models: Dictionary(uniqueKeysWithValues: models))

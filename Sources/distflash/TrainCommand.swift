@@ -59,6 +59,14 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Plan: \(Plan.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (default distflash).")
     var plan: Plan.Kind?
     @Option(help: "Activation checkpointing: none, layer or remat (default remat).") var checkpoint: CheckpointStrategy?
+    @Flag(help: ArgumentHelp("GPUs: keep each layer's checkpoint in pinned host memory until the backward.",
+                             discussion: "Copied out during the forward and back one layer ahead in the backward, on a "
+                                 + "stream of its own, so the copies overlap the compute (layer or remat)."))
+    var offload = false
+    @Flag(name: .customLong("kernel-times"), help: ArgumentHelp(
+        "GPUs: time each small kernel (norms, RoPE, SwiGLU, casts, loss) on its own.",
+        discussion: "Adds one \"kernel:NAME\" entry per kernel to the step's device-time phases (with --json: phase_ms)."))
+    var kernelTimes = false
     @Option(help: "CPU threads in all, shared by the workers (default all cores, or DISTFLASH_THREADS).") var threads: Int?
     @Flag(name: .customLong("no-overlap"), help: "Finish each step's communication before computing.") var noOverlap = false
     @Option(help: "Seconds a worker may wait for another before the step fails (default 120).") var timeout: Double?
@@ -79,6 +87,14 @@ struct TrainCommand: ParsableCommand {
             guard workers == nil else { throw ValidationError("--gpus \(gpus) with --workers: give one of them") }
             guard threads == nil else { throw ValidationError("--threads with --gpus: the GPUs do the work") }
         }
+        if offload {
+            guard gpus != nil else { throw ValidationError("--offload: only the GPU trainer offloads; add --gpus P") }
+            guard checkpoint != CheckpointStrategy.none else {
+                throw ValidationError("--offload with --checkpoint none: none keeps every activation on the GPU; "
+                    + "use layer or remat")
+            }
+        }
+        if kernelTimes, gpus == nil { throw ValidationError("--kernel-times: only the GPU trainer times kernels; add --gpus P") }
         if let saveEvery {
             guard saveEvery >= 1 else { throw ValidationError("--save-every \(saveEvery): must be ≥ 1 steps") }
             guard save != nil else { throw ValidationError("--save-every \(saveEvery): give --save FILE too") }
@@ -215,6 +231,8 @@ struct TrainCommand: ParsableCommand {
         if let workers { configuration.workers = workers }
         if let plan { configuration.plan = plan }
         if let checkpoint { configuration.checkpoint = checkpoint }
+        configuration.offload = offload
+        configuration.kernelTimes = kernelTimes
         configuration.threads = threads
         configuration.overlap = !noOverlap
         if let timeout { configuration.timeout = timeout }
@@ -262,7 +280,7 @@ struct TrainingOutput {
         title = "\(c.model) on \(c.taskName), S = \(c.sequence)\(warmup), \(c.mask) mask, \(parallel)"
         header = "training \(c.model) (\(model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask)"
             + (c.sequenceWarmup.map { " · warm-up: \($0.steps) steps of \($0.batch) rows at S=\($0.sequence)" } ?? "")
-            + " · \(resources), checkpoint \(c.checkpoint) · steps \(firstStep)→\(c.steps), lr \(c.learningRate) "
+            + " · \(resources), checkpoint \(c.checkpoint)\(c.offload ? " (offloaded)" : "") · steps \(firstStep)→\(c.steps), lr \(c.learningRate) "
             + "(warm-up \(c.warmupSteps), cosine to ×\(c.minimumLearningRateRatio)), clip \(c.maxGradientNorm), "
             + "seed \(c.seed)" + (chanceAccuracy.map { " · chance accuracy \(Self.percent($0))" } ?? "")
     }

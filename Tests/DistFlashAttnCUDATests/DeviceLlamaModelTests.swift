@@ -26,27 +26,25 @@ struct DeviceLlamaModelTests {
         return (difference / max(norm, 1e-30)).squareRoot()
     }
 
-    /// One GPU forward and backward; `mlpChunkBytes` as the model's (nil: its default, one chunk at these sizes).
-    func gpuRun(_ strategy: CheckpointStrategy, _ shard: TokenBatch, _ parameters: Parameters, mlpChunkBytes: Int? = nil)
-        throws -> (loss: Double, gradients: [Tensor], forwardCalls: Int) {
+    /// One GPU forward and backward; `mlpChunkBytes` and `offload` as the model's (nil: its default chunk, one
+    /// chunk at these sizes).
+    func gpuRun(_ strategy: CheckpointStrategy, _ shard: TokenBatch, _ parameters: Parameters, mlpChunkBytes: Int? = nil,
+                offload: Bool = false) throws -> (loss: Double, gradients: [Tensor], forwardCalls: Int, phases: [String]) {
         let blocks = CUDABlocks(device: gpu!)
         let attention = SingleGPUAttention(blocks: blocks, mask: .causal)
-        let model = if let mlpChunkBytes {
-            try DeviceLlamaModel(config: Self.config, attention: attention, checkpoint: strategy, device: gpu!,
-                                 mlpChunkBytes: mlpChunkBytes)
-        } else {
-            try DeviceLlamaModel(config: Self.config, attention: attention, checkpoint: strategy, device: gpu!)
-        }
+        let model = try DeviceLlamaModel(config: Self.config, attention: attention, checkpoint: strategy, device: gpu!,
+                                         mlpChunkBytes: mlpChunkBytes ?? 256 << 20, offload: offload,
+                                         kernelTimes: offload)
         let weights = try DeviceWeights(parameters, fp32Only: [Self.config.embeddingSlot], on: gpu!)
         let cache = try model.forward(shard, positions: Array(0..<shard.sequence), lossNormalizer: shard.labeledCount,
                                       weights: weights)
         let loss = cache.loss
         let gradients = try weights.zeroGradients(blocks)
         try model.backward(consume cache, weights: weights, into: gradients)
-        return (loss, try gradients.map { try $0.download() }, attention.forwardCalls)
+        return (loss, try gradients.map { try $0.download() }, attention.forwardCalls, try model.phaseSeconds().keys.sorted())
     }
 
-    @Test("loss and every gradient equal the CPU model's to bf16 accuracy, every checkpoint strategy, MLP whole or chunked",
+    @Test("loss and gradients equal the CPU model's to bf16 accuracy: each checkpoint strategy, MLP chunked or not, offloaded",
           .enabled(if: gpu != nil))
     func matchesCPU() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
@@ -55,19 +53,24 @@ struct DeviceLlamaModelTests {
         let (loss, cache) = try cpu.forward(shard, positions: Array(0..<shard.sequence),
                                             lossNormalizer: shard.labeledCount, parameters: parameters)
         let expected = try cpu.backward(cache)
-        var runs: [(strategy: CheckpointStrategy, loss: Double, gradients: [Tensor])] = []
-        // 16 rows a chunk: the 67-row shard in five chunks, the last one of 3 rows.
+        var runs: [(strategy: CheckpointStrategy, offload: Bool, loss: Double, gradients: [Tensor])] = []
+        // 16 rows a chunk: the 67-row shard in five chunks, the last one of 3 rows. Offloaded: the first layer's
+        // checkpoint goes to host memory and comes back during the second layer's backward (and kernels are timed).
         let chunked = 16 * 4 * Self.config.ffnDim
-        for (strategy, chunkBytes) in [CheckpointStrategy.none, .layer, .remat].flatMap({ [($0, nil), ($0, chunked)] }) {
-            let run = try gpuRun(strategy, shard, parameters, mlpChunkBytes: chunkBytes)
-            let label = "\(strategy)\(chunkBytes == nil ? "" : ", MLP in chunks")"
+        let variants = [CheckpointStrategy.none, .layer, .remat].flatMap { [($0, nil, false), ($0, chunked, false)] }
+            + [(.layer, nil, true), (.remat, chunked, true)]
+        for (strategy, chunkBytes, offload) in variants {
+            let run = try gpuRun(strategy, shard, parameters, mlpChunkBytes: chunkBytes, offload: offload)
+            let label = "\(strategy)\(chunkBytes == nil ? "" : ", MLP in chunks")\(offload ? ", offloaded" : "")"
             #expect(run.forwardCalls == Self.config.layers * (strategy == .layer ? 2 : 1), "\(label)")
+            // The offloaded runs also time each small kernel as a phase of its own.
+            #expect(run.phases.contains("kernel:swiglu_forward") == offload, "\(label): phases \(run.phases)")
             #expect(abs(run.loss - loss) <= 1e-2 * abs(loss), "\(label): loss \(run.loss) vs CPU \(loss)")
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, expected.tensors)) {
                 let error = Self.relativeError(got, want)
                 #expect(error <= 5e-2, "\(label) \(name): relative error \(error)")
             }
-            runs.append((strategy, run.loss, run.gradients))
+            runs.append((strategy, offload, run.loss, run.gradients))
         }
         // The strategies compute the same thing; only the order of fp32 atomics (dQ, embedding) and of the chunks'
         // weight-gradient sums may differ — and remat's δ = rowsum(dO ∘ O), which reads the bf16 O it keeps
@@ -81,6 +84,14 @@ struct DeviceLlamaModelTests {
             #expect(abs(run.loss - runs[0].loss) <= 1e-6 * abs(runs[0].loss))
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, runs[0].gradients)) {
                 #expect(Self.relativeError(got, want) <= bound, "\(name)")
+            }
+        }
+        // A checkpoint that went to host memory and back is the same bytes: only the atomics' order may differ.
+        for run in runs where run.offload {
+            let kept = runs.first { $0.strategy == run.strategy && !$0.offload }!
+            #expect(run.loss == kept.loss, "\(run.strategy), offloaded")
+            for (name, (got, want)) in zip(parameters.names, zip(run.gradients, kept.gradients)) {
+                #expect(Self.relativeError(got, want) <= 1e-4, "\(run.strategy), offloaded: \(name)")
             }
         }
     }

@@ -24,6 +24,8 @@ struct CUDADriver: @unchecked Sendable {
     let cuMemcpyHtoDAsync: @convention(c) (UInt64, UnsafeRawPointer, Int, Handle) -> Result
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, UInt64, Int, Handle) -> Result
     let cuMemsetD32Async: @convention(c) (UInt64, UInt32, Int, Handle) -> Result
+    let cuMemAllocHost: @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int) -> Result
+    let cuMemFreeHost: @convention(c) (UnsafeMutableRawPointer) -> Result
     let cuMemsetD16Async: @convention(c) (UInt64, UInt16, Int, Handle) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UnsafePointer<CChar>) -> Result
@@ -67,6 +69,8 @@ struct CUDADriver: @unchecked Sendable {
         cuMemcpyHtoDAsync = try library.symbol("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try library.symbol("cuMemcpyDtoHAsync_v2")
         cuMemsetD32Async = try library.symbol("cuMemsetD32Async")
+        cuMemAllocHost = try library.symbol("cuMemAllocHost_v2")
+        cuMemFreeHost = try library.symbol("cuMemFreeHost")
         cuMemsetD16Async = try library.symbol("cuMemsetD16Async")
         cuModuleLoadData = try library.symbol("cuModuleLoadData")
         cuModuleGetFunction = try library.symbol("cuModuleGetFunction")

@@ -50,6 +50,10 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var plan: Plan.Kind = .distflash
     /// What the forward keeps for the backward.
     public var checkpoint: CheckpointStrategy = .remat
+    /// GPUs: keep each layer's checkpoint in pinned host memory until the backward needs it.
+    public var offload = false
+    /// GPUs: report each small kernel's device time in the step's phases.
+    public var kernelTimes = false
     /// CPU threads in all (nil: `CPUBackend.defaultWorkers`); each rank gets max(1, threads / P).
     public var threads: Int?
     /// Overlap each step's transfers with its compute.
