@@ -6,8 +6,8 @@
 #          two loss trajectories side by side and their SVG curves
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat and
 #          remat with --offload at 16k and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0,
-#          BASELINE=0 skip parts; llama-1b, byte-level text of random bytes), on every GPU (the distflash plan) and
-#          on one; then the Hugging Face + PyTorch baseline on one GPU with the same shape and vocabulary
+#          BASELINE=0 skip parts; llama-1b, byte-level text of random bytes): on one GPU, beside the Hugging Face +
+#          PyTorch baseline with the same shape and vocabulary on another, then on every GPU (the distflash plan)
 #   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES), 3 steps with --kernel-times: the last
 #          step's device time by phase (attention, GEMMs, optimizer, each small kernel) and what none of them covers
 set -u
@@ -65,14 +65,27 @@ run() {
         $flags --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
     echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
 }
-for tokens in ${TOKENS:-16384 32768}; do
-    for strategy in ${STRATEGIES:-none layer remat remat+offload}; do
-        [ "${SINGLE:-1}" = 1 ] && run "$strategy-$tokens-x1" 1 "$tokens" "$strategy"  # one GPU: the baseline's shape
-        [ "${MULTI:-1}" = 1 ] && run "$strategy-$tokens-x$gpus" "$gpus" $((tokens * gpus)) "$strategy"  # S = tokens · P
-    done
-done
-[ "${BASELINE:-1}" = 1 ] || exit 0
 # The same shape with Hugging Face transformers + PyTorch on one GPU (gradient checkpointing off and on).
-seqs=$(echo ${TOKENS:-16384 32768} | tr ' ' ,)
-timeout "${LIMIT:-240}" python3 bench/train_hf.py --preset llama-1b --vocab 256 --seqs "$seqs" --steps ${HF_STEPS:-6} \
-    | tee "$out/train-hf.md"
+baseline() {
+    timeout "${LIMIT:-300}" python3 bench/train_hf.py --preset llama-1b --vocab 256 \
+        --seqs "$(echo ${TOKENS:-16384 32768} | tr ' ' ,)" --steps "${HF_STEPS:-6}" >"$out/train-hf.md" 2>"$out/train-hf.err"
+    echo "Hugging Face: exit $?"; cat "$out/train-hf.md"
+}
+# runs WHERE: every strategy at every TOKENS on one GPU (WHERE = single) or on all of them (WHERE = multi).
+runs() {
+    for tokens in ${TOKENS:-16384 32768}; do
+        for strategy in ${STRATEGIES:-none layer remat remat+offload}; do
+            if [ "$1" = single ]; then run "$strategy-$tokens-x1" 1 "$tokens" "$strategy"  # the baseline's shape
+            else run "$strategy-$tokens-x$gpus" "$gpus" $((tokens * gpus)) "$strategy"; fi   # S = tokens · P
+        done
+    done
+}
+# First the one-GPU runs on GPU 0 with the baseline beside them on the last GPU (cards of their own), then the
+# runs on every GPU.
+[ "${BASELINE:-1}" = 1 ] && [ "$gpus" -ge 2 ] && { CUDA_VISIBLE_DEVICES=$((gpus - 1)) baseline >"$out/baseline.txt" & }
+[ "${SINGLE:-1}" = 1 ] && CUDA_VISIBLE_DEVICES=0 runs single
+wait
+[ -f "$out/baseline.txt" ] && cat "$out/baseline.txt"
+[ "${BASELINE:-1}" = 1 ] && [ "$gpus" -lt 2 ] && baseline
+[ "${MULTI:-1}" = 1 ] && [ "$gpus" -ge 2 ] && runs multi
+exit 0
