@@ -7,10 +7,7 @@
 # Parts (new candidates add theirs, each beside the mainline it must beat):
 #   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
 #   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
-#   forward-v12  the D = 64 wgmma forward beside v12 (three consumer warpgroups, 96-key tiles)
 #   backward   the backward mainlines (wgmma on Hopper, mma.sync)
-#   backward-v15  the wgmma backwards beside v15 (dQ added by a warp of its own through bulk reductions; may hang
-#              if its barriers are wrong, hence a part of its own with a short limit)
 #   profile-backward  Nsight Compute on the D = 128 wgmma backward (stall reasons)
 # With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
 set -u
@@ -27,9 +24,7 @@ part() {
     case $1 in
         probes) lab probes 150 wgmma ;;
         forward) lab forward 240 forward --quick ;;
-        forward-v12) lab forward-v12 150 forward --quick --only="wgmma d64|v12" ;;
         backward) lab backward 300 backward ;;
-        backward-v15) lab backward-v15 240 backward --only="wgmma|v15" ;;
         profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="d128 wgmma" >"$out/profile-backward.log" 2>&1
                           echo "profile-backward: exit $?" ;;
         *) echo "unknown part: $1" ;;

@@ -12,19 +12,6 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
-// v15: dQ staged in shared memory and added by a writer warp through bulk reductions.
-#define BACKWARD_V15(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_v15_d##D(                                \
-        const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v,                               \
-        const __grid_constant__ TensorMap map_do, const float *lse, const float *delta, const int *qpos,        \
-        const int *kpos, const int *qdoc, const int *kdoc, const int4 *query_bounds, const int4 *key_bounds,    \
-        float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,        \
-        int window) {                                                                                           \
-        backward_wgmma<D, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,        \
-                                key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);                   \
-    }
-BACKWARD_V15(64)
-BACKWARD_V15(128)
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -249,11 +236,6 @@ int main(int argc, char **argv) {
                   (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
                   (BackwardTMA)attention_backward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
-#define V15(D) {"bwd d" #D " v15 dq writer", D, 8, nullptr, 2, 16, 64, \
-                (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0) \
-                    + 2 * 64 * (D / 2 + 8) * 4, \
-                (BackwardTMA)lab_backward_v15_d##D}
-        V15(64), V15(128),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

@@ -12,15 +12,6 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_wgmma.cu"
-// v12: three consumer warpgroups (192 query rows a block) and 96-key tiles at D = 64.
-extern "C" __global__ void __launch_bounds__(512, 1) lab_forward_v12_d64(
-        const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,
-        const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-        const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,
-        int window) {
-    forward_wgmma<64, 96, 3>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv,
-                             scale, kind, window);
-}
 // Shapes beside the mainline's two, from the same template.
 FORWARD_MMA(64, 4, 2, 64, false, )
 }
@@ -172,8 +163,6 @@ int main(int argc, char **argv) {
 #define WGMMA(D) {"wgmma d" #D " n128", D, 8, 1, 128, nullptr, nullptr, (size_t)(128 + 4 * 128) * D * 2 + 1024, \
                   (ForwardTMA)attention_forward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
-        {"v12 3 consumers d64 n96", 64, 12, 1, 96, nullptr, nullptr, (size_t)(192 + 4 * 96) * 64 * 2 + 1024,
-         (ForwardTMA)lab_forward_v12_d64},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

@@ -37,20 +37,7 @@ __device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
 }
 
-// The bulk-copy engine: add `bytes` (a multiple of 16) of fp32 from shared memory into global memory, atomically
-// per element; commit; wait until the sources have been read; wait until everything has landed.
-__device__ __forceinline__ void bulk_reduce_add_f32(float *destination, const float *source, unsigned bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
-                 :: "l"(destination), "r"(shared_address(source)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
-
-// DQ_WRITER (lab, backward v15, not yet measured): the consumers stage dQ in shared memory and warp 1 of the
-// producer warpgroup adds it to global memory by bulk reductions, instead of the consumers' vector reductions;
-// shared memory + 2·64·(D / 2 + 8)·4 bytes.
-template <int D, bool DQ_WRITER = false>
+template <int D>
 __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
                                                const bf16_t *v, const float *lse, const float *delta, const int *qpos,
                                                const int *kpos, const int *qdoc, const int *kdoc,
@@ -68,11 +55,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     float *sL_stages = (float *)(sdS_buffers + 2 * TILE_DS);  // LSE (natural log) of the query tile (0 past the end)
     float *sD_stages = sL_stages + 2 * BM;                     // δ of the query tile
     unsigned char *sK_core = (unsigned char *)(sD_stages + 2 * BM);  // K_COPY: K in the core layout
-    // DQ_WRITER: dQ of the pair, staged per consumer warpgroup (its 64 queries × D / 2 columns, rows padded by 8
-    // floats so a half-warp's 64-bit stores hit distinct banks) for the writer's bulk reductions.
-    constexpr int LDQ = DQ_N + 8;
-    float *sdQ = (float *)(sK_core + (K_COPY ? TILE_KV : 0));
-    __shared__ __align__(8) u64 full[2], empty[2], dq_full[2], dq_empty[2];
+    __shared__ __align__(8) u64 full[2], empty[2];
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
     __shared__ int tile_range[2];
 
@@ -90,10 +73,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         for (int s = 0; s < 2; s++) {
             mbar_init(&full[s], 32);  // the producer warp's lanes (lane 0's arrival announces the TMA bytes)
             mbar_init(&empty[s], 8);  // a lane of each consumer warp
-            if (DQ_WRITER) {
-                mbar_init(&dq_full[s], 128);  // every thread of consumer warpgroup s, after its stores
-                mbar_init(&dq_empty[s], 1);   // the writer's lane 0, once the reductions have read the rows
-            }
         }
         mbar_fence_init();
     }
@@ -140,27 +119,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 
     if (role == 0) {
         setmaxnreg_dec<24>();  // by all four warps of the warpgroup, as setmaxnreg requires
-        if (DQ_WRITER && warp == 1) {  // the dQ writer
-            // Per pair and consumer warpgroup: once its staged dQ is complete, one bulk reduction per query row
-            // (the warpgroup's D / 2 columns, two rows a lane) adds it to the fp32 dQ; the staging is released as
-            // soon as the reductions have read it, and the additions land while the next pairs compute.
-            int2 pair = visible_from(kvh * group, first);
-            for (int n = 0; pair.x >= 0; n++, pair = visible_from(pair.x, pair.y + 1)) {
-                for (int half = 0; half < 2; half++) {
-                    mbar_wait(&dq_full[half], n & 1);
-                    for (int r = lane; r < BM && pair.y * BM + r < Sq; r += 32)
-                        bulk_reduce_add_f32(
-                            dq + (size_t)(b * Sq + pair.y * BM + r) * q_stride + pair.x * D + half * DQ_N,
-                            sdQ + (half * BM + r) * LDQ, DQ_N * 4);
-                    bulk_commit();
-                    bulk_wait_read();
-                    __syncwarp();
-                    if (lane == 0) mbar_arrive(&dq_empty[half]);
-                }
-            }
-            bulk_wait_all();  // the additions have landed before the block ends
-            return;
-        }
         if (warp != 0) return;
         // The n-th visible pair into stage n % 2 once its (n − 2)-th use is released: LSE and δ by the warp's
         // lanes, Q and dO by TMA from lane 0.
@@ -284,28 +242,14 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         wgmma_commit();
         wgmma_wait<1>();  // dV and dQ have landed
         pin(dq_acc);
-        if constexpr (DQ_WRITER) {
-            // This warpgroup's dQ → its staging (once the writer has read the previous pair's), then announced.
-            if (n > 0) mbar_wait(&dq_empty[wg], (n - 1) & 1);
-            float *staging = sdQ + wg * BM * LDQ;
 #pragma unroll
-            for (int r = 0; r < 2; r++)
+        for (int r = 0; r < 2; r++) {
+            const int i = q0 + warp * 16 + g + 8 * r;
+            if (i >= Sq) continue;
+            float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
 #pragma unroll
-                for (int c = 0; c < DQ_N / 8; c++)
-                    *(float2 *)(staging + (warp * 16 + g + 8 * r) * LDQ + c * 8 + t * 2) =
-                        make_float2(dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
-            fence_async_shared();  // the stores become visible to the bulk-copy engine
-            mbar_arrive(&dq_full[wg]);
-        } else {
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int i = q0 + warp * 16 + g + 8 * r;
-                if (i >= Sq) continue;
-                float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
-#pragma unroll
-                for (int c = 0; c < DQ_N / 8; c++)
-                    red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
-            }
+            for (int c = 0; c < DQ_N / 8; c++)
+                red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
         }
         wgmma_wait<0>();
         if (lane == 0) mbar_arrive(&empty[stage]);  // this pair's Q, dO, LSE and δ are read

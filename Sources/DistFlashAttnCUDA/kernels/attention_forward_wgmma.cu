@@ -26,18 +26,12 @@
 #include "wgmma_primitives.cuh"
 #include "tma_primitives.cuh"
 
-// CONSUMERS (lab, forward v12: 3 at D = 64 with BN = 96, not yet measured): consumer warpgroups per block, 64
-// query rows each; 3 take 512 threads, (3·64 + 4·BN)·D·2 + 1024 bytes of shared memory and leave each consumer
-// 160 registers (at BN = 128 ptxas spills 404 bytes there, at BN = 96 84).
-template <int D, int BN, int CONSUMERS = 2>
+template <int D, int BN>
 __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v,
                                               const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
                                               const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H,
                                               int Hkv, float scale, int kind, int window) {
-    constexpr int BM = 64 * CONSUMERS, THREADS = 128 * (CONSUMERS + 1), TILE_Q = BM * D * 2, TILE_KV = BN * D * 2;
-    constexpr int CLASS_CACHE = 4096;
-    // The producer's registers go to the consumers: 24 + 2·240 or 24 + 3·160 a thread fit the block's 64K.
-    constexpr int CONSUMER_REGISTERS = CONSUMERS == 2 ? 240 : 160;
+    constexpr int BM = 128, THREADS = 384, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sQ = align_1024(shared_bytes);
     unsigned char *sK = sQ + TILE_Q, *sV = sK + 2 * TILE_KV;  // K and V: two stages each
@@ -46,7 +40,7 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
     __shared__ int4 query_bounds;
     __shared__ int tile_range[2];
 
-    // Warpgroup 0 produces; warpgroups 1, 2, … compute 64 query rows each (`group` 0, 1, …).
+    // Warpgroup 0 produces; warpgroups 1 and 2 compute 64 query rows each (`group` 0 and 1).
     const int tid = threadIdx.x, role = tid >> 7, group = role - 1, warp = (tid >> 5) & 3, lane = tid & 31;
     const int g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
@@ -58,8 +52,8 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         for (int s = 0; s < 2; s++) {
             mbar_init(&k_full[s], 1);
             mbar_init(&v_full[s], 1);
-            mbar_init(&k_empty[s], 4 * CONSUMERS);  // a lane of each consumer warp
-            mbar_init(&v_empty[s], 4 * CONSUMERS);
+            mbar_init(&k_empty[s], 8);  // a lane of each consumer warp
+            mbar_init(&v_empty[s], 8);
         }
         mbar_fence_init();
     }
@@ -99,7 +93,7 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         }
         return;
     }
-    setmaxnreg_inc<CONSUMER_REGISTERS>();
+    setmaxnreg_inc<240>();
     // A consumer waits for the n-th visible tile's K or V with parity (n / 2) % 2 and releases its stage (a lane
     // per warp) once the product that read it has completed.
     auto wait_full = [&](u64 (&bars)[2], int n) { mbar_wait(&bars[n & 1], (n >> 1) & 1); };

@@ -87,17 +87,6 @@ __device__ __forceinline__ void wgmma_ss_m64n64(float (&d)[32], u64 a, u64 b, in
                  : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
 }
 
-// D (+)= op(A)·op(B), m64n96k16, both operands from descriptors; TRANS_A / TRANS_B read them MN-major;
-// `accumulate` 0 overwrites D.
-template <int TRANS_A, int TRANS_B>
-__device__ __forceinline__ void wgmma_ss_m64n96(float (&d)[48], u64 a, u64 b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n96k16.f32." MMA_INPUT_TYPE "." MMA_INPUT_TYPE " "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, %48, %49, p, 1, 1, %51, %52;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
-                 : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
-}
-
 // D (+)= op(A)·op(B), m64n128k16, both operands from descriptors; TRANS_A / TRANS_B read them MN-major;
 // `accumulate` 0 overwrites D.
 template <int TRANS_A, int TRANS_B>
@@ -136,7 +125,6 @@ template <int N, int TRANS_A = 0, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], u64 a, u64 b, int accumulate) {
     if constexpr (N == 32) wgmma_ss_m64n32<TRANS_A, TRANS_B>(d, a, b, accumulate);
     else if constexpr (N == 64) wgmma_ss_m64n64<TRANS_A, TRANS_B>(d, a, b, accumulate);
-    else if constexpr (N == 96) wgmma_ss_m64n96<TRANS_A, TRANS_B>(d, a, b, accumulate);
     else wgmma_ss_m64n128<TRANS_A, TRANS_B>(d, a, b, accumulate);
 }
 template <int N, int TRANS_B = 1>
