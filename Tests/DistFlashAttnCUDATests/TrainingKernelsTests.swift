@@ -142,12 +142,15 @@ struct TrainingKernelsTests {
         #expect(try copy.download().scalars == (try theta.download()).roundedToBFloat16().scalars)
     }
 
-    @Test("fp32 → bf16 rounds to nearest even like the host", .enabled(if: gpu != nil))
+    @Test("fp32 → bf16 rounds to nearest even like the host, aligned or not", .enabled(if: gpu != nil))
     func cast() throws {
         var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
         let x = Self.random([1001], &rng)
-        let rounded = try TrainingKernels(device: gpu!).bf16(try DeviceTensor.upload(x, to: gpu!, as: .float32))
-        #expect(try rounded.download().scalars == x.roundedToBFloat16().scalars)
+        let (kernels, device) = (TrainingKernels(device: gpu!), try DeviceTensor.upload(x, to: gpu!, as: .float32))
+        // Whole (four at a time, the last one alone) and a view one element in (no 16-byte alignment: one at a time).
+        #expect(try kernels.bf16(device).download().scalars == x.roundedToBFloat16().scalars)
+        let shifted = try kernels.bf16(try device.elements(1..<1001, as: [1000])).download().scalars
+        #expect(shifted == Array(x.roundedToBFloat16().scalars.dropFirst()))
     }
 
     @Test("mismatched shapes are errors that name them, before any launch", .enabled(if: gpu != nil))

@@ -16,6 +16,24 @@ __device__ __forceinline__ bf16_t float_to_bf16(float f) {  // round to nearest 
     return (bf16_t)(u >> 16);
 }
 
+// Four values rounded to bf16, packed for one 8-byte store.
+__device__ __forceinline__ uint2 bf16x4(float a, float b, float c, float d) {
+    return make_uint2(float_to_bf16(a) | (unsigned)float_to_bf16(b) << 16, float_to_bf16(c) | (unsigned)float_to_bf16(d) << 16);
+}
+
+__device__ __forceinline__ bool aligned(const void *p, unsigned bytes) { return ((unsigned long long)p & (bytes - 1)) == 0; }
+
+// An elementwise pass over `count` elements, grid-stride: `quad(q)` for elements 4q … 4q + 3 (16-byte fp32
+// loads, 8-byte bf16 stores: these passes are bound by memory bandwidth) when `vectors` says every pointer is
+// aligned for them, then `single(i)` for the elements left (all of them otherwise).
+template <typename Quad, typename Single>
+__device__ __forceinline__ void elementwise(long long count, bool vectors, Quad quad, Single single) {
+    const long long stride = (long long)gridDim.x * blockDim.x, first = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    const long long quads = vectors ? count / 4 : 0;
+    for (long long q = first; q < quads; q += stride) quad(q);
+    for (long long i = 4 * quads + first; i < count; i += stride) single(i);
+}
+
 // The sum of v over the block (every thread gets it); `scratch` holds BLOCK / 32 floats.
 __device__ float block_sum(float v, float *scratch) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
@@ -129,23 +147,42 @@ extern "C" __global__ void rope_backward(float *grad, const float *cosines, cons
     }
 }
 
+__device__ __forceinline__ float swiglu(float g, float u) { return g / (1.f + expf(-g)) * u; }
+
 // a = silu(g) · u (bf16), elementwise.
 extern "C" __global__ void swiglu_forward(const float *gate, const float *up, bf16_t *a, long long count) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-        const float g = gate[i];
-        a[i] = float_to_bf16(g / (1.f + expf(-g)) * up[i]);
-    }
+    elementwise(
+        count, aligned(gate, 16) && aligned(up, 16) && aligned(a, 8),
+        [&](long long q) {
+            const float4 g = ((const float4 *)gate)[q], u = ((const float4 *)up)[q];
+            ((uint2 *)a)[q] = bf16x4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
+        },
+        [&](long long i) { a[i] = float_to_bf16(swiglu(gate[i], up[i])); });
 }
 
 // dg = da · u · σ(g) · (1 + g · (1 − σ(g))), du = da · g · σ(g), in bf16: their only readers are the gate and up
 // projections' GEMMs, so the fp32 values never need memory of their own.
+__device__ __forceinline__ float2 swiglu_grads(float g, float u, float d) {  // (dg, du)
+    const float sigmoid = 1.f / (1.f + expf(-g));
+    return make_float2(d * u * sigmoid * (1.f + g * (1.f - sigmoid)), d * g * sigmoid);
+}
+
 extern "C" __global__ void swiglu_backward(const float *gate, const float *up, const float *da, bf16_t *dgate,
                                            bf16_t *dup, long long count) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-        const float g = gate[i], d = da[i], sigmoid = 1.f / (1.f + expf(-g));
-        dgate[i] = float_to_bf16(d * up[i] * sigmoid * (1.f + g * (1.f - sigmoid)));
-        dup[i] = float_to_bf16(d * g * sigmoid);
-    }
+    elementwise(
+        count, aligned(gate, 16) && aligned(up, 16) && aligned(da, 16) && aligned(dgate, 8) && aligned(dup, 8),
+        [&](long long q) {
+            const float4 g = ((const float4 *)gate)[q], u = ((const float4 *)up)[q], d = ((const float4 *)da)[q];
+            const float2 x = swiglu_grads(g.x, u.x, d.x), y = swiglu_grads(g.y, u.y, d.y),
+                         z = swiglu_grads(g.z, u.z, d.z), w = swiglu_grads(g.w, u.w, d.w);
+            ((uint2 *)dgate)[q] = bf16x4(x.x, y.x, z.x, w.x);
+            ((uint2 *)dup)[q] = bf16x4(x.y, y.y, z.y, w.y);
+        },
+        [&](long long i) {
+            const float2 grads = swiglu_grads(gate[i], up[i], da[i]);
+            dgate[i] = float_to_bf16(grads.x);
+            dup[i] = float_to_bf16(grads.y);
+        });
 }
 
 // Per row t of logits z [T, V]: LSE, the loss LSE − z[label] (0 without a label: −1), and whether the first
@@ -219,9 +256,13 @@ extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, fl
 }
 
 extern "C" __global__ void cast_bf16(const float *x, bf16_t *y, long long count) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-        y[i] = float_to_bf16(x[i]);
-    }
+    elementwise(
+        count, aligned(x, 16) && aligned(y, 8),
+        [&](long long q) {
+            const float4 v = ((const float4 *)x)[q];
+            ((uint2 *)y)[q] = bf16x4(v.x, v.y, v.z, v.w);
+        },
+        [&](long long i) { y[i] = float_to_bf16(x[i]); });
 }
 
 // partial[blockIdx.x] = Σ x² over the block's grid-stride share (the host adds the partials in float64).
