@@ -97,10 +97,10 @@ public struct TrainingKernels: Sendable {
 
     // MARK: SwiGLU
 
-    /// a = silu(g) · u in bf16 (the down projection's input), for g, u fp32 of one shape.
+    /// a = silu(g) · u in bf16 (the down projection's input), for g, u bf16 of one shape, computed in fp32.
     public func swiGLUForward(gate: DeviceTensor, up: DeviceTensor) throws -> DeviceTensor {
-        try require(gate, .float32, gate.shape, "SwiGLU gate")
-        try require(up, .float32, gate.shape, "SwiGLU up")
+        try require(gate, .bfloat16, gate.shape, "SwiGLU gate")
+        try require(up, .bfloat16, gate.shape, "SwiGLU up")
         let output = try DeviceTensor(device, shape: gate.shape, precision: .bfloat16)
         if gate.count > 0 {
             try launch("swiglu_forward", grid: gridStride(gate.count),
@@ -109,12 +109,12 @@ public struct TrainingKernels: Sendable {
         return output
     }
 
-    /// (dg, du) rounded to bf16 — what the gate and up projections' GEMMs read — from da (fp32) and the forward's
-    /// g and u (fp32): the same values as rounding fp32 results, without two fp32 tensors of the MLP's width.
+    /// (dg, du) rounded to bf16 — what the gate and up projections' GEMMs read — from da and the forward's g and u
+    /// (all bf16, as the GEMMs write them), computed in fp32: no fp32 tensor of the MLP's width.
     public func swiGLUBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws
         -> (gate: DeviceTensor, up: DeviceTensor) {
         for (tensor, name) in [(gate, "gate"), (up, "up"), (outputGrad, "da")] {
-            try require(tensor, .float32, gate.shape, "SwiGLU \(name)")
+            try require(tensor, .bfloat16, gate.shape, "SwiGLU \(name)")
         }
         let (dgate, dup) = (try DeviceTensor(device, shape: gate.shape, precision: .bfloat16),
                             try DeviceTensor(device, shape: gate.shape, precision: .bfloat16))

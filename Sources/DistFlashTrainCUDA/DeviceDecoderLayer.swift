@@ -26,7 +26,8 @@ struct DeviceMLPActivations {
     let projections: DeviceMLPProjections?
 }
 
-/// The MLP's projections of some rows: gate and up fp32 `[rows, F]`, a = silu(gate)·up bf16 `[rows, F]`.
+/// The MLP's projections of some rows, bf16 `[rows, F]`: gate and up (the GEMMs' fp32 sums rounded once, as
+/// autocast does) and a = silu(gate)·up.
 struct DeviceMLPProjections {
     let gate: DeviceTensor
     let up: DeviceTensor
@@ -124,9 +125,9 @@ struct DeviceDecoderLayer {
         let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
         let q = try ops.linear(normed, matrix(.query)).reshaped([batch, n, h, d])
         let k = try ops.linear(normed, matrix(.key)).reshaped([batch, n, hkv, d])
-        let v = try ops.linear(normed, matrix(.value))
+        let v = try ops.linear(normed, matrix(.value), precision: .bfloat16)
         return (inverseRMS, normed, try ops.kernels.rotary(q, rope), try ops.kernels.rotary(k, rope),
-                try ops.kernels.bf16(v).reshaped([batch, n, hkv, d]))
+                try v.reshaped([batch, n, hkv, d]))
     }
 
     /// h, x̂₂ from x and O; with `keepProjections`, also gate, up and a of every row.
@@ -143,7 +144,8 @@ struct DeviceDecoderLayer {
 
     /// gate, up and a of the rows of x̂₂ `normed` (`[rows, E]`).
     private func projections(normed: DeviceTensor) throws -> DeviceMLPProjections {
-        let gate = try ops.linear(normed, matrix(.gate)), up = try ops.linear(normed, matrix(.up))
+        let gate = try ops.linear(normed, matrix(.gate), precision: .bfloat16)
+        let up = try ops.linear(normed, matrix(.up), precision: .bfloat16)
         return DeviceMLPProjections(gate: gate, up: up, activated: try ops.kernels.swiGLUForward(gate: gate, up: up))
     }
 
@@ -229,7 +231,7 @@ struct DeviceDecoderLayer {
         let normedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
         for range in mlpChunks {
             let (chunk, dyRows) = (try projections(mlp, rows: range), try rowsOf(dyBF16, range))
-            let activatedGrad = try ops.inputGradient(dyRows, matrix(.down))
+            let activatedGrad = try ops.inputGradient(dyRows, matrix(.down), precision: .bfloat16)
             try ops.weightGradient(dyRows, chunk.activated, into: gradient(.down))
             let (gateBF16, upBF16) = try kernels.swiGLUBackward(gate: chunk.gate, up: chunk.up, outputGrad: activatedGrad)
             let normedRows = try rowsOf(normedGrad, range)
@@ -246,9 +248,9 @@ struct DeviceDecoderLayer {
     /// dO (bf16, O's shape) from dh through W_o; adds W_o's gradient.
     private func outputProjectionBackward(_ a: DeviceLayerActivations, hiddenGrad: DeviceTensor) throws -> DeviceTensor {
         let hiddenBF16 = try ops.kernels.bf16(hiddenGrad)
-        let attentionOutputGrad = try ops.inputGradient(hiddenBF16, matrix(.output))
+        let attentionOutputGrad = try ops.inputGradient(hiddenBF16, matrix(.output), precision: .bfloat16)
         try ops.weightGradient(hiddenBF16, a.mlp.outputBF16, into: gradient(.output))
-        return try ops.kernels.bf16(attentionOutputGrad).reshaped(a.output.shape)
+        return try attentionOutputGrad.reshaped(a.output.shape)
     }
 
     /// Adds into `inputGrad` (dh, making it dx) the gradient through RoPE, the Q, K, V projections and RMSNorm₁

@@ -19,9 +19,10 @@ public struct DeviceLlamaModel: Sendable {
     /// Where the layers' checkpoints wait for the backward when they wait in host memory (nil: on the device).
     let offload: HostOffload?
 
-    /// `mlpChunkBytes`: the size of one fp32 `[rows, F]` chunk of the MLP's intermediates (gate, up and their
-    /// gradients): the checkpointed strategies never hold them for all T rows at once (at 32k tokens of llama-1b,
-    /// 1 GiB each), only one chunk. The default, 256 MiB, keeps each chunk's GEMMs large.
+    /// `mlpChunkBytes`: the size of one `[rows, F]` chunk of the MLP's intermediates (gate, up and their
+    /// gradients), counted at 4 bytes an element (they are bf16: half that): the checkpointed strategies never hold
+    /// them for all T rows at once (at 32k tokens of llama-1b, 512 MiB each), only one chunk. The default, 256 MiB,
+    /// keeps each chunk's GEMMs large.
     /// `offload`: park each layer's checkpoint (x, and O with `remat`) in pinned host memory during the forward and
     /// fetch it one layer ahead in the backward, overlapped with the compute (not with `none`, which keeps all).
     /// `kernelTimes`: time each small kernel's launches as a phase of its own ("kernel:NAME" in `phaseSeconds`).

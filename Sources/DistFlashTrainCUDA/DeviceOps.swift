@@ -17,16 +17,22 @@ struct DeviceOps {
         }
     }
 
-    /// y = x·Wᵀ in fp32 `[T, out]` (x bf16 `[T, in]`, W bf16 `[out, in]`).
-    func linear(_ x: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
+    /// y = x·Wᵀ `[T, out]` (x bf16 `[T, in]`, W bf16 `[out, in]`), fp32 unless `precision` says bf16 (for a y
+    /// that only a GEMM or a bf16-reading kernel takes: half the bytes written and read).
+    func linear(_ x: DeviceTensor, _ weight: DeviceTensor, precision: DeviceTensor.Precision = .float32) throws
+        -> DeviceTensor {
         try clock.time("gemm") {
-            try matmul.product(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true)
+            try matmul.product(x.reshaped([x.count / weight.shape[1], weight.shape[1]]), weight, transposeB: true,
+                               precision: precision)
         }
     }
 
-    /// dx = dy·W in fp32 `[T, in]` (dy bf16 `[T, out]`, W bf16 `[out, in]`).
-    func inputGradient(_ dy: DeviceTensor, _ weight: DeviceTensor) throws -> DeviceTensor {
-        try clock.time("gemm") { try matmul.product(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight) }
+    /// dx = dy·W `[T, in]` (dy bf16 `[T, out]`, W bf16 `[out, in]`), fp32 unless `precision` says bf16.
+    func inputGradient(_ dy: DeviceTensor, _ weight: DeviceTensor, precision: DeviceTensor.Precision = .float32)
+        throws -> DeviceTensor {
+        try clock.time("gemm") {
+            try matmul.product(dy.reshaped([dy.count / weight.shape[0], weight.shape[0]]), weight, precision: precision)
+        }
     }
 
     /// dW += dyᵀ·x (dy bf16 `[T, out]`, x bf16 `[T, in]`, dW fp32 `[out, in]`).

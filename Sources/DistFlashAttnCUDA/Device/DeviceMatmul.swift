@@ -68,12 +68,13 @@ public final class DeviceMatmul: @unchecked Sendable {
         }
     }
 
-    /// op(A)·op(B) in a new fp32 tensor `[M, N]` (no fill: the product overwrites it).
-    public func product(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool = false, transposeB: Bool = false)
-        throws -> DeviceTensor {
+    /// op(A)·op(B) in a new tensor `[M, N]` (no fill: the product overwrites it), fp32 or — for a product only a
+    /// GEMM or a kernel reading 16-bit inputs takes — rounded to `precision` from the fp32 accumulators.
+    public func product(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool = false, transposeB: Bool = false,
+                        precision: DeviceTensor.Precision = .float32) throws -> DeviceTensor {
         let (aRows, aColumns) = Self.matrix(a), (bRows, bColumns) = Self.matrix(b)
         let c = try DeviceTensor(device, shape: [transposeA ? aColumns : aRows, transposeB ? bRows : bColumns],
-                                 precision: .float32)
+                                 precision: precision)
         try multiply(a, b, transposeA: transposeA, transposeB: transposeB, into: c)
         return c
     }

@@ -21,10 +21,18 @@ __device__ __forceinline__ uint2 bf16x4(float a, float b, float c, float d) {
     return make_uint2(float_to_bf16(a) | (unsigned)float_to_bf16(b) << 16, float_to_bf16(c) | (unsigned)float_to_bf16(d) << 16);
 }
 
+__device__ __forceinline__ float bf16_to_float(bf16_t b) { return __uint_as_float((unsigned)b << 16); }
+
+// Four bf16 values from one 8-byte load.
+__device__ __forceinline__ float4 float4_of_bf16x4(uint2 v) {
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16),
+                       __uint_as_float(v.y & 0xffff0000u));
+}
+
 __device__ __forceinline__ bool aligned(const void *p, unsigned bytes) { return ((unsigned long long)p & (bytes - 1)) == 0; }
 
-// An elementwise pass over `count` elements, grid-stride: `quad(q)` for elements 4q … 4q + 3 (16-byte fp32
-// loads, 8-byte bf16 stores: these passes are bound by memory bandwidth) when `vectors` says every pointer is
+// An elementwise pass over `count` elements, grid-stride: `quad(q)` for elements 4q … 4q + 3 (16-byte fp32 or
+// 8-byte bf16 loads and stores: these passes are bound by memory bandwidth) when `vectors` says every pointer is
 // aligned for them, then `single(i)` for the elements left (all of them otherwise).
 template <typename Quad, typename Single>
 __device__ __forceinline__ void elementwise(long long count, bool vectors, Quad quad, Single single) {
@@ -149,37 +157,38 @@ extern "C" __global__ void rope_backward(float *grad, const float *cosines, cons
 
 __device__ __forceinline__ float swiglu(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
-// a = silu(g) · u (bf16), elementwise.
-extern "C" __global__ void swiglu_forward(const float *gate, const float *up, bf16_t *a, long long count) {
+// a = silu(g) · u, elementwise; g, u and a bf16 (the GEMMs' operands and results), computed in fp32.
+extern "C" __global__ void swiglu_forward(const bf16_t *gate, const bf16_t *up, bf16_t *a, long long count) {
     elementwise(
-        count, aligned(gate, 16) && aligned(up, 16) && aligned(a, 8),
+        count, aligned(gate, 8) && aligned(up, 8) && aligned(a, 8),
         [&](long long q) {
-            const float4 g = ((const float4 *)gate)[q], u = ((const float4 *)up)[q];
+            const float4 g = float4_of_bf16x4(((const uint2 *)gate)[q]), u = float4_of_bf16x4(((const uint2 *)up)[q]);
             ((uint2 *)a)[q] = bf16x4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
         },
-        [&](long long i) { a[i] = float_to_bf16(swiglu(gate[i], up[i])); });
+        [&](long long i) { a[i] = float_to_bf16(swiglu(bf16_to_float(gate[i]), bf16_to_float(up[i]))); });
 }
 
 // dg = da · u · σ(g) · (1 + g · (1 − σ(g))), du = da · g · σ(g), in bf16: their only readers are the gate and up
-// projections' GEMMs, so the fp32 values never need memory of their own.
+// projections' GEMMs, so the fp32 values never need memory of their own. g, u and da come in bf16 too.
 __device__ __forceinline__ float2 swiglu_grads(float g, float u, float d) {  // (dg, du)
     const float sigmoid = 1.f / (1.f + expf(-g));
     return make_float2(d * u * sigmoid * (1.f + g * (1.f - sigmoid)), d * g * sigmoid);
 }
 
-extern "C" __global__ void swiglu_backward(const float *gate, const float *up, const float *da, bf16_t *dgate,
+extern "C" __global__ void swiglu_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *dgate,
                                            bf16_t *dup, long long count) {
     elementwise(
-        count, aligned(gate, 16) && aligned(up, 16) && aligned(da, 16) && aligned(dgate, 8) && aligned(dup, 8),
+        count, aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(dgate, 8) && aligned(dup, 8),
         [&](long long q) {
-            const float4 g = ((const float4 *)gate)[q], u = ((const float4 *)up)[q], d = ((const float4 *)da)[q];
+            const float4 g = float4_of_bf16x4(((const uint2 *)gate)[q]), u = float4_of_bf16x4(((const uint2 *)up)[q]),
+                         d = float4_of_bf16x4(((const uint2 *)da)[q]);
             const float2 x = swiglu_grads(g.x, u.x, d.x), y = swiglu_grads(g.y, u.y, d.y),
                          z = swiglu_grads(g.z, u.z, d.z), w = swiglu_grads(g.w, u.w, d.w);
             ((uint2 *)dgate)[q] = bf16x4(x.x, y.x, z.x, w.x);
             ((uint2 *)dup)[q] = bf16x4(x.y, y.y, z.y, w.y);
         },
         [&](long long i) {
-            const float2 grads = swiglu_grads(gate[i], up[i], da[i]);
+            const float2 grads = swiglu_grads(bf16_to_float(gate[i]), bf16_to_float(up[i]), bf16_to_float(da[i]));
             dgate[i] = float_to_bf16(grads.x);
             dup[i] = float_to_bf16(grads.y);
         });
