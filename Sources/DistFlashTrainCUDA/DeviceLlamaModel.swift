@@ -84,7 +84,11 @@ public struct DeviceLlamaModel: Sendable {
                 guard backward else { continue }
                 let kept = DeviceSavedLayer(activations, strategy: checkpoint)
                 // The last layer's checkpoint is the backward's first need: parking it would only add a round trip.
-                saved.append(offload != nil && index < config.layers - 1 ? try kept.parked(in: offload!) : kept)
+                if let offload, index < config.layers - 1 {
+                    saved.append(try kept.parked(in: offload))
+                } else {
+                    saved.append(kept)
+                }
             }
             try offload?.releaseParked()
         } catch {
