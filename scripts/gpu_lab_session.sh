@@ -8,7 +8,6 @@
 #   probes     the wgmma probes (descriptor readings, A from registers, the 128-byte swizzled layouts)
 #   forward    the forward mainlines (wgmma on Hopper, mma.sync) at S = 16k
 #   backward   the backward mainlines (wgmma on Hopper, mma.sync)
-#   backward-v16  the D = 64 wgmma backward beside v16 (the next pair's products issued during this pair's dQ)
 #   profile-backward  Nsight Compute on the wgmma backwards, D = 64 and 128 (stall reasons, pipes, memory)
 # With PROFILE=1, Nsight Compute on the D = 128 forward kernels (stall reasons) after the parts.
 set -u
@@ -26,7 +25,6 @@ part() {
         probes) lab probes 150 wgmma ;;
         forward) lab forward 240 forward --quick ;;
         backward) lab backward 300 backward ;;
-        backward-v16) lab backward-v16 240 backward --only="d64 wgmma|v16" ;;
         profile-backward) OUT=$out timeout 300 lab/profile.sh backward --only="wgmma" >"$out/profile-backward.log" 2>&1
                           echo "profile-backward: exit $?" ;;
         *) echo "unknown part: $1" ;;

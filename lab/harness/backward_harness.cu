@@ -12,15 +12,6 @@
 namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_mma.cu"
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
-// v16: the next pair's Sᵀ and dPᵀ issued during this pair's dQ additions (D = 64).
-extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_v16_d64(
-    const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
-    const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-    const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
-    int dim, float scale, int kind, int window) {
-    backward_wgmma<64, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds, dq,
-                             dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
-}
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -245,9 +236,6 @@ int main(int argc, char **argv) {
                   (size_t)(2 * 128 + 4 * 64) * D * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
                   (BackwardTMA)attention_backward_wgmma_d##D}
         WGMMA(64), WGMMA(128),
-        {"bwd d64 v16 prefetch", 64, 8, nullptr, 2, 16, 64,
-         (size_t)(2 * 128 + 4 * 64) * 64 * 2 + 2 * 128 * 64 * 2 + 4 * 64 * 4 + 1024 + 128 * 64 * 2,
-         (BackwardTMA)lab_backward_v16_d64},
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

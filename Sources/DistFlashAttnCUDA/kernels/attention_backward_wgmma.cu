@@ -37,11 +37,7 @@ __device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
 }
 
-// PREFETCH (lab, backward v16, D = 64 only: at D = 128 the registers run out): the next pair's Sᵀ and dPᵀ are
-// issued right after this pair's dQ and dK, into the registers this pair's P and dS have left, so the tensor
-// cores compute them while this pair's dQ is added and its stage released. The next pair waits for both at
-// once: a wait that leaves a group issued in an earlier iteration in flight makes ptxas serialise every product.
-template <int D, bool PREFETCH = false>
+template <int D>
 __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
                                                const bf16_t *v, const float *lse, const float *delta, const int *qpos,
                                                const int *kpos, const int *qdoc, const int *kdoc,
@@ -164,22 +160,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 #pragma unroll
     for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
 
-    // Sᵀ and dPᵀ of pair n, this warpgroup's 64 keys × 64 queries, issued once its stage is full; [4c + e]: key
-    // row g + 8·(e / 2), query 8c + 2t + e % 2.
-    float s[BM / 2], dp[BM / 2];
     int2 current = visible_from(kvh * group, first);
-    if (PREFETCH && current.x >= 0) {  // the first pair's Sᵀ and dPᵀ; the loop issues each next one
-        mbar_wait(&full[0], 0);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ_stages, BM, 0, kk), kk > 0);
-        wgmma_commit();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO_stages, BM, 0, kk), kk > 0);
-        wgmma_commit();
-    }
     for (int n = 0; current.x >= 0; n++) {
         const int2 next = visible_from(current.x, current.y + 1);  // past `last` the walk moves to the next head
         const int stage = n & 1, head = current.x, q0 = current.y * BM, tile_class = class_of(current.y);
@@ -188,19 +169,20 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         const unsigned char *sQ = sQ_stages + stage * TILE_Q, *sdO = sdO_stages + stage * TILE_Q;
         const float *sL = sL_stages + stage * BM, *sD = sD_stages + stage * BM;
         unsigned char *sdS = sdS_buffers + stage * TILE_DS;  // this pair's; the other may still feed the last dQ
-        if (!PREFETCH) {
-            mbar_wait(&full[stage], (n >> 1) & 1);
-            wgmma_fence();
+        mbar_wait(&full[stage], (n >> 1) & 1);
+
+        // Sᵀ and dPᵀ for this warpgroup's 64 keys × 64 queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
+        float s[BM / 2], dp[BM / 2];
+        wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
-            wgmma_commit();
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
+        wgmma_commit();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
-            wgmma_commit();
-        }
-        if (PREFETCH) wgmma_wait<0>(); else wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run (mainline)
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
+        wgmma_commit();
+        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
         pin(s);
 
         // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
@@ -258,26 +240,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 #pragma unroll
         for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
         wgmma_commit();
-        if (PREFETCH) {
-            // P and dS are packed: s and dp take the next pair's Sᵀ and dPᵀ. Issued after the last pair too (on
-            // stale tiles, never read), so that every path waits for the same groups: ptxas serialises the
-            // products when the count of groups in flight depends on a branch.
-            const int next_stage = stage ^ 1;
-            const unsigned char *nQ = sQ_stages + next_stage * TILE_Q, *ndO = sdO_stages + next_stage * TILE_Q;
-            if (next.x >= 0) mbar_wait(&full[next_stage], ((n + 1) >> 1) & 1);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(nQ, BM, 0, kk), kk > 0);
-            wgmma_commit();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(ndO, BM, 0, kk), kk > 0);
-            wgmma_commit();
-            wgmma_wait<3>();      // dV and dQ have landed; dK and the next Sᵀ, dPᵀ may still run
-        } else {
-            wgmma_wait<1>();  // dV and dQ have landed
-        }
+        wgmma_wait<1>();  // dV and dQ have landed
         pin(dq_acc);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -288,11 +251,10 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
             for (int c = 0; c < DQ_N / 8; c++)
                 red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
         }
-        if (PREFETCH) wgmma_wait<2>(); else wgmma_wait<0>();  // dK has landed
+        wgmma_wait<0>();
         if (lane == 0) mbar_arrive(&empty[stage]);  // this pair's Q, dO, LSE and δ are read
         current = next;
     }
-    if (PREFETCH) wgmma_wait<0>();  // the products issued after the last pair
     pin(dK);
     pin(dV);
 
