@@ -63,7 +63,8 @@ enum DeviceSavedLayer {
         switch strategy {
         case .none: self = .all(activations)
         case .layer: self = .input(.device(activations.input))
-        case .remat: self = .inputAndAttention(.device(activations.input), outputBF16: .device(activations.mlp.outputBF16),
+        case .remat: self = .inputAndAttention(.device(activations.input),
+                                               outputBF16: .device(activations.mlp.outputBF16),
                                                logSumExp: activations.logSumExp)
         }
     }

@@ -65,7 +65,8 @@ struct TrainCommand: ParsableCommand {
     var offload = false
     @Flag(name: .customLong("kernel-times"), help: ArgumentHelp(
         "GPUs: time each small kernel (norms, RoPE, SwiGLU, casts, loss) on its own.",
-        discussion: "Adds one \"kernel:NAME\" entry per kernel to the step's device-time phases (with --json: phase_ms)."))
+        discussion: "Adds one \"kernel:NAME\" entry per kernel to the step's device-time phases "
+            + "(with --json: phase_ms)."))
     var kernelTimes = false
     @Option(help: "CPU threads in all, shared by the workers (default all cores, or DISTFLASH_THREADS).") var threads: Int?
     @Flag(name: .customLong("no-overlap"), help: "Finish each step's communication before computing.") var noOverlap = false
@@ -94,7 +95,9 @@ struct TrainCommand: ParsableCommand {
                     + "use layer or remat")
             }
         }
-        if kernelTimes, gpus == nil { throw ValidationError("--kernel-times: only the GPU trainer times kernels; add --gpus P") }
+        if kernelTimes, gpus == nil {
+            throw ValidationError("--kernel-times: only the GPU trainer times kernels; add --gpus P")
+        }
         if let saveEvery {
             guard saveEvery >= 1 else { throw ValidationError("--save-every \(saveEvery): must be ≥ 1 steps") }
             guard save != nil else { throw ValidationError("--save-every \(saveEvery): give --save FILE too") }
@@ -280,7 +283,8 @@ struct TrainingOutput {
         title = "\(c.model) on \(c.taskName), S = \(c.sequence)\(warmup), \(c.mask) mask, \(parallel)"
         header = "training \(c.model) (\(model)) on \(c.task) · S=\(c.sequence) B=\(c.batch) mask \(c.mask)"
             + (c.sequenceWarmup.map { " · warm-up: \($0.steps) steps of \($0.batch) rows at S=\($0.sequence)" } ?? "")
-            + " · \(resources), checkpoint \(c.checkpoint)\(c.offload ? " (offloaded)" : "") · steps \(firstStep)→\(c.steps), lr \(c.learningRate) "
+            + " · \(resources), checkpoint \(c.checkpoint)\(c.offload ? " (offloaded)" : "")"
+            + " · steps \(firstStep)→\(c.steps), lr \(c.learningRate) "
             + "(warm-up \(c.warmupSteps), cosine to ×\(c.minimumLearningRateRatio)), clip \(c.maxGradientNorm), "
             + "seed \(c.seed)" + (chanceAccuracy.map { " · chance accuracy \(Self.percent($0))" } ?? "")
     }

@@ -30,7 +30,8 @@ public final class HostOffload: @unchecked Sendable {
         self.device = device
         try device.makeCurrent()
         var stream: OpaquePointer?
-        try device.driver.check(device.driver.cuStreamCreate(&stream, 1), "cuStreamCreate (copy stream)")  // non-blocking
+        let nonBlocking: UInt32 = 1  // CU_STREAM_NON_BLOCKING
+        try device.driver.check(device.driver.cuStreamCreate(&stream, nonBlocking), "cuStreamCreate (copy stream)")
         self.stream = stream
     }
 
