@@ -36,11 +36,11 @@ public final class HostOffload: @unchecked Sendable {
     }
 
     deinit {
-        // Every `Parked` holds this object, so none is left; the copies may still be running.
+        // Every `Parked` holds this object, so none is left; the copies may still be running. Once the host has
+        // waited for them, the last group's device memory may go without a wait on the compute stream.
         _ = try? device.makeCurrent()
         _ = device.driver.cuStreamSynchronize(stream)
-        if let leaving { _ = device.driver.cuStreamWaitEvent(device.stream, leaving.copied, 0) }
-        if let copied = leaving?.copied { _ = device.driver.cuEventDestroy(copied) }
+        if let leaving { _ = device.driver.cuEventDestroy(leaving.copied) }
         for buffer in spare.values.joined() { _ = device.driver.cuMemFreeHost(buffer) }
         _ = device.driver.cuStreamDestroy(stream)
     }
