@@ -196,12 +196,12 @@ struct AttentionKernels: Sendable {
     }
 
     /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block per 128 keys and
-    /// key/value head (wgmma: a producer warpgroup loading by TMA and two consumers; mma.sync: 8 warps, the lab's
-    /// winner over 4: lab/results); the bounds of each 64-row query tile and of each 128-row key tile are
-    /// computed here.
+    /// key/value head (wgmma: a producer warpgroup loading by TMA and two consumers, walking 128-row query tiles
+    /// at D = 64 and 64-row ones at D = 128; mma.sync: 8 warps, the lab's winner over 4, 64-row query tiles:
+    /// lab/results); the bounds of each query tile and of each 128-row key tile are computed here.
     func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> BackwardLaunch {
-        let (keyTile, queryTile) = (128, 64)
+        let keyTile = 128, queryTile = instructions == .wgmma && dim == 64 ? 128 : 64
         let (name, threads, sharedBytes) = switch instructions {
         case .wgmma: ("attention_backward_wgmma_d\(dim)", 384,
                       (2 * keyTile + 4 * queryTile) * dim * 2 + 2 * keyTile * queryTile * 2 + 4 * queryTile * 4

@@ -1,8 +1,9 @@
 // Hopper tensor-core backward (sm_90a): all five products on warpgroup MMA (wgmma.mma_async), D ∈ {64, 128}, with
 // the per-pair loads on the Tensor Memory Accelerator.
 //
-// A block owns BN = 128 keys of one key/value head and walks every visible (query head of its group, 64-row query
-// tile) pair, with three warpgroups of distinct roles. The two consumers (64 keys each) compute, keys as rows:
+// A block owns BN = 128 keys of one key/value head and walks every visible (query head of its group, BM-row query
+// tile) pair — BM = 128 at D = 64, 64 at D = 128 — with three warpgroups of distinct roles. The two consumers (64
+// keys each) compute, keys as rows:
 //     Sᵀ = K_wg·Qᵀ, dPᵀ = V_wg·dOᵀ          both operands from shared-memory descriptors (K-major)
 //     Pᵀ = exp(scale·Sᵀ − LSE), dSᵀ = scale · Pᵀ ∘ (dPᵀ − δ)        on the accumulators
 //     dV_wg += Pᵀ·dO, dK_wg += dSᵀ·Q         Pᵀ and dSᵀ from registers, dO and Q read transposed (MN-major)
@@ -11,7 +12,7 @@
 // fp32 by vector reductions (two columns each). The element-wise work overlaps the products: Sᵀ is waited for
 // alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO runs while dSᵀ forms, and dK += dSᵀ·Q while dQ is added.
 // The producer (registers given back by setmaxnreg) loads each pair ahead into one of two stages: one warp stores
-// LSE and δ of the pair's 64 rows, one of its lanes issues the TMA copies of Q and dO (one per 64-column panel),
+// LSE and δ of the pair's BM rows, one of its lanes issues the TMA copies of Q and dO (one per 64-column panel),
 // all completing on the stage's "full" mbarrier; a consumer releases the stage on its "empty" mbarrier once the
 // pair's last product has completed. dSᵀ has two buffers, so the one barrier left per pair is the consumers'
 // named barrier between writing dSᵀ and reading it for dQ. K and V load once per block by cp.async from every
@@ -22,11 +23,11 @@
 // core layout. Lab (H100): swizzling 1.14–1.16× at D = 128 and 1.11–1.12× at D = 64, the producer/consumer
 // split 1.12–1.15× more at D = 128 and 1.22–1.23× at D = 64 (lab/kernel-notes.md, backward v9, v13, v14).
 //
-// Contract: the mma.sync backward's (attention_backward_mma.cu), with its 64-row query bounds and 128-row key
-// bounds, and Q and dO given as tensor maps: 4-D (D, heads, S, B) over the 16-bit inputs, boxes (64, 1, 64, 1),
-// 128-byte swizzle, out-of-bounds elements zero. 384 threads; dynamic shared memory (2·128 + 4·64)·D·2 +
-// 2·128·64·2 + 4·64·4 + 1024 bytes (the 1 KB aligns the swizzled atoms), + 128·64·2 at D = 64 for K's second copy
-// (163 KB at D = 128, 114 KB at D = 64).
+// Contract: the mma.sync backward's (attention_backward_mma.cu), with BM-row query bounds and 128-row key bounds,
+// and Q and dO given as tensor maps: 4-D (D, heads, S, B) over the 16-bit inputs, boxes (64, 1, BM, 1), 128-byte
+// swizzle, out-of-bounds elements zero. 384 threads; dynamic shared memory (2·128 + 4·BM)·D·2 + 2·128·BM·2 +
+// 4·BM·4 + 1024 bytes (the 1 KB aligns the swizzled atoms), + 128·64·2 at D = 64 for K's second copy (163 KB at
+// D = 128, 179 KB at D = 64).
 
 #include "wgmma_primitives.cuh"
 #include "tma_primitives.cuh"
@@ -37,16 +38,19 @@ __device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
 }
 
-template <int D>
+template <int D, int BM>
 __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
                                                const bf16_t *v, const float *lse, const float *delta, const int *qpos,
                                                const int *kpos, const int *qdoc, const int *kdoc,
                                                const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk,
                                                float *dv, int Sq, int Sk, int H, int Hkv, float scale, int kind,
                                                int window) {
-    constexpr int BN = 128, BM = 64, THREADS = 384, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2;
+    constexpr int BN = 128, THREADS = 384, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2, MH = BM / 64;
     constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2, TILE_DS = BN * BM * 2;
     constexpr bool K_COPY = D == 64;  // K in the core layout too, for dQ
+    // dV += Pᵀ·dO is issued before dSᵀ forms (and runs meanwhile) at 64 query rows; at 128 after it, as fp32 Pᵀ and
+    // dPᵀ, Pᵀ packed for the product, dK and dV (≈ 224 registers) would not fit at once.
+    constexpr bool DV_AFTER_DS = BM == 128;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sK = align_1024(shared_bytes);
     unsigned char *sV = sK + TILE_KV;
@@ -171,7 +175,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         unsigned char *sdS = sdS_buffers + stage * TILE_DS;  // this pair's; the other may still feed the last dQ
         mbar_wait(&full[stage], (n >> 1) & 1);
 
-        // Sᵀ and dPᵀ for this warpgroup's 64 keys × 64 queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
+        // Sᵀ and dPᵀ for this warpgroup's 64 keys × BM queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
         float s[BM / 2], dp[BM / 2];
         wgmma_fence();
 #pragma unroll
@@ -186,32 +190,55 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         pin(s);
 
         // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
-        // issued (K = the 64 queries; dO read transposed).
+        // issued (K = the BM queries; dO read transposed) here or once dSᵀ is formed.
 #pragma unroll
         for (int i = 0; i < BM / 2; i++)
             s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
         if (tile_class == PARTIAL) {
+            // Which of this thread's scores the mask shows, bit 4c + 2r + e, in a loop kept rolled (each query's
+            // position and document read once, few registers: the products' accumulators keep theirs).
+            u64 shown = 0;
+#pragma unroll 1
+            for (int c = 0; c < BM / 8; c++)
 #pragma unroll
-            for (int i = 0; i < BM / 2; i++) {
-                const int r = (i >> 1) & 1, qi = q0 + (i >> 2) * 8 + t * 2 + (i & 1);
-                const bool ok = qi < Sq && krow[r] < Sk && visible(qpos[qi], kp[r], qdoc[qi], kd[r], kind, window);
-                s[i] = ok ? s[i] : 0.f;
-            }
+                for (int e = 0; e < 2; e++) {
+                    const int qi = q0 + c * 8 + t * 2 + e;
+                    const bool inside = qi < Sq;
+                    const int qp = inside ? qpos[qi] : 0, qd = inside ? qdoc[qi] : 0;
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+                        if (inside && krow[r] < Sk && visible(qp, kp[r], qd, kd[r], kind, window))
+                            shown |= 1ull << (4 * c + 2 * r + e);
+                }
+#pragma unroll
+            for (int i = 0; i < BM / 2; i++) s[i] = (shown >> i) & 1 ? s[i] : 0.f;
         }
         u32 pa[BM / 16][4], da[BM / 16][4];
+        if constexpr (!DV_AFTER_DS) {
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
-        wgmma_fence();
+            for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
+            wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
-        wgmma_commit();
-        wgmma_wait<1>();  // dPᵀ has landed; dV may still run
+            for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
+            wgmma_commit();
+            wgmma_wait<1>();  // dPᵀ has landed; dV may still run
+        } else {
+            wgmma_wait<0>();  // dPᵀ has landed
+        }
         pin(dp);
 
         // Scaled dSᵀ (in dp), to shared memory for dQ (pairs of queries are adjacent there) and packed for
         // dK += dSᵀ·Q.
 #pragma unroll
         for (int i = 0; i < BM / 2; i++) dp[i] = s[i] * (dp[i] - sD[(i >> 2) * 8 + t * 2 + (i & 1)]) * scale;
+        if constexpr (DV_AFTER_DS) {
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
+            wgmma_commit();
+        }
 #pragma unroll
         for (int c = 0; c < BM / 8; c++)
 #pragma unroll
@@ -223,33 +250,38 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         fence_async_shared();  // dSᵀ's stores become visible to the async proxy
         asm volatile("bar.sync 1, 256;" ::: "memory");  // both consumers' dSᵀ are written (named barrier 1)
 
-        // dQ (64 queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
+        // dQ (BM queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
         // (M = queries, K = keys), K read transposed (K = keys, N = head dimension).
-        float dq_acc[DQ_N / 2];  // [4c + e]: query row g + 8·(e / 2), column 8c + 2t + e % 2 of this half
+        float dq_acc[MH][DQ_N / 2];  // [h][4c + e]: query row 64h + g + 8·(e / 2), column 8c + 2t + e % 2 of this half
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++)
-            wgmma_ss<DQ_N, 1, 1>(dq_acc, smem_descriptor(sdS + kk * 32 * BM, 16 * BM, 128),
-                                 !K_COPY
-                                     ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
-                                     : smem_descriptor(sK_core + kk * 32 * D + wg * 8 * D, 16 * D, 128),
-                                 kk > 0);
+        for (int h = 0; h < MH; h++)
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++)
+                wgmma_ss<DQ_N, 1, 1>(dq_acc[h], smem_descriptor(sdS + kk * 32 * BM + h * 1024, 16 * BM, 128),
+                                     !K_COPY
+                                         ? swizzled_descriptor(sK + wg * BN * 128 + kk * 2048, 16, 1024)
+                                         : smem_descriptor(sK_core + kk * 32 * D + wg * 8 * D, 16 * D, 128),
+                                     kk > 0);
         wgmma_commit();
-        // dK += dSᵀ·Q (K = the 64 queries; Q read transposed) runs while dQ is added.
+        // dK += dSᵀ·Q (K = the BM queries; Q read transposed) runs while dQ is added.
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
         wgmma_commit();
         wgmma_wait<1>();  // dV and dQ have landed
-        pin(dq_acc);
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int i = q0 + warp * 16 + g + 8 * r;
-            if (i >= Sq) continue;
-            float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
+        for (int h = 0; h < MH; h++) {
+            pin(dq_acc[h]);
 #pragma unroll
-            for (int c = 0; c < DQ_N / 8; c++)
-                red_add_v2(row + c * 8, dq_acc[4 * c + 2 * r], dq_acc[4 * c + 2 * r + 1]);
+            for (int r = 0; r < 2; r++) {
+                const int i = q0 + h * 64 + warp * 16 + g + 8 * r;
+                if (i >= Sq) continue;
+                float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
+#pragma unroll
+                for (int c = 0; c < DQ_N / 8; c++)
+                    red_add_v2(row + c * 8, dq_acc[h][4 * c + 2 * r], dq_acc[h][4 * c + 2 * r + 1]);
+            }
         }
         wgmma_wait<0>();
         if (lane == 0) mbar_arrive(&empty[stage]);  // this pair's Q, dO, LSE and δ are read
@@ -273,16 +305,17 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     }
 }
 
-// Kernel name: attention_backward_wgmma_d<D>; arguments as attention_backward_mma_* with Q and dO as tensor maps.
-#define BACKWARD_WGMMA(D)                                                                                       \
+// Kernel name: attention_backward_wgmma_d<D> (query tiles of 128 rows at D = 64, 64 at D = 128); arguments as
+// attention_backward_mma_* with Q and dO as tensor maps.
+#define BACKWARD_WGMMA(D, QUERY_TILE)                                                                          \
     extern "C" __global__ void __launch_bounds__(384, 1) attention_backward_wgmma_d##D(                        \
-        const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v,                               \
-        const __grid_constant__ TensorMap map_do, const float *lse, const float *delta, const int *qpos,        \
-        const int *kpos, const int *qdoc, const int *kdoc, const int4 *query_bounds, const int4 *key_bounds,    \
-        float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,        \
-        int window) {                                                                                           \
-        backward_wgmma<D>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, key_bounds,  \
-                          dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);                                     \
+        const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v,                             \
+        const __grid_constant__ TensorMap map_do, const float *lse, const float *delta, const int *qpos,       \
+        const int *kpos, const int *qdoc, const int *kdoc, const int4 *query_bounds, const int4 *key_bounds,   \
+        float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,       \
+        int window) {                                                                                          \
+        backward_wgmma<D, QUERY_TILE>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, \
+                                      key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);            \
     }
-BACKWARD_WGMMA(64)
-BACKWARD_WGMMA(128)
+BACKWARD_WGMMA(64, 128)
+BACKWARD_WGMMA(128, 64)
