@@ -94,14 +94,14 @@ struct AttentionKernels: Sendable {
             return launch
         }
 
-        func backward(_ kernels: AttentionKernels, queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int) throws
-            -> BackwardLaunch {
-            if let launch = backwardLaunch, launch.grid.1 == kvHeads, launch.grid.2 == batch, launch.dim == dim,
-               kernels.usesTensorCores(headDim: dim) {
+        func backward(_ kernels: AttentionKernels, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
+                      dim: Int) throws -> BackwardLaunch {
+            if let launch = backwardLaunch, launch.grid.1 == kernels.backwardRows(heads: heads, kvHeads: kvHeads),
+               launch.grid.2 == batch, launch.dim == dim, kernels.usesTensorCores(headDim: dim) {
                 return launch
             }
-            let launch = try kernels.backwardLaunch(queries: queries, keys: keys, kvHeads: kvHeads, batch: batch,
-                                                    dim: dim, tokens: self)
+            let launch = try kernels.backwardLaunch(queries: queries, keys: keys, heads: heads, kvHeads: kvHeads,
+                                                    batch: batch, dim: dim, tokens: self)
             backwardLaunch = launch
             return launch
         }
@@ -199,8 +199,8 @@ struct AttentionKernels: Sendable {
     /// key/value head (wgmma: a producer warpgroup loading by TMA and two consumers, walking 128-row query tiles
     /// at D = 64 and 64-row ones at D = 128; mma.sync: 8 warps, the lab's winner over 4, 64-row query tiles:
     /// lab/results); the bounds of each query tile and of each 128-row key tile are computed here.
-    func backwardLaunch(queries: Int, keys: Int, kvHeads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
-        -> BackwardLaunch {
+    func backwardLaunch(queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int, dim: Int,
+                        tokens: TokenBuffers) throws -> BackwardLaunch {
         let keyTile = 128, queryTile = instructions == .wgmma && dim == 64 ? 128 : 64
         let (name, threads, sharedBytes) = switch instructions {
         case .wgmma: ("attention_backward_wgmma_d\(dim)", 384,
@@ -221,9 +221,18 @@ struct AttentionKernels: Sendable {
                                .int(Int32(tile)), .pointer(buffer.address)])
             bounds.append(buffer)
         }
-        return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, kvHeads, batch), block: threads,
+        return BackwardLaunch(kernel: kernel,
+                              grid: ((keys + keyTile - 1) / keyTile, backwardRows(heads: heads, kvHeads: kvHeads), batch),
+                              block: threads,
                               sharedBytes: sharedBytes, bounds: bounds, dim: dim, queryTile: queryTile,
                               tensorMaps: instructions == .wgmma)
+    }
+
+    /// The backward's rows of blocks: one per key/value head (a block walks the group's query heads, summing dK and
+    /// dV in registers), or under GQA on wgmma one per query head (dK and dV added by reductions), so the blocks
+    /// running at once share one head's Q, dO and dQ in L2 rather than a group's (lab v18).
+    func backwardRows(heads: Int, kvHeads: Int) -> Int {
+        instructions == .wgmma ? heads : kvHeads
     }
 
     /// One tensor-core backward launch and the tile bounds it reads (query tiles, key tiles).

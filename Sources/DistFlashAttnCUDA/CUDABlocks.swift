@@ -189,8 +189,8 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         let tensorCores = kernels.usesTensorCores(headDim: g.dim)
         // The tensor-core kernel takes dO in the input type (an mma operand), the SIMT kernels as fp32.
         let dO = tensorCores ? outputGrad : try widened(outputGrad)
-        let launch = tensorCores ? try tokens.backward(kernels, queries: g.queries, keys: g.keys, kvHeads: g.kvHeads,
-                                                       batch: g.batch, dim: g.dim) : nil
+        let launch = tensorCores ? try tokens.backward(kernels, queries: g.queries, keys: g.keys, heads: g.heads,
+                                                       kvHeads: g.kvHeads, batch: g.batch, dim: g.dim) : nil
         let operands = try launch?.inputArguments(query: query, key: key, value: value, outputGrad: dO)
             ?? [query, key, value, dO].map { .pointer($0.address) }
         let inputs = operands + [.pointer(logSumExp.address), .pointer(delta.address)] + tokens.arguments

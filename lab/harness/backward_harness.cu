@@ -97,6 +97,7 @@ struct Candidate {
     int query_tile = 64;
     size_t shared_bytes = 0;  // when set: the candidate's own layout
     BackwardTMA tma = nullptr;
+    bool per_query_head = false;  // a row of blocks per query head (dK, dV by reductions) instead of per KV head
     int keys() const { return keys_per_warp * warps; }
     size_t shared() const {
         if (shared_bytes) return shared_bytes;
@@ -115,7 +116,7 @@ static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d,
     attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, c.query_tile, d.qbounds);
     attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
     if (c.tma)
-        c.tma<<<dim3(ktiles, p.Hkv, p.B), 384, c.shared()>>>(
+        c.tma<<<dim3(ktiles, c.per_query_head ? p.H : p.Hkv, p.B), 384, c.shared()>>>(
             tensor_map(d.q, p.D, p.H, p.Sq, p.B, c.query_tile), d.k, d.v,
             tensor_map(x.dout, p.D, p.H, p.Sq, p.B, c.query_tile), x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc,
             d.qbounds, d.kbounds, x.dq, x.dk, x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind,
@@ -247,8 +248,10 @@ int main(int argc, char **argv) {
                   (BackwardTMA)KERNEL}
         WGMMA("bwd d64 wgmma", 64, 128, attention_backward_wgmma_d64),
         WGMMA("bwd d64 wgmma bm64", 64, 64, lab_backward_wgmma_d64_bm64),
+        WGMMA("bwd d64 wgmma per-head", 64, 128, attention_backward_wgmma_d64),
         WGMMA("bwd d128 wgmma", 128, 64, attention_backward_wgmma_d128),
     };
+    for (auto &c : candidates) c.per_query_head = c.name.find("per-head") != std::string::npos;
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
     }), candidates.end());
@@ -273,16 +276,19 @@ int main(int argc, char **argv) {
         failures += !check(c, make_problem(1, 300, 2, 1, D, 1, 0, {150, 150}), "docs 150,150 full", rng);
         failures += !check(c, make_problem(1, 513, 2, 2, D, 0, 0, {}, 3, 1), "causal strided positions", rng);
     }
-    printf("correctness: %d failures\n\nname,mask,S,ms,tflops\n", failures);
+    printf("correctness: %d failures\n\nname,mask,S,H_kv,ms,tflops\n", failures);
     for (auto &c : candidates)
         for (int kind : {0, 1})
-            for (int S : {4096, 8192, 16384, 32768}) {
-                if (c.D == 64 && S < 16384) continue;
-                Problem p = make_problem(1, S, 32, 32, c.D, kind, 0);
-                double ms = time_ms(c, p, rng, 10);
-                double flops = 2.5 * 4.0 * S * (double)S * 32 * c.D / (kind == 0 ? 2 : 1);
-                printf("%s,%s,%d,%.3f,%.1f\n", c.name.c_str(), kind == 0 ? "causal" : "full", S, ms, flops / ms / 1e9);
-                fflush(stdout);
-            }
+            for (int S : {4096, 8192, 16384, 32768})
+                for (int Hkv : {32, 8}) {  // GQA (32 / 8, llama-1b's) at D = 64 only
+                    if (c.D == 64 && S < 16384) continue;
+                    if (Hkv != 32 && c.D != 64) continue;
+                    Problem p = make_problem(1, S, 32, Hkv, c.D, kind, 0);
+                    double ms = time_ms(c, p, rng, 10);
+                    double flops = 2.5 * 4.0 * S * (double)S * 32 * c.D / (kind == 0 ? 2 : 1);
+                    printf("%s,%s,%d,%d,%.3f,%.1f\n", c.name.c_str(), kind == 0 ? "causal" : "full", S, Hkv, ms,
+                           flops / ms / 1e9);
+                    fflush(stdout);
+                }
     return failures ? 1 : 0;
 }

@@ -66,7 +66,13 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     // Warpgroup 0 produces; warpgroups 1 and 2 compute 64 keys each (`wg` 0 and 1).
     const int tid = threadIdx.x, role = tid >> 7, wg = role - 1, warp = (tid >> 5) & 3, lane = tid & 31;
     const int g = lane >> 2, t = lane & 3;
-    const int kvh = blockIdx.y, b = blockIdx.z, group = H / Hkv;
+    // Grid y: key/value heads — a block walks every query head of its group, dK and dV summed in registers — or,
+    // when the launch has one row of blocks per query head, that head alone, dK and dV added by reductions (the
+    // blocks running at once then share one head's Q, dO and dQ in L2 instead of a group's).
+    const int group = H / Hkv, b = blockIdx.z;
+    const bool one_head = gridDim.y != Hkv;
+    const int kvh = one_head ? blockIdx.y / group : blockIdx.y;
+    const int head_first = one_head ? blockIdx.y : kvh * group, head_end = one_head ? head_first + 1 : head_first + group;
     const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
     const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
     const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
@@ -115,7 +121,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     __syncthreads();       // the last block-wide barrier
     auto class_of = [&](int qt) -> int { return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt); };
     auto visible_from = [&](int head, int qt) -> int2 {  // the first visible pair at or after (head, qt)
-        for (; head < (kvh + 1) * group; head++, qt = first)
+        for (; head < head_end; head++, qt = first)
             for (; qt <= last; qt++)
                 if (class_of(qt) != HIDDEN) return make_int2(head, qt);
         return make_int2(-1, 0);
@@ -126,7 +132,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         if (warp != 0) return;
         // The n-th visible pair into stage n % 2 once its (n − 2)-th use is released: LSE and δ by the warp's
         // lanes, Q and dO by TMA from lane 0.
-        int2 pair = visible_from(kvh * group, first);
+        int2 pair = visible_from(head_first, first);
         for (int n = 0; pair.x >= 0; n++, pair = visible_from(pair.x, pair.y + 1)) {
             const int stage = n & 1;
             if (n >= 2) mbar_wait(&empty[stage], ((n >> 1) & 1) ^ 1);  // parity of the release of use n / 2 − 1
@@ -164,7 +170,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 #pragma unroll
     for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
 
-    int2 current = visible_from(kvh * group, first);
+    int2 current = visible_from(head_first, first);
     for (int n = 0; current.x >= 0; n++) {
         const int2 next = visible_from(current.x, current.y + 1);  // past `last` the walk moves to the next head
         const int stage = n & 1, head = current.x, q0 = current.y * BM, tile_class = class_of(current.y);
@@ -297,10 +303,15 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         const size_t offset = ((size_t)(b * Sk + j) * Hkv + kvh) * D + t * 2;
 #pragma unroll
         for (int c = 0; c < D / 8; c++) {
-            float2 *pk = (float2 *)(dk + offset + c * 8), *pv = (float2 *)(dv + offset + c * 8);
-            const float2 ok = *pk, ov = *pv;
-            *pk = make_float2(ok.x + dK[4 * c + 2 * r], ok.y + dK[4 * c + 2 * r + 1]);
-            *pv = make_float2(ov.x + dV[4 * c + 2 * r], ov.y + dV[4 * c + 2 * r + 1]);
+            float *pk = dk + offset + c * 8, *pv = dv + offset + c * 8;
+            if (one_head && group > 1) {  // other blocks add the group's other heads
+                red_add_v2(pk, dK[4 * c + 2 * r], dK[4 * c + 2 * r + 1]);
+                red_add_v2(pv, dV[4 * c + 2 * r], dV[4 * c + 2 * r + 1]);
+            } else {
+                const float2 ok = *(float2 *)pk, ov = *(float2 *)pv;
+                *(float2 *)pk = make_float2(ok.x + dK[4 * c + 2 * r], ok.y + dK[4 * c + 2 * r + 1]);
+                *(float2 *)pv = make_float2(ov.x + dV[4 * c + 2 * r], ov.y + dV[4 * c + 2 * r + 1]);
+            }
         }
     }
 }
