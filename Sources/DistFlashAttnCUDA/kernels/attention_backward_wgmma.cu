@@ -1,16 +1,17 @@
 // Hopper tensor-core backward (sm_90a): all five products on warpgroup MMA (wgmma.mma_async), D ∈ {64, 128}, with
 // the per-pair loads on the Tensor Memory Accelerator.
 //
-// A block owns BN = 128 keys of one key/value head and walks every visible (query head of its group, BM-row query
-// tile) pair — BM = 128 at D = 64, 64 at D = 128 — with three warpgroups of distinct roles. The two consumers (64
-// keys each) compute, keys as rows:
+// A block owns BN = 128 keys of one key/value head and walks every visible (query head, BM-row query tile) pair of
+// its group — or of one query head, when the grid has a row of blocks per query head — BM = 128 at D = 64, 64 at
+// D = 128, with three warpgroups of distinct roles. The two consumers (64 keys each) compute, keys as rows:
 //     Sᵀ = K_wg·Qᵀ, dPᵀ = V_wg·dOᵀ          both operands from shared-memory descriptors (K-major)
 //     Pᵀ = exp(scale·Sᵀ − LSE), dSᵀ = scale · Pᵀ ∘ (dPᵀ − δ)        on the accumulators
 //     dV_wg += Pᵀ·dO, dK_wg += dSᵀ·Q         Pᵀ and dSᵀ from registers, dO and Q read transposed (MN-major)
 //     dQ[:, half wg] += dS·K                 dSᵀ through shared memory, read transposed as A; K read transposed
-// so dK and dV of a group are summed over its query heads in registers without atomics, and dQ is accumulated in
-// fp32 by vector reductions (two columns each). The element-wise work overlaps the products: Sᵀ is waited for
-// alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO runs while dSᵀ forms, and dK += dSᵀ·Q while dQ is added.
+// so dK and dV are summed over the block's query heads in registers (added by reductions at the end when other
+// blocks hold the group's other heads), and dQ is accumulated in fp32 by vector reductions (two columns each). The
+// element-wise work overlaps the products: Sᵀ is waited for alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO
+// runs while dSᵀ forms (at BM = 64; at 128 once it is formed), and dK += dSᵀ·Q while dQ is added.
 // The producer (registers given back by setmaxnreg) loads each pair ahead into one of two stages: one warp stores
 // LSE and δ of the pair's BM rows, one of its lanes issues the TMA copies of Q and dO (one per 64-column panel),
 // all completing on the stage's "full" mbarrier; a consumer releases the stage on its "empty" mbarrier once the
@@ -72,7 +73,8 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     const int group = H / Hkv, b = blockIdx.z;
     const bool one_head = gridDim.y != Hkv;
     const int kvh = one_head ? blockIdx.y / group : blockIdx.y;
-    const int head_first = one_head ? blockIdx.y : kvh * group, head_end = one_head ? head_first + 1 : head_first + group;
+    const int head_first = one_head ? blockIdx.y : kvh * group;
+    const int head_end = one_head ? head_first + 1 : head_first + group;
     const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
     const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
     const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
@@ -119,7 +121,9 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     cp_async_wait_all();
     fence_async_shared();  // K and V (cp.async) become visible to the products (async proxy)
     __syncthreads();       // the last block-wide barrier
-    auto class_of = [&](int qt) -> int { return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt); };
+    auto class_of = [&](int qt) -> int {
+        return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt);
+    };
     auto visible_from = [&](int head, int qt) -> int2 {  // the first visible pair at or after (head, qt)
         for (; head < head_end; head++, qt = first)
             for (; qt <= last; qt++)
