@@ -224,13 +224,16 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
             for (int i = 0; i < BM / 2; i++) s[i] = (shown >> i) & 1 ? s[i] : 0.f;
         }
         u32 pa[BM / 16][4], da[BM / 16][4];
-        if constexpr (!DV_AFTER_DS) {
+        auto issue_dv = [&] {  // Pᵀ packed (pa), then dV += Pᵀ·dO issued and committed
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
             wgmma_commit();
+        };
+        if constexpr (!DV_AFTER_DS) {
+            issue_dv();
             wgmma_wait<1>();  // dPᵀ has landed; dV may still run
         } else {
             wgmma_wait<0>();  // dPᵀ has landed
@@ -241,14 +244,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         // dK += dSᵀ·Q.
 #pragma unroll
         for (int i = 0; i < BM / 2; i++) dp[i] = s[i] * (dp[i] - sD[(i >> 2) * 8 + t * 2 + (i & 1)]) * scale;
-        if constexpr (DV_AFTER_DS) {
-#pragma unroll
-            for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(pa[kk], s, kk);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BM / 16; kk++) add_transposed(dV, pa[kk], sdO, kk);
-            wgmma_commit();
-        }
+        if constexpr (DV_AFTER_DS) issue_dv();
 #pragma unroll
         for (int c = 0; c < BM / 8; c++)
 #pragma unroll
