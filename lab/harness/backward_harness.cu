@@ -24,6 +24,16 @@ extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_wgmma_d64_bm64
                                      key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
 }
 
+// Lab v23: Sᵀ in two 64-query products committed apart (the first half's exponentials under the second).
+extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_wgmma_d64_split(
+    const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
+    const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
+    const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
+    int dim, float scale, int kind, int window) {
+    mainline::backward_wgmma<64, 128, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
+                                            key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
+}
+
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
                              const float *lse, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
@@ -249,6 +259,7 @@ int main(int argc, char **argv) {
         WGMMA("bwd d64 wgmma", 64, 128, attention_backward_wgmma_d64),
         WGMMA("bwd d64 wgmma bm64", 64, 64, lab_backward_wgmma_d64_bm64),
         WGMMA("bwd d64 wgmma per-head", 64, 128, attention_backward_wgmma_d64),
+        WGMMA("bwd d64 wgmma per-head split", 64, 128, lab_backward_wgmma_d64_split),
         WGMMA("bwd d128 wgmma", 128, 64, attention_backward_wgmma_d128),
     };
     for (auto &c : candidates) c.per_query_head = c.name.find("per-head") != std::string::npos;

@@ -39,7 +39,7 @@ __device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
 }
 
-template <int D, int BM>
+template <int D, int BM, bool SPLIT_S = false>
 __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
                                                const bf16_t *v, const float *lse, const float *delta, const int *qpos,
                                                const int *kpos, const int *qdoc, const int *kdoc,
@@ -52,6 +52,10 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     // dV += Pᵀ·dO is issued before dSᵀ forms (and runs meanwhile) at 64 query rows; at 128 after it, as fp32 Pᵀ and
     // dPᵀ, Pᵀ packed for the product, dK and dV (≈ 224 registers) would not fit at once.
     constexpr bool DV_AFTER_DS = BM == 128;
+    // SPLIT_S (lab v23): Sᵀ as two products of 64 queries, committed apart, so the first half's exponentials run
+    // while the second half (and dPᵀ) compute — Sᵀ is otherwise the one product each pair waits for with nothing
+    // to overlap.
+    static_assert(!SPLIT_S || BM == 128, "Sᵀ splits into 64-query halves");
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sK = align_1024(shared_bytes);
     unsigned char *sV = sK + TILE_KV;
@@ -188,22 +192,46 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         // Sᵀ and dPᵀ for this warpgroup's 64 keys × BM queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
         float s[BM / 2], dp[BM / 2];
         wgmma_fence();
+        if constexpr (SPLIT_S) {
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++)
-            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
-        wgmma_commit();
+            for (int half = 0; half < 2; half++) {  // accumulator columns 64·half … are s[32·half …]
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++)
+                    wgmma_ss<64>(*reinterpret_cast<float (*)[32]>(s + 32 * half), k_major(sK, BN, wg * 64, kk),
+                                 k_major(sQ, BM, 64 * half, kk), kk > 0);
+                wgmma_commit();
+            }
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
+            wgmma_commit();
+        }
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
             wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
         wgmma_commit();
-        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
-        pin(s);
 
         // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
         // issued (K = the BM queries; dO read transposed) here or once dSᵀ is formed.
+        if constexpr (SPLIT_S) {
+            wgmma_wait<2>();  // the first 64 queries' Sᵀ has landed
+            pin(*reinterpret_cast<float (*)[32]>(s));
 #pragma unroll
-        for (int i = 0; i < BM / 2; i++)
-            s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+            for (int i = 0; i < 32; i++)
+                s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+            wgmma_wait<1>();  // all of Sᵀ; dPᵀ may still run
+            pin(*reinterpret_cast<float (*)[32]>(s + 32));
+#pragma unroll
+            for (int i = 32; i < 64; i++)
+                s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+        } else {
+            wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
+            pin(s);
+#pragma unroll
+            for (int i = 0; i < BM / 2; i++)
+                s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+        }
         if (tile_class == PARTIAL) {
             // Which of this thread's scores the mask shows, bit 4c + 2r + e, in a loop kept rolled (each query's
             // position and document read once, few registers: the products' accumulators keep theirs).
