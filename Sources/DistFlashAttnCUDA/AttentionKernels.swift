@@ -196,8 +196,8 @@ struct AttentionKernels: Sendable {
     }
 
     /// The tensor-core backward for head dimension `dim` (64 or 128), ready to launch: one block per 128 keys and
-    /// key/value head (wgmma: a producer warpgroup loading by TMA and two consumers, walking 128-row query tiles
-    /// at D = 64 and 64-row ones at D = 128; mma.sync: 8 warps, the lab's winner over 4, 64-row query tiles:
+    /// row of `backwardRows` (wgmma: a producer warpgroup loading by TMA and two consumers, walking 128-row query
+    /// tiles at D = 64 and 64-row ones at D = 128; mma.sync: 8 warps, the lab's winner over 4, 64-row query tiles:
     /// lab/results); the bounds of each query tile and of each 128-row key tile are computed here.
     func backwardLaunch(queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int, dim: Int,
                         tokens: TokenBuffers) throws -> BackwardLaunch {
@@ -221,9 +221,8 @@ struct AttentionKernels: Sendable {
                                .int(Int32(tile)), .pointer(buffer.address)])
             bounds.append(buffer)
         }
-        return BackwardLaunch(kernel: kernel,
-                              grid: ((keys + keyTile - 1) / keyTile, backwardRows(heads: heads, kvHeads: kvHeads), batch),
-                              block: threads,
+        let rows = backwardRows(heads: heads, kvHeads: kvHeads)
+        return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, rows, batch), block: threads,
                               sharedBytes: sharedBytes, bounds: bounds, dim: dim, queryTile: queryTile,
                               tensorMaps: instructions == .wgmma)
     }
