@@ -214,23 +214,15 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 
         // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
         // issued (K = the BM queries; dO read transposed) here or once dSᵀ is formed.
-        if constexpr (SPLIT_S) {
-            wgmma_wait<2>();  // the first 64 queries' Sᵀ has landed
-            pin(*reinterpret_cast<float (*)[32]>(s));
+        wgmma_wait<SPLIT_S ? 2 : 1>();  // Sᵀ (with SPLIT_S its first 64 queries) has landed; dPᵀ may still run
+        pin(*reinterpret_cast<float (*)[SPLIT_S ? 32 : BM / 2]>(s));
 #pragma unroll
-            for (int i = 0; i < 32; i++)
-                s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
-            wgmma_wait<1>();  // all of Sᵀ; dPᵀ may still run
-            pin(*reinterpret_cast<float (*)[32]>(s + 32));
-#pragma unroll
-            for (int i = 32; i < 64; i++)
-                s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
-        } else {
-            wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
-            pin(s);
-#pragma unroll
-            for (int i = 0; i < BM / 2; i++)
-                s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
+        for (int i = 0; i < BM / 2; i++) {
+            if (SPLIT_S && i == 32) {  // unrolled: no branch remains
+                wgmma_wait<1>();  // the second half of Sᵀ
+                pin(*reinterpret_cast<float (*)[32]>(s + 32));
+            }
+            s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
         }
         if (tile_class == PARTIAL) {
             // Which of this thread's scores the mask shows, bit 4c + 2r + e, in a loop kept rolled (each query's
