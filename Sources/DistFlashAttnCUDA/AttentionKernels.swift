@@ -182,6 +182,24 @@ struct AttentionKernels: Sendable {
                      inputs: [CUDADevice.Argument], gradients: (query: UInt64, key: UInt64, value: UInt64),
                      sizes: [CUDADevice.Argument]) throws {
         let (dq, dk, dv) = gradients
+        if let tensorCore, let tiles = tensorCore.dqTiles {
+            // wgmma: dQ by bulk reductions into a zeroed tile-laid-out buffer, then added into dq.
+            guard dq % 16 == 0, batch * queries * heads < Int(Int32.max) else {
+                throw DistFlashError(.shapeMismatch, "dQ at address \(dq) with B·S·H = \(batch * queries * heads): "
+                    + "the wgmma backward needs dQ 16-byte aligned and B·S·H < 2³¹")
+            }
+            let count = batch * heads * ((queries + tensorCore.queryTile - 1) / tensorCore.queryTile)
+                * tensorCore.queryTile * tensorCore.dim
+            let buffer = try DeviceBuffer(device, bytes: 4 * count)
+            try buffer.fill32(0, count: count)
+            try tensorCore.run(device, inputs + tensorCore.boundArguments
+                + [.pointer(buffer.address), .pointer(dk), .pointer(dv)] + sizes)
+            let quads = batch * queries * heads * tensorCore.dim / 4
+            try device.launch(tiles, grid: (min((quads + 255) / 256, 65_535), 1, 1), block: 256,
+                              [.pointer(buffer.address), .pointer(dq), .int(Int32(queries)), .int(Int32(heads)),
+                               .int(Int32(batch))])
+            return  // the buffer's free is queued on the stream after both launches
+        }
         if let tensorCore {
             try tensorCore.run(device, inputs + tensorCore.boundArguments
                 + [.pointer(dq), .pointer(dk), .pointer(dv)] + sizes)
@@ -205,6 +223,7 @@ struct AttentionKernels: Sendable {
         let (name, threads, sharedBytes) = switch instructions {
         case .wgmma: ("attention_backward_wgmma_d\(dim)", 384,
                       (2 * keyTile + 4 * queryTile) * dim * 2 + 2 * keyTile * queryTile * 2 + 4 * queryTile * 4
+                          + 4 * queryTile * dim  // the two consumers' staged dQ halves
                           + 1024 + (dim == 64 ? keyTile * dim * 2 : 0))  // swizzle alignment; K's copy for dQ
         case .mmaSync: ("attention_backward_mma_d\(dim)_w8", 256,
                         (2 * keyTile + 2 * queryTile) * (dim + 8) * 2 + keyTile * (queryTile + 8) * 2 + 2 * queryTile * 4)
@@ -222,9 +241,11 @@ struct AttentionKernels: Sendable {
             bounds.append(buffer)
         }
         let rows = backwardRows(heads: heads, kvHeads: kvHeads)
+        let dqTiles = instructions == .wgmma ? try device.kernel("attention_dq_from_tiles_d\(dim)", source: backwardSource)
+            : nil
         return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, rows, batch), block: threads,
                               sharedBytes: sharedBytes, bounds: bounds, dim: dim, queryTile: queryTile,
-                              tensorMaps: instructions == .wgmma)
+                              tensorMaps: instructions == .wgmma, dqTiles: dqTiles)
     }
 
     /// The backward's rows of blocks: one per key/value head (a block walks the group's query heads, summing dK and
@@ -245,6 +266,9 @@ struct AttentionKernels: Sendable {
         let queryTile: Int
         /// Whether the kernel reads Q and dO through tensor maps (TMA) rather than pointers.
         let tensorMaps: Bool
+        /// wgmma: the kernel adding the backward's tile-laid-out dQ into dQ (the backward takes that buffer in
+        /// dQ's place); nil when the backward adds into dQ itself.
+        let dqTiles: OpaquePointer?
 
         /// The kernel's first four arguments: Q and dO [B, Sq, H, D], K and V [B, Sk, H_kv, D], as pointers, or Q
         /// and dO as tensor maps with boxes of the kernel's query tiles.

@@ -157,14 +157,17 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         }
     }
 
+    /// δ = rowsum(dO ∘ O) `[B, H, S]` for O `[B, S, H, D]` fp32 (a merged partial) or in the input type (O as a
+    /// training step keeps it), dO in the input type.
     public func backwardPreprocess(output: DeviceTensor, outputGrad: DeviceTensor) throws -> DeviceTensor {
-        try require(output, .float32, outputGrad.shape, "O")
+        try require(output, output.precision == inputs ? inputs : .float32, outputGrad.shape, "O")
         try require(outputGrad, inputs, output.shape, "dO")
         let (batch, sequence, heads, dim) = (output.shape[0], output.shape[1], output.shape[2], output.shape[3])
         let delta = try DeviceTensor(device, shape: [batch, heads, sequence], precision: .float32)
         if sequence > 0 {
             try timed {
-                try device.launch(try device.kernel("backward_preprocess_input", source: opsSource),
+                let name = output.precision == inputs ? "backward_preprocess_inputs" : "backward_preprocess_input"
+                try device.launch(try device.kernel(name, source: opsSource),
                                   grid: ((sequence + warps - 1) / warps, heads, batch), block: 32 * warps,
                                   [.pointer(output.address), .pointer(outputGrad.address), .pointer(delta.address),
                                    .int(Int32(sequence)), .int(Int32(heads)), .int(Int32(dim))])

@@ -26,31 +26,38 @@ public struct TrainingKernels: Sendable {
         let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
         let inverseRMS = try DeviceTensor(device, shape: Array(x.shape.dropLast()), precision: .float32)
         if rows > 0 {
-            try launch("rmsnorm_forward", grid: rows, [.pointer(x.address), .pointer(weight.address),
-                                                       .pointer(output.address), .pointer(inverseRMS.address),
-                                                       .int(Int32(width)), .float(epsilon)])
+            try launch(Self.vectorized("rmsnorm_forward", width, [x, weight]), grid: rows,
+                       [.pointer(x.address), .pointer(weight.address), .pointer(output.address),
+                        .pointer(inverseRMS.address), .int(Int32(width)), .float(epsilon)])
         }
         return (output, inverseRMS)
     }
 
     /// Adds dx into `inputGrad` (fp32, shape of x) and dw into `weightGrad` (fp32 `[E]`), given dy (fp32, shape of
-    /// x) and the forward's x and r. dw is summed over rows in a fixed order (deterministic).
+    /// x) and the forward's x and r; with `inputGradBF16`, also writes there the updated `inputGrad` rounded to
+    /// bf16 (for the GEMM that reads it next). dw is summed over rows in a fixed order (deterministic).
     public func rmsNormBackward(_ x: DeviceTensor, inverseRMS: DeviceTensor, weight: DeviceTensor,
-                                outputGrad: DeviceTensor, inputGrad: DeviceTensor, weightGrad: DeviceTensor) throws {
+                                outputGrad: DeviceTensor, inputGrad: DeviceTensor, inputGradBF16: DeviceTensor? = nil,
+                                weightGrad: DeviceTensor) throws {
         let (rows, width) = try normRows(x, weight)
         try require(outputGrad, .float32, x.shape, "RMSNorm dy")
         try require(inputGrad, .float32, x.shape, "RMSNorm dx")
+        if let inputGradBF16 { try require(inputGradBF16, .bfloat16, x.shape, "RMSNorm dx in bf16") }
         try require(weightGrad, .float32, weight.shape, "RMSNorm dw")
         try require(inverseRMS, .float32, Array(x.shape.dropLast()), "RMSNorm r")
         guard rows > 0 else { return }
-        let rowsPerBlock = 64
+        // Rows a block: few enough that ≈ 1000 blocks keep every SM busy through the per-row barriers, many enough
+        // that the partial sums stay small (1024 × E at most).
+        let rowsPerBlock = max(1, (rows + 1023) / 1024)
         let blocks = (rows + rowsPerBlock - 1) / rowsPerBlock
         let partial = try DeviceTensor(device, shape: [blocks, width], precision: .float32)
-        try launch("rmsnorm_backward", grid: blocks,
+        let operands = [x, weight, outputGrad, inputGrad] + (inputGradBF16.map { [$0] } ?? [])
+        try launch(Self.vectorized("rmsnorm_backward", width, operands), grid: blocks,
                    [.pointer(x.address), .pointer(weight.address), .pointer(inverseRMS.address),
-                    .pointer(outputGrad.address), .pointer(inputGrad.address), .pointer(partial.address),
+                    .pointer(outputGrad.address), .pointer(inputGrad.address), .pointer(inputGradBF16?.address ?? 0),
+                    .pointer(partial.address),
                     .int(Int32(rows)), .int(Int32(width)), .int(Int32(rowsPerBlock))])
-        try launch("column_sums", grid: min((width + Self.block - 1) / Self.block, 65_535),
+        try launch("column_sums", grid: min((width + 31) / 32, 65_535),
                    [.pointer(partial.address), .pointer(weightGrad.address), .int(Int32(blocks)), .int(Int32(width))])
     }
 
@@ -77,22 +84,25 @@ public struct TrainingKernels: Sendable {
 
     /// x (fp32 `[B, n, heads, D]`) rotated by its tokens' angles, in bf16 (the attention's input).
     public func rotary(_ x: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
+        try rotate("rope_forward", x, tables)
+    }
+
+    /// The backward of `rotary`: the gradient (fp32 `[B, n, heads, D]`) rotated back, in bf16 (the Q and K
+    /// projections' GEMMs read it: one pass instead of a rotation in place and a cast).
+    public func rotaryBackward(_ grad: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
+        try rotate("rope_backward", grad, tables)
+    }
+
+    private func rotate(_ name: String, _ x: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
         let pairs = try rotaryPairs(x, tables)
         let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
         if pairs > 0 {
-            try launch("rope_forward", grid: gridStride(pairs),
-                       [.pointer(x.address), .pointer(output.address)] + rotaryArguments(x, tables, pairs))
+            try launch(name, grid: gridStride(pairs),
+                       [.pointer(x.address), .pointer(output.address), .pointer(tables.cosines.address),
+                        .pointer(tables.sines.address), .int(Int32(tables.tokens)), .int(Int32(x.shape[2])),
+                        .int(Int32(tables.headDim)), .int(Int32(pairs))])
         }
         return output
-    }
-
-    /// The backward of `rotary`, in place on the gradient (fp32 `[B, n, heads, D]`).
-    public func rotaryBackward(_ grad: DeviceTensor, _ tables: RotaryTables) throws {
-        let pairs = try rotaryPairs(grad, tables)
-        if pairs > 0 {
-            try launch("rope_backward", grid: gridStride(pairs),
-                       [.pointer(grad.address)] + rotaryArguments(grad, tables, pairs))
-        }
     }
 
     // MARK: SwiGLU
@@ -124,6 +134,22 @@ public struct TrainingKernels: Sendable {
                         .pointer(dgate.address), .pointer(dup.address), .int64(Int64(gate.count))])
         }
         return (dgate, dup)
+    }
+
+    /// `swiGLUForward` and `swiGLUBackward` in one pass over g, u, da (all bf16, one shape), for strategies that
+    /// recompute a in the backward: (a, dg, du) in bf16.
+    public func swiGLUForwardBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws
+        -> (activated: DeviceTensor, gate: DeviceTensor, up: DeviceTensor) {
+        for (tensor, name) in [(gate, "gate"), (up, "up"), (outputGrad, "da")] {
+            try require(tensor, .bfloat16, gate.shape, "SwiGLU \(name)")
+        }
+        let outputs = try (0..<3).map { _ in try DeviceTensor(device, shape: gate.shape, precision: .bfloat16) }
+        if gate.count > 0 {
+            try launch("swiglu_forward_backward", grid: gridStride(gate.count),
+                       [gate, up, outputGrad].map { .pointer($0.address) } + outputs.map { .pointer($0.address) }
+                        + [.int64(Int64(gate.count))])
+        }
+        return (outputs[0], outputs[1], outputs[2])
     }
 
     // MARK: Cross-entropy
@@ -269,6 +295,12 @@ public struct TrainingKernels: Sendable {
         if let clock { try clock.time("kernel:" + name, run) } else { try run() }
     }
 
+    /// `name` + "_x4" (16-byte fp32 groups) when the rows' width is a multiple of 4 and every operand is 16-byte
+    /// aligned, else `name` (one element at a time).
+    private static func vectorized(_ name: String, _ width: Int, _ operands: [DeviceTensor]) -> String {
+        width % 4 == 0 && operands.allSatisfy({ $0.address % 16 == 0 }) ? name + "_x4" : name
+    }
+
     /// Blocks for a grid-stride loop over `count` elements.
     private func gridStride(_ count: Int) -> Int { min((count + Self.block - 1) / Self.block, 65_535) }
 
@@ -295,13 +327,12 @@ public struct TrainingKernels: Sendable {
             throw DistFlashError(.shapeMismatch, "rotary input is \(x.precision) \(x.shape), expected fp32 [B, n = "
                 + "\(tables.tokens), heads, D = \(tables.headDim)]")
         }
+        guard x.count / 2 <= Int(Int32.max) else {
+            throw DistFlashError(.invalidProblem, "rotary input \(x.shape): \(x.count / 2) pairs, the kernel takes < 2³¹")
+        }
         return x.count / 2
     }
 
-    private func rotaryArguments(_ x: DeviceTensor, _ tables: RotaryTables, _ pairs: Int) -> [CUDADevice.Argument] {
-        [.pointer(tables.cosines.address), .pointer(tables.sines.address), .int(Int32(tables.tokens)),
-         .int(Int32(x.shape[2])), .int(Int32(tables.headDim)), .int64(Int64(pairs))]
-    }
 
     private func checkCrossEntropy(_ logits: DeviceTensor, _ labels: [Int32], _ normalizer: Int) throws -> Int {
         guard logits.shape.count == 2, logits.shape[0] == labels.count, logits.precision == .float32 else {

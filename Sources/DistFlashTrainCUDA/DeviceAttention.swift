@@ -4,7 +4,8 @@ import Synchronization
 
 /// The attention as the GPU model sees it (the device counterpart of `AttentionOperator`): this rank's shard in,
 /// its result out, whatever brings the other ranks' keys. Shapes: Q `[B, n, H, D]` and K, V `[B, n, H_kv, D]` in
-/// bf16 at the shard's global `positions`; O `[B, n, H, D]` and LSE `[B, H, n]` fp32; dO bf16; dQ, dK, dV fp32.
+/// bf16 at the shard's global `positions`; the forward's O `[B, n, H, D]` and LSE `[B, H, n]` fp32; the backward's
+/// O (the forward's, rounded to bf16) and dO bf16; dQ, dK, dV fp32.
 public protocol DeviceAttention: Sendable {
     func forward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int]) throws
         -> (output: DeviceTensor, logSumExp: DeviceTensor)

@@ -10,14 +10,15 @@ struct DeviceLayerActivations {
     let query: DeviceTensor           // Q after RoPE, bf16 [B, n, H, D]
     let key: DeviceTensor             // K after RoPE, bf16 [B, n, H_kv, D]
     let value: DeviceTensor           // V, bf16 [B, n, H_kv, D]
-    let output: DeviceTensor          // O, fp32 [B, n, H, D]
     let logSumExp: DeviceTensor       // LSE, fp32 [B, H, n]
     let mlp: DeviceMLPActivations
 }
 
 /// What the layer computes from O on (the part `remat` recomputes).
 struct DeviceMLPActivations {
-    let outputBF16: DeviceTensor      // O in bf16 as the W_o GEMM reads it, [T, H·D]
+    /// O rounded to bf16 once, `[B, n, H, D]`: what the W_o GEMM reads (as `[T, H·D]`) and the attention's
+    /// backward takes for δ = rowsum(dO ∘ O), as FlashAttention's does. The fp32 O goes as soon as it is rounded.
+    let output: DeviceTensor
     let hidden: DeviceTensor          // h = x + O·W_oᵀ, fp32 [T, E]
     let inverseRMS: DeviceTensor      // r₂, fp32 [T]
     let normed: DeviceTensor          // x̂₂, bf16 [T, E]
@@ -32,6 +33,13 @@ struct DeviceMLPProjections {
     let gate: DeviceTensor
     let up: DeviceTensor
     let activated: DeviceTensor
+}
+
+/// The residual stream's gradient at a layer boundary: fp32 `[T, E]` (it accumulates through the layer) and its
+/// bf16 rounding (what the layer's first GEMMs read), both written by the RMSNorm backward that completes it.
+struct ResidualGradient {
+    let value: DeviceTensor
+    let bf16: DeviceTensor
 }
 
 /// A tensor a layer keeps for its backward: on the device, or parked in pinned host memory (`offload`).
@@ -52,8 +60,8 @@ enum SavedTensor {
 }
 
 /// What a layer keeps between its forward and its backward, by checkpoint strategy. `remat` keeps O in bf16, as
-/// the W_o GEMM reads it (half the bytes of the fp32 O: 2 GiB over llama-1b's 16 layers at 32k tokens); the
-/// backward's δ = rowsum(dO ∘ O) then reads that O, as FlashAttention's does.
+/// the W_o GEMM and the attention's backward read it (half the bytes of the fp32 O: 2 GiB over llama-1b's 16
+/// layers at 32k tokens).
 enum DeviceSavedLayer {
     case all(DeviceLayerActivations)
     case input(SavedTensor)
@@ -64,7 +72,7 @@ enum DeviceSavedLayer {
         case .none: self = .all(activations)
         case .layer: self = .input(.device(activations.input))
         case .remat: self = .inputAndAttention(.device(activations.input),
-                                               outputBF16: .device(activations.mlp.outputBF16),
+                                               outputBF16: .device(activations.mlp.output),
                                                logSumExp: activations.logSumExp)
         }
     }
@@ -131,15 +139,15 @@ struct DeviceDecoderLayer {
                 try v.reshaped([batch, n, hkv, d]))
     }
 
-    /// h, x̂₂ from x and O; with `keepProjections`, also gate, up and a of every row.
+    /// h, x̂₂ from x and O (bf16 `[B, n, H, D]`); with `keepProjections`, also gate, up and a of every row.
     func mlpActivations(input x: DeviceTensor, attentionOutput: DeviceTensor, keepProjections: Bool) throws
         -> DeviceMLPActivations {
-        let outputBF16 = try ops.kernels.bf16(attentionOutput).reshaped([rows, config.heads * config.headDim])
         let hidden = try ops.copy(x)
-        try ops.multiply(outputBF16, matrix(.output), transposeB: true, into: hidden, beta: 1)
+        try ops.multiply(attentionOutput.reshaped([rows, config.heads * config.headDim]), matrix(.output),
+                         transposeB: true, into: hidden, beta: 1)
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(hidden, weight: master(.postAttentionNorm),
                                                                   epsilon: config.normEps)
-        return DeviceMLPActivations(outputBF16: outputBF16, hidden: hidden, inverseRMS: inverseRMS, normed: normed,
+        return DeviceMLPActivations(output: attentionOutput, hidden: hidden, inverseRMS: inverseRMS, normed: normed,
                                     projections: keepProjections ? try projections(normed: normed) : nil)
     }
 
@@ -168,9 +176,10 @@ struct DeviceDecoderLayer {
         return try x.elements(range.lowerBound * width..<range.upperBound * width, as: [range.count, width])
     }
 
-    /// y = h + a·W_dᵀ, a chunk of rows at a time.
-    func output(_ mlp: DeviceMLPActivations) throws -> DeviceTensor {
-        let y = try ops.copy(mlp.hidden)
+    /// y = h + a·W_dᵀ, a chunk of rows at a time; in h's own memory when `overwritingHidden` (nothing reads h
+    /// again: strategies that do not keep this layer's activations), else in a copy.
+    func output(_ mlp: DeviceMLPActivations, overwritingHidden: Bool) throws -> DeviceTensor {
+        let y = overwritingHidden ? mlp.hidden : try ops.copy(mlp.hidden)
         for range in mlpChunks {
             try ops.multiply(try projections(mlp, rows: range).activated, matrix(.down), transposeB: true,
                              into: try rowsOf(y, range), beta: 1)
@@ -185,9 +194,8 @@ struct DeviceDecoderLayer {
             try attention.forward(query: inputs.query, key: inputs.key, value: inputs.value, positions: positions)
         }
         return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed, query: inputs.query,
-                                      key: inputs.key, value: inputs.value, output: result.output,
-                                      logSumExp: result.logSumExp,
-                                      mlp: try mlpActivations(input: x, attentionOutput: result.output,
+                                      key: inputs.key, value: inputs.value, logSumExp: result.logSumExp,
+                                      mlp: try mlpActivations(input: x, attentionOutput: try ops.kernels.bf16(result.output),
                                                               keepProjections: keepProjections))
     }
 
@@ -201,74 +209,103 @@ struct DeviceDecoderLayer {
         case .inputAndAttention(let saved, let outputBF16, let logSumExp):
             let x = try saved.load()
             let inputs = try attentionInputs(x)
-            let output = try ops.blocks.widened(outputBF16.load()).reshaped([batch, n, config.heads, config.headDim])
             return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed,
-                                          query: inputs.query, key: inputs.key, value: inputs.value, output: output,
+                                          query: inputs.query, key: inputs.key, value: inputs.value,
                                           logSumExp: logSumExp,
-                                          mlp: try mlpActivations(input: x, attentionOutput: output,
+                                          mlp: try mlpActivations(input: x, attentionOutput: try outputBF16.load(),
                                                                   keepProjections: false))
         }
     }
 
-    /// dx (fp32 [T, E]) from dy; adds the layer's weight gradients (as the CPU layer's backward). dy is consumed:
-    /// the residual stream's gradient accumulates in it (dy → dh → dx), and it comes back as dx. Each stage's
+    /// dx from dy; adds the layer's weight gradients (as the CPU layer's backward). dy's fp32 tensor is consumed:
+    /// the residual stream's gradient accumulates in it (dy → dh → dx), and it comes back as dx's. Each stage's
     /// temporaries live only in its own function, so at most one stage's are held at a time.
-    func backward(_ a: DeviceLayerActivations, outputGrad dy: DeviceTensor) throws -> DeviceTensor {
-        try mlpBackward(a.mlp, outputGrad: dy)
-        let outputGrad = try outputProjectionBackward(a, hiddenGrad: dy)
+    func backward(_ a: DeviceLayerActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
+        let hiddenGrad = try mlpBackward(a.mlp, outputGrad: dy)
+        let outputGrad = try outputProjectionBackward(a, hiddenGrad: hiddenGrad)
         let grads = try ops.clock.time("attention") {
             try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
-                                   output: a.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
+                                   output: a.mlp.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
         }
-        try attentionInputsBackward(a, grads, inputGrad: dy)
-        return dy
+        return try attentionInputsBackward(a, grads, inputGrad: dy.value)
     }
 
-    /// Adds into `dy` (making it dh) the gradient through the MLP and RMSNorm₂, a chunk of rows at a time (its
+    /// dh: adds into dy's fp32 tensor the gradient through the MLP and RMSNorm₂, a chunk of rows at a time (its
     /// [rows, F] tensors — projections, da, dg, du — never exist whole); adds W_d's, W_g's, W_u's and the norm's.
-    private func mlpBackward(_ mlp: DeviceMLPActivations, outputGrad dy: DeviceTensor) throws {
+    private func mlpBackward(_ mlp: DeviceMLPActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
         let kernels = ops.kernels
-        let dyBF16 = try kernels.bf16(dy)
-        let normedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
+        let dyBF16 = dy.bf16
+        // Every row is first written by its chunk's gate GEMM (β = 0): no fill.
+        let normedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
         for range in mlpChunks {
-            let (chunk, dyRows) = (try projections(mlp, rows: range), try rowsOf(dyBF16, range))
+            let dyRows = try rowsOf(dyBF16, range)
             let activatedGrad = try ops.inputGradient(dyRows, matrix(.down), precision: .bfloat16)
-            try ops.weightGradient(dyRows, chunk.activated, into: gradient(.down))
-            let (gateBF16, upBF16) = try kernels.swiGLUBackward(gate: chunk.gate, up: chunk.up, outputGrad: activatedGrad)
+            let (activated, gateBF16, upBF16) = try activationsAndGradients(mlp, rows: range, activatedGrad: activatedGrad)
+            try ops.weightGradient(dyRows, activated, into: gradient(.down))
             let normedRows = try rowsOf(normedGrad, range)
-            try ops.multiply(gateBF16, matrix(.gate), into: normedRows, beta: 1)
+            try ops.multiply(gateBF16, matrix(.gate), into: normedRows)
             try ops.multiply(upBF16, matrix(.up), into: normedRows, beta: 1)
             let normed = try rowsOf(mlp.normed, range)
             try ops.weightGradient(gateBF16, normed, into: gradient(.gate))
             try ops.weightGradient(upBF16, normed, into: gradient(.up))
         }
+        let hiddenGrad = try ResidualGradient(value: dy.value, bf16: bf16Like(dy.value))
         try kernels.rmsNormBackward(mlp.hidden, inverseRMS: mlp.inverseRMS, weight: master(.postAttentionNorm),
-                                    outputGrad: normedGrad, inputGrad: dy, weightGrad: gradient(.postAttentionNorm))
+                                    outputGrad: normedGrad, inputGrad: hiddenGrad.value, inputGradBF16: hiddenGrad.bf16,
+                                    weightGrad: gradient(.postAttentionNorm))
+        return hiddenGrad
+    }
+
+    /// An unfilled bf16 tensor of x's shape.
+    private func bf16Like(_ x: DeviceTensor) throws -> DeviceTensor {
+        try DeviceTensor.unfilled(ops.blocks.device, shape: x.shape, precision: .bfloat16)
+    }
+
+    /// a, dg, du (bf16) of rows `range` given their da: from the kept projections, or — strategies that keep none —
+    /// with gate and up recomputed and a formed in the same pass as the gradients.
+    private func activationsAndGradients(_ mlp: DeviceMLPActivations, rows range: Range<Int>, activatedGrad: DeviceTensor)
+        throws -> (activated: DeviceTensor, gate: DeviceTensor, up: DeviceTensor) {
+        let kernels = ops.kernels
+        guard mlp.projections == nil else {
+            let kept = try projections(mlp, rows: range)
+            let grads = try kernels.swiGLUBackward(gate: kept.gate, up: kept.up, outputGrad: activatedGrad)
+            return (kept.activated, grads.gate, grads.up)
+        }
+        let normed = try rowsOf(mlp.normed, range)
+        let gate = try ops.linear(normed, matrix(.gate), precision: .bfloat16)
+        let up = try ops.linear(normed, matrix(.up), precision: .bfloat16)
+        return try kernels.swiGLUForwardBackward(gate: gate, up: up, outputGrad: activatedGrad)
     }
 
     /// dO (bf16, O's shape) from dh through W_o; adds W_o's gradient.
-    private func outputProjectionBackward(_ a: DeviceLayerActivations, hiddenGrad: DeviceTensor) throws -> DeviceTensor {
-        let hiddenBF16 = try ops.kernels.bf16(hiddenGrad)
+    private func outputProjectionBackward(_ a: DeviceLayerActivations, hiddenGrad: ResidualGradient) throws
+        -> DeviceTensor {
+        let hiddenBF16 = hiddenGrad.bf16
         let attentionOutputGrad = try ops.inputGradient(hiddenBF16, matrix(.output), precision: .bfloat16)
-        try ops.weightGradient(hiddenBF16, a.mlp.outputBF16, into: gradient(.output))
-        return try attentionOutputGrad.reshaped(a.output.shape)
+        try ops.weightGradient(hiddenBF16, a.mlp.output, into: gradient(.output))
+        return try attentionOutputGrad.reshaped(a.mlp.output.shape)
     }
 
-    /// Adds into `inputGrad` (dh, making it dx) the gradient through RoPE, the Q, K, V projections and RMSNorm₁
-    /// from the attention's dQ, dK, dV (fp32, changed in place by RoPE's backward); adds their weights' gradients.
+    /// dx: adds into `inputGrad` (dh's fp32 tensor) the gradient through RoPE, the Q, K, V projections and
+    /// RMSNorm₁ from the attention's dQ, dK, dV (fp32; each rounded to bf16 once, by RoPE's backward for dQ and
+    /// dK); adds their weights' gradients.
     private func attentionInputsBackward(_ a: DeviceLayerActivations,
                                          _ grads: (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor),
-                                         inputGrad: DeviceTensor) throws {
+                                         inputGrad: DeviceTensor) throws -> ResidualGradient {
         let kernels = ops.kernels
-        try kernels.rotaryBackward(grads.query, rope)
-        try kernels.rotaryBackward(grads.key, rope)
-        let inputNormedGrad = try ops.blocks.filled([rows, config.dim], with: 0, like: nil)
-        for (grad, tensor) in [(grads.query, LayerTensor.query), (grads.key, .key), (grads.value, .value)] {
-            let gradBF16 = try kernels.bf16(grad).reshaped([rows, grad.count / rows])
-            try ops.multiply(gradBF16, matrix(tensor), into: inputNormedGrad, beta: 1)
+        let projectionGrads = [(try kernels.rotaryBackward(grads.query, rope), LayerTensor.query),
+                               (try kernels.rotaryBackward(grads.key, rope), .key), (try kernels.bf16(grads.value), .value)]
+        let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
+        for (index, (grad, tensor)) in projectionGrads.enumerated() {
+            let gradBF16 = try grad.reshaped([rows, grad.count / rows])
+            // The first product writes every element (β = 0): no fill.
+            try ops.multiply(gradBF16, matrix(tensor), into: inputNormedGrad, beta: index == 0 ? 0 : 1)
             try ops.weightGradient(gradBF16, a.normed, into: gradient(tensor))
         }
+        let inputGradBF16 = try bf16Like(inputGrad)
         try kernels.rmsNormBackward(a.input, inverseRMS: a.inverseRMS, weight: master(.inputNorm),
-                                    outputGrad: inputNormedGrad, inputGrad: inputGrad, weightGrad: gradient(.inputNorm))
+                                    outputGrad: inputNormedGrad, inputGrad: inputGrad, inputGradBF16: inputGradBF16,
+                                    weightGrad: gradient(.inputNorm))
+        return ResidualGradient(value: inputGrad, bf16: inputGradBF16)
     }
 }

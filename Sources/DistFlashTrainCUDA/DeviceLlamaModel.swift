@@ -79,8 +79,9 @@ public struct DeviceLlamaModel: Sendable {
         do {
             for index in 0..<config.layers {
                 let layer = decoderLayer(index, weights, [], rope, positions, shard.batch)
-                let activations = try layer.forward(x, keepProjections: backward && checkpoint == .none)
-                x = try layer.output(activations.mlp)
+                let keepsAll = backward && checkpoint == .none
+                let activations = try layer.forward(x, keepProjections: keepsAll)
+                x = try layer.output(activations.mlp, overwritingHidden: !keepsAll)
                 guard backward else { continue }
                 let kept = DeviceSavedLayer(activations, strategy: checkpoint)
                 // The last layer's checkpoint is the backward's first need: parking it would only add a round trip.
@@ -120,7 +121,7 @@ public struct DeviceLlamaModel: Sendable {
             let activations = try layer.restore(saved)
             outputGrad = try layer.backward(activations, outputGrad: outputGrad)
         }
-        try ops.kernels.embeddingBackward(tokens: cache.shard.tokens, outputGrad: outputGrad,
+        try ops.kernels.embeddingBackward(tokens: cache.shard.tokens, outputGrad: outputGrad.value,
                                           tableGrad: gradients[config.embeddingSlot])
     }
 

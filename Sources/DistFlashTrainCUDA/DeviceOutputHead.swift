@@ -37,8 +37,8 @@ struct DeviceOutputHead {
         return (loss, correct, Saved(input: x, inverseRMS: inverseRMS, normed: normed, chunks: chunks))
     }
 
-    /// dx (fp32 [T, E]); adds dW_head and the final norm's dw.
-    func backward(_ saved: Saved, normalizer: Int) throws -> DeviceTensor {
+    /// dx (fp32 [T, E], with its bf16 rounding for the last layer's GEMMs); adds dW_head and the final norm's dw.
+    func backward(_ saved: Saved, normalizer: Int) throws -> ResidualGradient {
         let weight = try weights.bf16(config.outputSlot)
         var normedGrad = try ops.blocks.filled(saved.normed.shape, with: 0, like: nil)
         for (rows, result) in saved.chunks {
@@ -50,10 +50,12 @@ struct DeviceOutputHead {
             try ops.weightGradient(logitsGrad, normed, into: gradients[config.outputSlot])
         }
         let inputGrad = try ops.blocks.filled(saved.input.shape, with: 0, like: nil)
+        let inputGradBF16 = try DeviceTensor.unfilled(ops.blocks.device, shape: saved.input.shape, precision: .bfloat16)
         try ops.kernels.rmsNormBackward(saved.input, inverseRMS: saved.inverseRMS,
                                         weight: weights.master[config.finalNormSlot], outputGrad: normedGrad,
-                                        inputGrad: inputGrad, weightGrad: gradients[config.finalNormSlot])
-        return inputGrad
+                                        inputGrad: inputGrad, inputGradBF16: inputGradBF16,
+                                        weightGrad: gradients[config.finalNormSlot])
+        return ResidualGradient(value: inputGrad, bf16: inputGradBF16)
     }
 
     /// Rows `rows` of a `[T, E]` tensor (a copy; the whole tensor when they are all of it).

@@ -40,6 +40,8 @@ public final class PlanDeviceAttention: DeviceAttention {
                          output: DeviceTensor, logSumExp: DeviceTensor, outputGrad: DeviceTensor) throws
         -> (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
         try requirePlanPositions(positions)
+        // The plan's transfers carry O as an fp32 accumulator (helpers compute δ for the rows they take).
+        let output = output.precision == .float32 ? output : try blocks.widened(output)
         let outputs = try run.runRank(rank, plans.backward, problem, backend: blocks, communicator: communicator,
                                       shards: [.query: query, .key: key, .value: value, .output: output,
                                                .outputGrad: outputGrad, .logSumExp: logSumExp]).outputs

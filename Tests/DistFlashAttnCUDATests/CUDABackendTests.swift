@@ -35,6 +35,21 @@ struct CUDABackendTests {
         }
     }
 
+    @Test("δ = rowsum(dO ∘ O) from O in the input type equals δ from the same values in fp32", .enabled(if: gpu != nil),
+          arguments: [AttentionProblem.DType.bf16, .fp16])
+    func preprocessOfSixteenBitOutput(_ dtype: AttentionProblem.DType) throws {
+        let blocks = CUDABlocks(device: gpu!, inputs: DeviceTensor.Precision(inputsOf: dtype)!)
+        var random = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let (o, dO) = (random.normalTensor(shape: [2, 77, 3, 40]).rounded(to: dtype),
+                       random.normalTensor(shape: [2, 77, 3, 40]).rounded(to: dtype))
+        let (narrow, gradient) = (try blocks.upload(o, as: .input), try blocks.upload(dO, as: .input))
+        let wide = try blocks.backwardPreprocess(output: try blocks.upload(o, as: .accumulator), outputGrad: gradient)
+        let delta = try blocks.backwardPreprocess(output: narrow, outputGrad: gradient)
+        #expect(delta.shape == [2, 3, 77])
+        #expect(try delta.download().scalars == wide.download().scalars)
+        _ = try blocks.finish()
+    }
+
     private func checkBackend(_ backend: CUDABackend, _ mask: AttentionMask, _ dtype: AttentionProblem.DType) throws {
         // S = 517 reaches tiles the mask shows whole (no mask work), which S = 189's ragged tiles never are.
         for (s, h, hkv, d) in [(189, 6, 2, 64), (189, 8, 1, 128), (189, 4, 2, 40), (517, 2, 1, 128)] {

@@ -14,26 +14,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
 
-// The previous D = 64 launch shape (64-row query tiles), timed beside the mainline's 128-row tiles.
-extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_wgmma_d64_bm64(
-    const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
-    const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-    const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
-    int dim, float scale, int kind, int window) {
-    mainline::backward_wgmma<64, 64>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
-                                     key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
-}
-
-// Lab v23: Sᵀ in two 64-query products committed apart (the first half's exponentials under the second).
-extern "C" __global__ void __launch_bounds__(384, 1) lab_backward_wgmma_d64_split(
-    const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
-    const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-    const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
-    int dim, float scale, int kind, int window) {
-    mainline::backward_wgmma<64, 128, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
-                                            key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
-}
-
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
                              const float *lse, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
@@ -123,18 +103,39 @@ struct Buffers {
 
 static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d, const Buffers &x) {
     int qtiles = (p.Sq + c.query_tile - 1) / c.query_tile, ktiles = (p.Sk + c.keys() - 1) / c.keys();
+    // The wgmma kernels' tile-laid-out dQ: zeroed, filled by the kernel, added into x.dq (all inside the timed
+    // region, as the backend pays them).
+    static float *dq_tiles = nullptr;
+    static size_t dq_tiles_bytes = 0;
+    float *dq = x.dq;
+    if (c.tma) {
+        const size_t bytes = (size_t)p.B * p.H * qtiles * c.query_tile * p.D * 4;
+        if (bytes > dq_tiles_bytes) {
+            if (dq_tiles) CHECK(cudaFree(dq_tiles));
+            CHECK(cudaMalloc(&dq_tiles, bytes));
+            dq_tiles_bytes = bytes;
+        }
+        CHECK(cudaMemsetAsync(dq_tiles, 0, bytes));
+        dq = dq_tiles;
+    }
     attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, c.query_tile, d.qbounds);
     attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
     if (c.tma)
         c.tma<<<dim3(ktiles, c.per_query_head ? p.H : p.Hkv, p.B), 384, c.shared()>>>(
             tensor_map(d.q, p.D, p.H, p.Sq, p.B, c.query_tile), d.k, d.v,
             tensor_map(x.dout, p.D, p.H, p.Sq, p.B, c.query_tile), x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc,
-            d.qbounds, d.kbounds, x.dq, x.dk, x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind,
+            d.qbounds, d.kbounds, dq, x.dk, x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind,
             p.window);
     else
         c.kernel<<<dim3(ktiles, p.Hkv, p.B), c.warps * 32, c.shared()>>>(
             d.q, d.k, d.v, x.dout, x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc, d.qbounds, d.kbounds, x.dq, x.dk,
             x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind, p.window);
+    if (c.tma) {
+        const size_t quads = (size_t)p.B * p.Sq * p.H * p.D / 4;
+        const unsigned blocks = (unsigned)std::min<size_t>((quads + 255) / 256, 65535);
+        if (c.D == 64) mainline::attention_dq_from_tiles_d64<<<blocks, 256>>>(dq_tiles, x.dq, p.Sq, p.H, p.B);
+        else mainline::attention_dq_from_tiles_d128<<<blocks, 256>>>(dq_tiles, x.dq, p.Sq, p.H, p.B);
+    }
     CHECK(cudaGetLastError());
 }
 
@@ -254,12 +255,10 @@ int main(int argc, char **argv) {
         {"bwd d128 w4", 128, 4, (Backward)attention_backward_mma_d128_w4},
         {"bwd d128 w8", 128, 8, (Backward)attention_backward_mma_d128_w8},
 #define WGMMA(NAME, D, BM, KERNEL) {NAME, D, 8, nullptr, 2, 16, BM, \
-                  (size_t)(2 * 128 + 4 * BM) * D * 2 + 2 * 128 * BM * 2 + 4 * BM * 4 + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
+                  (size_t)(2 * 128 + 4 * BM) * D * 2 + 2 * 128 * BM * 2 + 4 * BM * 4 + 4 * BM * D + 1024 + (D == 64 ? 128 * 64 * 2 : 0), \
                   (BackwardTMA)KERNEL}
         WGMMA("bwd d64 wgmma", 64, 128, attention_backward_wgmma_d64),
-        WGMMA("bwd d64 wgmma bm64", 64, 64, lab_backward_wgmma_d64_bm64),
         WGMMA("bwd d64 wgmma per-head", 64, 128, attention_backward_wgmma_d64),
-        WGMMA("bwd d64 wgmma per-head split", 64, 128, lab_backward_wgmma_d64_split),
         WGMMA("bwd d128 wgmma", 128, 64, attention_backward_wgmma_d128),
     };
     for (auto &c : candidates) c.per_query_head = c.name.find("per-head") != std::string::npos;

@@ -15,19 +15,6 @@ namespace mainline {
 // Shapes beside the mainline's two, from the same template.
 FORWARD_MMA(64, 4, 2, 64, false, )
 }
-// Lab v22: EMULATED of every 8 exponentials on the FMA pipe (exp2_fma) instead of the MUFU.
-#define LAB_EXP_FMA(D, EMULATED)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(384, 1) lab_forward_d##D##_fma##EMULATED(                     \
-        const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,                        \
-        const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc,              \
-        const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H, int Hkv, int dim,  \
-        float scale, int kind, int window) {                                                                     \
-        mainline::forward_wgmma<D, 128, EMULATED>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, \
-                                                  lse, Sq, Sk, H, Hkv, scale, kind, window);                     \
-    }
-LAB_EXP_FMA(64, 2)
-LAB_EXP_FMA(64, 3)
-LAB_EXP_FMA(128, 2)
 #undef FORWARD_MMA
 namespace v1 {
 #include "../forward/v1_mma_64x64.cu"
@@ -177,9 +164,6 @@ int main(int argc, char **argv) {
                   (ForwardTMA)KERNEL}
         WGMMA("wgmma d64 n128", 64, attention_forward_wgmma_d64),
         WGMMA("wgmma d128 n128", 128, attention_forward_wgmma_d128),
-        WGMMA("wgmma d64 fma2", 64, lab_forward_d64_fma2),
-        WGMMA("wgmma d64 fma3", 64, lab_forward_d64_fma3),
-        WGMMA("wgmma d128 fma2", 128, lab_forward_d128_fma2),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

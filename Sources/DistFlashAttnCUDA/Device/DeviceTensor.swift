@@ -29,6 +29,11 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
         buffer = try DeviceBuffer(device, bytes: shape.reduce(1, *) * precision.size)
     }
 
+    /// A tensor whose contents are whatever the memory held: for one that the next work queued writes whole.
+    public static func unfilled(_ device: CUDADevice, shape: [Int], precision: Precision) throws -> DeviceTensor {
+        try DeviceTensor(device, shape: shape, precision: precision)
+    }
+
     private init(buffer: DeviceBuffer, offset: Int = 0, shape: [Int], precision: Precision) {
         (self.buffer, self.offset, self.shape, self.precision) = (buffer, offset, shape, precision)
     }

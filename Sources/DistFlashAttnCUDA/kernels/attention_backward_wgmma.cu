@@ -9,7 +9,10 @@
 //     dV_wg += Pᵀ·dO, dK_wg += dSᵀ·Q         Pᵀ and dSᵀ from registers, dO and Q read transposed (MN-major)
 //     dQ[:, half wg] += dS·K                 dSᵀ through shared memory, read transposed as A; K read transposed
 // so dK and dV are summed over the block's query heads in registers (added by reductions at the end when other
-// blocks hold the group's other heads), and dQ is accumulated in fp32 by vector reductions (two columns each). The
+// blocks hold the group's other heads). Each consumer stages its dQ half of the pair (BM × D/2 fp32, 16 KB) in
+// shared memory and adds it with one bulk reduction (cp.reduce.async.bulk, done in L2 by the copy engine) into an
+// fp32 dQ laid out by tiles, which attention_dq_from_tiles_d<D> then adds into dQ: the per-thread vector
+// reductions this replaced cost ≈ 30 % of the kernel at D = 64 (lab v24: 1.04–1.09×). The
 // element-wise work overlaps the products: Sᵀ is waited for alone, so Pᵀ forms while dPᵀ computes, dV += Pᵀ·dO
 // runs while dSᵀ forms (at BM = 64; at 128 once it is formed), and dK += dSᵀ·Q while dQ is added.
 // The producer (registers given back by setmaxnreg) loads each pair ahead into one of two stages: one warp stores
@@ -25,37 +28,43 @@
 // split 1.12–1.15× more at D = 128 and 1.22–1.23× at D = 64 (lab/kernel-notes.md, backward v9, v13, v14).
 //
 // Contract: the mma.sync backward's (attention_backward_mma.cu), with BM-row query bounds and 128-row key bounds,
-// and Q and dO given as tensor maps: 4-D (D, heads, S, B) over the 16-bit inputs, boxes (64, 1, BM, 1), 128-byte
-// swizzle, out-of-bounds elements zero. 384 threads; dynamic shared memory (2·128 + 4·BM)·D·2 + 2·128·BM·2 +
-// 4·BM·4 + 1024 bytes (the 1 KB aligns the swizzled atoms), + 128·64·2 at D = 64 for K's second copy (163 KB at
-// D = 128, 179 KB at D = 64).
+// Q and dO given as tensor maps: 4-D (D, heads, S, B) over the 16-bit inputs, boxes (64, 1, BM, 1), 128-byte
+// swizzle, out-of-bounds elements zero — and dQ's place taken by the zeroed tile-laid-out buffer (B·H·⌈S/BM⌉·BM·D
+// fp32). 384 threads; dynamic shared memory (2·128 + 4·BM)·D·2 + 2·128·BM·2 + 4·BM·4 + 4·BM·D + 1024 bytes (the
+// 1 KB aligns the swizzled atoms), + 128·64·2 at D = 64 for K's second copy (195 KB at D = 128, 211 KB at D = 64).
 
 #include "wgmma_primitives.cuh"
 #include "tma_primitives.cuh"
 
 // Adds two adjacent fp32 values to global memory (8-byte aligned) in one reduction (sm_90): half the requests of
-// two scalar atomics, which made dQ's additions the backward's bottleneck (lab v10: 1.2–1.3×).
+// two scalar atomics (lab v10: 1.2–1.3× when dQ was added this way).
 __device__ __forceinline__ void red_add_v2(float *address, float x, float y) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(address), "f"(x), "f"(y) : "memory");
 }
 
-template <int D, int BM, bool SPLIT_S = false>
+// dQ laid out by tiles: per (batch b, query head, BM-row query tile, half of D) a contiguous BM × D/2
+// fp32 block — one bulk reduction each — whose row `row` holds column j at j ^ 4·(row mod 8): a consumer's 8-byte
+// stores of rows g = 0 … 7 then fall on distinct banks (two wavefronts a warp, the least for 256 bytes).
+__device__ __forceinline__ int dq_tile_column(int row, int column) { return column ^ (4 * (row & 7)); }
+
+template <int BM, int D>
+__device__ __forceinline__ size_t dq_tile_offset(int b, int head, int query_tile, int half, int H, int query_tiles) {
+    return (((size_t)b * H + head) * query_tiles + query_tile) * (size_t)(BM * D) + (size_t)half * (BM * D / 2);
+}
+
+template <int D, int BM>
 __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
                                                const bf16_t *v, const float *lse, const float *delta, const int *qpos,
                                                const int *kpos, const int *qdoc, const int *kdoc,
-                                               const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk,
-                                               float *dv, int Sq, int Sk, int H, int Hkv, float scale, int kind,
-                                               int window) {
+                                               const int4 *query_bounds, const int4 *key_bounds, float *dq_tiles,
+                                               float *dk, float *dv, int Sq, int Sk, int H, int Hkv, float scale,
+                                               int kind, int window) {
     constexpr int BN = 128, THREADS = 384, CHUNKS = D / 8, CLASS_CACHE = 1024, DQ_N = D / 2, MH = BM / 64;
     constexpr int TILE_KV = BN * D * 2, TILE_Q = BM * D * 2, TILE_DS = BN * BM * 2;
     constexpr bool K_COPY = D == 64;  // K in the core layout too, for dQ
     // dV += Pᵀ·dO is issued before dSᵀ forms (and runs meanwhile) at 64 query rows; at 128 after it, as fp32 Pᵀ and
     // dPᵀ, Pᵀ packed for the product, dK and dV (≈ 224 registers) would not fit at once.
     constexpr bool DV_AFTER_DS = BM == 128;
-    // SPLIT_S (lab v23): Sᵀ as two products of 64 queries, committed apart, so the first half's exponentials run
-    // while the second half (and dPᵀ) compute — Sᵀ is otherwise the one product each pair waits for with nothing
-    // to overlap.
-    static_assert(!SPLIT_S || BM == 128, "Sᵀ splits into 64-query halves");
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sK = align_1024(shared_bytes);
     unsigned char *sV = sK + TILE_KV;
@@ -64,6 +73,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     float *sL_stages = (float *)(sdS_buffers + 2 * TILE_DS);  // LSE (natural log) of the query tile (0 past the end)
     float *sD_stages = sL_stages + 2 * BM;                     // δ of the query tile
     unsigned char *sK_core = (unsigned char *)(sD_stages + 2 * BM);  // K_COPY: K in the core layout
+    float *sdQ = (float *)(sK_core + (K_COPY ? BN * D * 2 : 0));      // each consumer's dQ half, staged
     __shared__ __align__(8) u64 full[2], empty[2];
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
     __shared__ int tile_range[2];
@@ -81,7 +91,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     const int head_end = one_head ? head_first + 1 : head_first + group;
     const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
     const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
-    const size_t q_stride = (size_t)H * D, kv_stride = (size_t)Hkv * D;
+    const size_t kv_stride = (size_t)Hkv * D;
     const float scale2 = scale * LOG2E;
     const int4 kb = key_bounds[key_tile];
 
@@ -192,21 +202,10 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         // Sᵀ and dPᵀ for this warpgroup's 64 keys × BM queries; [4c + e]: key row g + 8·(e / 2), query 8c + 2t + e % 2.
         float s[BM / 2], dp[BM / 2];
         wgmma_fence();
-        if constexpr (SPLIT_S) {
 #pragma unroll
-            for (int half = 0; half < 2; half++) {  // accumulator columns 64·half … are s[32·half …]
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk++)
-                    wgmma_ss<64>(*reinterpret_cast<float (*)[32]>(s + 32 * half), k_major(sK, BN, wg * 64, kk),
-                                 k_major(sQ, BM, 64 * half, kk), kk > 0);
-                wgmma_commit();
-            }
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
-            wgmma_commit();
-        }
+        for (int kk = 0; kk < D / 16; kk++)
+            wgmma_ss<BM>(s, k_major(sK, BN, wg * 64, kk), k_major(sQ, BM, 0, kk), kk > 0);
+        wgmma_commit();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
             wgmma_ss<BM>(dp, k_major(sV, BN, wg * 64, kk), k_major(sdO, BM, 0, kk), kk > 0);
@@ -214,16 +213,10 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 
         // Pᵀ (in s) on every pair, then zeros where a partial tile's mask hides one; packed, and dV += Pᵀ·dO
         // issued (K = the BM queries; dO read transposed) here or once dSᵀ is formed.
-        wgmma_wait<SPLIT_S ? 2 : 1>();  // Sᵀ (with SPLIT_S its first 64 queries) has landed; dPᵀ may still run
-        pin(*reinterpret_cast<float (*)[SPLIT_S ? 32 : BM / 2]>(s));
+        wgmma_wait<1>();  // Sᵀ has landed; dPᵀ may still run
+        pin(s);
 #pragma unroll
-        for (int i = 0; i < BM / 2; i++) {
-            if (SPLIT_S && i == 32) {  // unrolled: no branch remains
-                wgmma_wait<1>();  // the second half of Sᵀ
-                pin(*reinterpret_cast<float (*)[32]>(s + 32));
-            }
-            s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
-        }
+        for (int i = 0; i < BM / 2; i++) s[i] = exp2_approx(fmaf(s[i], scale2, -sL[(i >> 2) * 8 + t * 2 + (i & 1)] * LOG2E));
         if (tile_class == PARTIAL) {
             // Which of this thread's scores the mask shows, bit 4c + 2r + e, in a loop kept rolled (each query's
             // position and document read once, few registers: the products' accumulators keep theirs).
@@ -274,6 +267,9 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 #pragma unroll
         for (int kk = 0; kk < BM / 16; kk++) accumulator_to_a(da[kk], dp, kk);
         fence_async_shared();  // dSᵀ's stores become visible to the async proxy
+        // The previous pair's bulk reduction has read this consumer's staged dQ, which the barrier then tells every
+        // thread of it (long done by now: a pair's products lie between).
+        if (warp == 0 && lane == 0) bulk_wait_read();
         asm volatile("bar.sync 1, 256;" ::: "memory");  // both consumers' dSᵀ are written (named barrier 1)
 
         // dQ (BM queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
@@ -301,13 +297,20 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
             pin(dq_acc[h]);
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int i = q0 + h * 64 + warp * 16 + g + 8 * r;
-                if (i >= Sq) continue;
-                float *row = dq + (size_t)(b * Sq + i) * q_stride + head * D + wg * DQ_N + t * 2;
+                const int row = h * 64 + warp * 16 + g + 8 * r;
+                float *staged = sdQ + wg * BM * DQ_N + row * DQ_N;
 #pragma unroll
                 for (int c = 0; c < DQ_N / 8; c++)
-                    red_add_v2(row + c * 8, dq_acc[h][4 * c + 2 * r], dq_acc[h][4 * c + 2 * r + 1]);
+                    *(float2 *)(staged + dq_tile_column(row, c * 8 + t * 2)) =
+                        make_float2(dq_acc[h][4 * c + 2 * r], dq_acc[h][4 * c + 2 * r + 1]);
             }
+        }
+        fence_async_shared();  // the staged dQ becomes visible to the bulk copy (async proxy)
+        asm volatile("bar.sync %0, 128;" :: "r"(2 + wg) : "memory");  // this consumer's whole half is staged
+        if (warp == 0 && lane == 0) {
+            bulk_reduce_add_f32(dq_tiles + dq_tile_offset<BM, D>(b, head, current.y, wg, H, query_tiles),
+                                sdQ + wg * BM * DQ_N, BM * DQ_N * 4);
+            bulk_commit();
         }
         wgmma_wait<0>();
         if (lane == 0) mbar_arrive(&empty[stage]);  // this pair's Q, dO, LSE and δ are read
@@ -315,6 +318,7 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     }
     pin(dK);
     pin(dV);
+    if (warp == 0 && lane == 0) bulk_wait();  // the last bulk reduction has landed (and read its source)
 
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -336,6 +340,24 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     }
 }
 
+// dq [B, S, H, D] += the backward's tile-laid-out dQ (dq_tile_offset); four columns a thread. B·S·H < 2³¹, so the
+// index arithmetic past the quads' count stays 32-bit.
+template <int BM, int D>
+__device__ void dq_from_tiles(const float *tiles, float *dq, int S, int H, int B) {
+    const int query_tiles = (S + BM - 1) / BM;
+    const size_t quads = (size_t)B * S * H * D / 4;
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < quads; q += (size_t)gridDim.x * blockDim.x) {
+        const unsigned d = (unsigned)(q % (D / 4)) * 4, token_head = (unsigned)(q / (D / 4));
+        const unsigned head = token_head % H, token = token_head / H, i = token % S, b = token / S;
+        const int row = i % BM, half = d / (D / 2);
+        const float4 add = *(const float4 *)(tiles + dq_tile_offset<BM, D>(b, head, i / BM, half, H, query_tiles)
+                                             + row * (D / 2) + dq_tile_column(row, d % (D / 2)));
+        float4 *out = (float4 *)(dq + q * 4);
+        const float4 old = *out;
+        *out = make_float4(old.x + add.x, old.y + add.y, old.z + add.z, old.w + add.w);
+    }
+}
+
 // Kernel name: attention_backward_wgmma_d<D> (query tiles of 128 rows at D = 64, 64 at D = 128); arguments as
 // attention_backward_mma_* with Q and dO as tensor maps.
 #define BACKWARD_WGMMA(D, QUERY_TILE)                                                                          \
@@ -343,10 +365,14 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v,                             \
         const __grid_constant__ TensorMap map_do, const float *lse, const float *delta, const int *qpos,       \
         const int *kpos, const int *qdoc, const int *kdoc, const int4 *query_bounds, const int4 *key_bounds,   \
-        float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,       \
+        float *dq_tiles, float *dk, float *dv, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind, \
         int window) {                                                                                          \
         backward_wgmma<D, QUERY_TILE>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds, \
-                                      key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);            \
+                                      key_bounds, dq_tiles, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);      \
+    }                                                                                                          \
+    extern "C" __global__ void attention_dq_from_tiles_d##D(const float *tiles, float *dq, int S, int H, int B) { \
+        dq_from_tiles<QUERY_TILE, D>(tiles, dq, S, H, B);                                                      \
     }
 BACKWARD_WGMMA(64, 128)
 BACKWARD_WGMMA(128, 64)
+

@@ -26,20 +26,7 @@
 #include "wgmma_primitives.cuh"
 #include "tma_primitives.cuh"
 
-// 2^x for x ≤ 0 on the FMA and integer pipes instead of the MUFU (lab v22): x = j + f with j = round(x) (from the
-// low mantissa bits of x + 1.5·2²³) and f in [−0.5, 0.5], 2^f by a degree-4 polynomial (relative error ≤ 3e-6
-// over [−126, 0], checked against float64), 2^j added to the exponent field; 0 below −126 (−∞ included).
-__device__ __forceinline__ float exp2_fma(float x) {
-    const float clamped = fmaxf(x, -126.f), magic = 12582912.f;
-    const float rounded = clamped + magic, f = clamped - (rounded - magic);
-    const float p = fmaf(fmaf(fmaf(fmaf(0.009582852f, f, 0.055906430f), f, 0.24024099f), f, 0.69312418f), f, 1.f);
-    const float y = __int_as_float(__float_as_int(p) + (__float_as_int(rounded) << 23));
-    return x < -126.f ? 0.f : y;
-}
-
-// EMULATED_OF_8 (lab v22): of every 8 consecutive scores a thread holds, how many take exp2_fma instead of the
-// MUFU's ex2 — at D = 64 a tile's exponentials take about as long on the MUFU as its products on the tensor cores.
-template <int D, int BN, int EMULATED_OF_8 = 0>
+template <int D, int BN>
 __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v,
                                               const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
                                               const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H,
@@ -170,8 +157,7 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         }
 #pragma unroll
         for (int i = 0; i < BN / 2; i++) {
-            const float x = fmaf(s[i], scale2, -shift[(i >> 1) & 1]);
-            s[i] = (i & 7) < EMULATED_OF_8 ? exp2_fma(x) : exp2_approx(x);
+            s[i] = exp2_approx(fmaf(s[i], scale2, -shift[(i >> 1) & 1]));
             sum[(i >> 1) & 1] += s[i];
         }
     };

@@ -57,16 +57,31 @@ extern "C" __global__ void merge_partials(float *o, float *lse, const float *o2,
 }
 
 // δ[b, h, i] = Σ_d dO[b, i, h, d] · O[b, i, h, d], dO in bf16: one warp per row.
-extern "C" __global__ void backward_preprocess_input(const float *o, const bf16_t *dout, float *delta, int S, int H,
-                                                     int D) {
+__device__ __forceinline__ float as_float(float x) { return x; }
+__device__ __forceinline__ float as_float(bf16_t x) { return input_to_float(x); }
+
+template <typename OutputType>
+__device__ void backward_preprocess(const OutputType *o, const bf16_t *dout, float *delta, int S, int H, int D) {
     const int lane = threadIdx.x & 31, i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int h = blockIdx.y, b = blockIdx.z;
     if (i >= S) return;
     const long long row = (((long long)b * S + i) * H + h) * D;
     float sum = 0.f;
-    for (int d = lane; d < D; d += 32) sum += o[row + d] * input_to_float(dout[row + d]);
+    for (int d = lane; d < D; d += 32) sum += as_float(o[row + d]) * input_to_float(dout[row + d]);
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     if (lane == 0) delta[((long long)b * H + h) * S + i] = sum;
+}
+
+// O fp32 (a merged partial), dO in the input type.
+extern "C" __global__ void backward_preprocess_input(const float *o, const bf16_t *dout, float *delta, int S, int H,
+                                                     int D) {
+    backward_preprocess(o, dout, delta, S, H, D);
+}
+
+// O and dO in the input type (O as a training step keeps it: rounded once, as the output projection reads it).
+extern "C" __global__ void backward_preprocess_inputs(const bf16_t *o, const bf16_t *dout, float *delta, int S, int H,
+                                                      int D) {
+    backward_preprocess(o, dout, delta, S, H, D);
 }
 
 // fp32 copy of an input-type tensor (the SIMT backward reads dO in fp32).

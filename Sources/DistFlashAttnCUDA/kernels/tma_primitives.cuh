@@ -44,3 +44,15 @@ template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_inc() {
 template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_dec() {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" :: "n"(REGISTERS));
 }
+
+// Adds `bytes` (a multiple of 16) of fp32 from shared memory into global memory (both 16-byte aligned) as one bulk
+// reduction, performed in L2 by the copy engine; completes in the issuing thread's bulk group.
+__device__ __forceinline__ void bulk_reduce_add_f32(float *global, const void *shared, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                 :: "l"(global), "r"(shared_address(shared)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+// Until every committed bulk group of this thread has read its shared-memory source (which may then be rewritten).
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+// Until every committed bulk group of this thread has completed.
+__device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }

@@ -71,88 +71,175 @@ __device__ void block_argmax(float &v, int &index, float *scratch, int *scratch_
     }
 }
 
+// A row's slice for one thread: the N-float groups e = N·(threadIdx.x + BLOCK·k), k < RMS_MAX_PER_THREAD / N
+// (E ≤ BLOCK · RMS_MAX_PER_THREAD). N = 4 reads and writes 16-byte fp32 groups (E % 4 == 0, rows 16-byte
+// aligned), N = 1 any E.
+#define RMS_MAX_PER_THREAD 32
+template <int N> struct Group { float v[N]; };
+
+template <int N> __device__ __forceinline__ Group<N> load_group(const float *p) {
+    Group<N> g;
+    if constexpr (N == 4) {
+        const float4 f = *(const float4 *)p;
+        g.v[0] = f.x; g.v[1] = f.y; g.v[2] = f.z; g.v[3] = f.w;
+    } else {
+        for (int j = 0; j < N; ++j) g.v[j] = p[j];
+    }
+    return g;
+}
+
+template <int N> __device__ __forceinline__ void store_group(float *p, const Group<N> &g) {
+    if constexpr (N == 4) *(float4 *)p = make_float4(g.v[0], g.v[1], g.v[2], g.v[3]);
+    else for (int j = 0; j < N; ++j) p[j] = g.v[j];
+}
+
+template <int N> __device__ __forceinline__ void store_group_bf16(bf16_t *p, const Group<N> &g) {
+    if constexpr (N == 4) *(uint2 *)p = bf16x4(g.v[0], g.v[1], g.v[2], g.v[3]);
+    else for (int j = 0; j < N; ++j) p[j] = float_to_bf16(g.v[j]);
+}
+
 // y = w ∘ x · r (bf16), r = 1 / √(Σ x² / E + ε) per row of x [rows, E]. Grid: rows.
-extern "C" __global__ void rmsnorm_forward(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
+template <int N> __device__ void rmsnorm_forward_row(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
     __shared__ float scratch[BLOCK / 32];
-    const float *row = x + (long long)blockIdx.x * E;
+    constexpr int K = RMS_MAX_PER_THREAD / N;
+    const long long offset = (long long)blockIdx.x * E;
+    Group<N> row[K];
     float squares = 0.f;
-    for (int e = threadIdx.x; e < E; e += BLOCK) squares += row[e] * row[e];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const int e = N * (threadIdx.x + BLOCK * k);
+        if (e < E) {
+            row[k] = load_group<N>(x + offset + e);
+            for (int j = 0; j < N; ++j) squares += row[k].v[j] * row[k].v[j];
+        }
+    }
     const float rt = 1.f / sqrtf(block_sum(squares, scratch) / (float)E + eps);
     if (threadIdx.x == 0) r[blockIdx.x] = rt;
-    bf16_t *out = y + (long long)blockIdx.x * E;
-    for (int e = threadIdx.x; e < E; e += BLOCK) out[e] = float_to_bf16(w[e] * (row[e] * rt));
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const int e = N * (threadIdx.x + BLOCK * k);
+        if (e < E) {
+            const Group<N> weight = load_group<N>(w + e);
+            Group<N> out;
+            for (int j = 0; j < N; ++j) out.v[j] = weight.v[j] * (row[k].v[j] * rt);
+            store_group_bf16<N>(y + offset + e, out);
+        }
+    }
 }
 
-// dx += r · (w ∘ dy − x · r² · Σ(w ∘ dy ∘ x) / E) for each row; this block's rows' Σ dy ∘ x · r go to
-// dw_partial[blockIdx.x, :] (summed over blocks by column_sums). Grid: ceil(rows / rows_per_block); E ≤ BLOCK ·
-// RMS_MAX_PER_THREAD.
-#define RMS_MAX_PER_THREAD 32
-extern "C" __global__ void rmsnorm_backward(const float *x, const float *w, const float *r, const float *dy, float *dx,
-                                            float *dw_partial, int rows, int E, int rows_per_block) {
+extern "C" __global__ void rmsnorm_forward(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
+    rmsnorm_forward_row<1>(x, w, y, r, E, eps);
+}
+
+extern "C" __global__ void rmsnorm_forward_x4(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
+    rmsnorm_forward_row<4>(x, w, y, r, E, eps);
+}
+
+// dx += r · (w ∘ dy − x · r² · Σ(w ∘ dy ∘ x) / E) for each row, and the sum rounded to bf16 into dx_bf16 when
+// given (non-null: the next GEMM's input, without a cast's pass); this block's rows' Σ dy ∘ x · r go to
+// dw_partial[blockIdx.x, :] (summed over blocks by column_sums). Grid: ceil(rows / rows_per_block).
+template <int N>
+__device__ void rmsnorm_backward_rows(const float *x, const float *w, const float *r, const float *dy, float *dx,
+                                      bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
     __shared__ float scratch[BLOCK / 32];
-    float dw[RMS_MAX_PER_THREAD];
-    for (int k = 0; k < RMS_MAX_PER_THREAD; ++k) dw[k] = 0.f;
+    constexpr int K = RMS_MAX_PER_THREAD / N;
+    Group<N> dw[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+        for (int j = 0; j < N; ++j) dw[k].v[j] = 0.f;
     const int first = blockIdx.x * rows_per_block, last = min(rows, first + rows_per_block);
     for (int t = first; t < last; ++t) {
-        const float *row = x + (long long)t * E, *grad = dy + (long long)t * E;
+        const long long offset = (long long)t * E;
         const float rt = r[t];
         float dot = 0.f;
-        for (int e = threadIdx.x, k = 0; e < E; e += BLOCK, ++k) {
-            dot += w[e] * grad[e] * row[e];
-            dw[k] += grad[e] * row[e] * rt;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+            const int e = N * (threadIdx.x + BLOCK * k);
+            if (e < E) {
+                const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
+                               weight = load_group<N>(w + e);
+                for (int j = 0; j < N; ++j) {
+                    dot += weight.v[j] * grad.v[j] * row.v[j];
+                    dw[k].v[j] += grad.v[j] * row.v[j] * rt;
+                }
+            }
         }
         const float c = rt * rt * block_sum(dot, scratch) / (float)E;
-        float *out = dx + (long long)t * E;
-        for (int e = threadIdx.x; e < E; e += BLOCK) out[e] += rt * (w[e] * grad[e] - row[e] * c);
+        // The row is read again (from L1: this block read it just now) rather than held: registers for 8 blocks an SM.
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+            const int e = N * (threadIdx.x + BLOCK * k);
+            if (e < E) {
+                const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
+                               weight = load_group<N>(w + e);
+                Group<N> out = load_group<N>(dx + offset + e);
+                for (int j = 0; j < N; ++j) out.v[j] += rt * (weight.v[j] * grad.v[j] - row.v[j] * c);
+                store_group<N>(dx + offset + e, out);
+                if (dx_bf16) store_group_bf16<N>(dx_bf16 + offset + e, out);
+            }
+        }
     }
-    for (int e = threadIdx.x, k = 0; e < E; e += BLOCK, ++k) dw_partial[(long long)blockIdx.x * E + e] = dw[k];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const int e = N * (threadIdx.x + BLOCK * k);
+        if (e < E) store_group<N>(dw_partial + (long long)blockIdx.x * E + e, dw[k]);
+    }
 }
 
-// out[c] += Σ_r partial[r, c], summed in row order (deterministic). Grid-stride over columns.
+extern "C" __global__ void rmsnorm_backward(const float *x, const float *w, const float *r, const float *dy, float *dx,
+                                            bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
+    rmsnorm_backward_rows<1>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);
+}
+
+extern "C" __global__ void rmsnorm_backward_x4(const float *x, const float *w, const float *r, const float *dy, float *dx,
+                                               bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
+    rmsnorm_backward_rows<4>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);
+}
+
+// out[c] += Σ_r partial[r, c] in a fixed order (deterministic): a block takes 32 columns; its BLOCK / 32 row
+// lanes each sum every (BLOCK / 32)-th row of them, then the lanes' sums are added in lane order. Grid:
+// ceil(columns / 32).
 extern "C" __global__ void column_sums(const float *partial, float *out, int rows, int columns) {
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < columns; c += gridDim.x * blockDim.x) {
-        float total = 0.f;
-        for (int k = 0; k < rows; ++k) total += partial[(long long)k * columns + c];
-        out[c] += total;
+    __shared__ float sums[BLOCK / 32][32];
+    const int column = threadIdx.x % 32, lane = threadIdx.x / 32, c = blockIdx.x * 32 + column;
+    float total = 0.f;
+    if (c < columns)
+        for (int k = lane; k < rows; k += BLOCK / 32) total += partial[(long long)k * columns + c];
+    sums[lane][column] = total;
+    __syncthreads();
+    if (lane == 0 && c < columns) {
+        float sum = 0.f;
+        for (int j = 0; j < BLOCK / 32; ++j) sum += sums[j][column];
+        out[c] += sum;
     }
 }
 
 // Rotary embedding (rotate_half pairing: i with i + D/2) of x [B, n, heads, D] by the angles of each token's
-// global position, tables cos, sin [n, D/2]: direction +1 forward (fp32 in, bf16 out), −1 backward (in place on
-// an fp32 gradient; out = x). One thread per (row, pair); pairs = B · n · heads · D/2.
-__device__ __forceinline__ void rotate_pair(const float *x, long long p, int n, int heads, int D, const float *cosines,
-                                            const float *sines, float direction, float &lo, float &hi) {
-    const int half = D / 2;
-    const int i = (int)(p % half);
-    const long long head_row = p / half;                 // (b, t, h) flattened
-    const int t = (int)(head_row / heads % n);
-    const float *head = x + head_row * D;
-    const float c = cosines[(long long)t * half + i], s = direction * sines[(long long)t * half + i];
-    const float a = head[i], b = head[i + half];
-    lo = a * c - b * s;
-    hi = b * c + a * s;
+// global position, tables cos, sin [n, D/2]: direction +1 forward, −1 backward; fp32 in, bf16 out (the
+// attention's input forward, the Q, K projections' GEMM input backward). One thread per (row, pair); pairs =
+// B · n · heads · D/2 < 2³¹, so the index arithmetic stays 32-bit (a 64-bit division costs tens of instructions).
+__device__ __forceinline__ void rope(const float *x, bf16_t *y, const float *cosines, const float *sines, int n,
+                                     int heads, int D, int pairs, float direction) {
+    const unsigned half = D / 2;
+    for (unsigned p = blockIdx.x * blockDim.x + threadIdx.x; p < (unsigned)pairs; p += gridDim.x * blockDim.x) {
+        const unsigned head_row = p / half, i = p - head_row * half;  // (b, t, h) flattened; the pair
+        const unsigned t = head_row / heads % n;
+        const float c = cosines[t * half + i], s = direction * sines[t * half + i];
+        const long long base = (long long)head_row * D + i;
+        const float a = x[base], b = x[base + half];
+        y[base] = float_to_bf16(a * c - b * s);
+        y[base + half] = float_to_bf16(b * c + a * s);
+    }
 }
 
 extern "C" __global__ void rope_forward(const float *x, bf16_t *y, const float *cosines, const float *sines, int n,
-                                        int heads, int D, long long pairs) {
-    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pairs; p += (long long)gridDim.x * blockDim.x) {
-        float lo, hi;
-        rotate_pair(x, p, n, heads, D, cosines, sines, 1.f, lo, hi);
-        const long long base = p / (D / 2) * D + p % (D / 2);
-        y[base] = float_to_bf16(lo);
-        y[base + D / 2] = float_to_bf16(hi);
-    }
+                                        int heads, int D, int pairs) {
+    rope(x, y, cosines, sines, n, heads, D, pairs, 1.f);
 }
 
-extern "C" __global__ void rope_backward(float *grad, const float *cosines, const float *sines, int n, int heads, int D,
-                                         long long pairs) {
-    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < pairs; p += (long long)gridDim.x * blockDim.x) {
-        float lo, hi;
-        rotate_pair(grad, p, n, heads, D, cosines, sines, -1.f, lo, hi);  // each thread reads and writes its pair only
-        const long long base = p / (D / 2) * D + p % (D / 2);
-        grad[base] = lo;
-        grad[base + D / 2] = hi;
-    }
+extern "C" __global__ void rope_backward(const float *grad, bf16_t *out, const float *cosines, const float *sines,
+                                         int n, int heads, int D, int pairs) {
+    rope(grad, out, cosines, sines, n, heads, D, pairs, -1.f);
 }
 
 __device__ __forceinline__ float swiglu(float g, float u) { return g / (1.f + expf(-g)) * u; }
@@ -189,6 +276,30 @@ extern "C" __global__ void swiglu_backward(const bf16_t *gate, const bf16_t *up,
         },
         [&](long long i) {
             const float2 grads = swiglu_grads(bf16_to_float(gate[i]), bf16_to_float(up[i]), bf16_to_float(da[i]));
+            dgate[i] = float_to_bf16(grads.x);
+            dup[i] = float_to_bf16(grads.y);
+        });
+}
+
+// The backward of a = silu(g) · u fused with its recomputation (strategies that keep no projections): a, dg, du
+// from one read of g, u, da — a for the down projection's weight gradient, dg, du as swiglu_backward's.
+extern "C" __global__ void swiglu_forward_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *a,
+                                                   bf16_t *dgate, bf16_t *dup, long long count) {
+    elementwise(
+        count, aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(a, 8) && aligned(dgate, 8) && aligned(dup, 8),
+        [&](long long q) {
+            const float4 g = float4_of_bf16x4(((const uint2 *)gate)[q]), u = float4_of_bf16x4(((const uint2 *)up)[q]),
+                         d = float4_of_bf16x4(((const uint2 *)da)[q]);
+            const float2 x = swiglu_grads(g.x, u.x, d.x), y = swiglu_grads(g.y, u.y, d.y),
+                         z = swiglu_grads(g.z, u.z, d.z), w = swiglu_grads(g.w, u.w, d.w);
+            ((uint2 *)a)[q] = bf16x4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
+            ((uint2 *)dgate)[q] = bf16x4(x.x, y.x, z.x, w.x);
+            ((uint2 *)dup)[q] = bf16x4(x.y, y.y, z.y, w.y);
+        },
+        [&](long long i) {
+            const float g = bf16_to_float(gate[i]), u = bf16_to_float(up[i]);
+            const float2 grads = swiglu_grads(g, u, bf16_to_float(da[i]));
+            a[i] = float_to_bf16(swiglu(g, u));
             dgate[i] = float_to_bf16(grads.x);
             dup[i] = float_to_bf16(grads.y);
         });
