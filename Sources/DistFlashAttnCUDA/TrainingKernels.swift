@@ -227,25 +227,53 @@ public struct TrainingKernels: Sendable {
 
     // MARK: Optimizer
 
+    /// The weight decay of each run of a flat parameter buffer, on the device: runs of `elements` elements in
+    /// order, each with its decay λ (AdamW decays matrices, not norms), so one launch updates them all.
+    public struct DecaySegments: Sendable {
+        let ends: DeviceBuffer
+        let decays: DeviceBuffer
+        public let count: Int
+        public let elements: Int
+
+        public init(device: CUDADevice, _ runs: [(elements: Int, decay: Float)]) throws {
+            guard !runs.isEmpty, runs.allSatisfy({ $0.elements > 0 }) else {
+                throw DistFlashError(.invalidProblem, "decay segments \(runs.map(\.elements)): need at least one, "
+                    + "each of ≥ 1 element")
+            }
+            var end = 0
+            let ends = runs.map { run -> Int64 in
+                end += run.elements
+                return Int64(end)
+            }
+            (self.ends, decays) = (try .upload(device, ends), try .upload(device, runs.map(\.decay)))
+            (count, elements) = (runs.count, end)
+        }
+    }
+
     /// One AdamW update (update number `step`, 1-based) of the fp32 master weights θ with gradients
-    /// g · `gradientScale` (the clipping factor) and moments m, v (all fp32, one shape), decay λ applied as given;
-    /// refreshes `bf16Copy` (the GEMMs' weights) if given.
+    /// g · `gradientScale` (the clipping factor) and moments m, v (all fp32, one shape), each element decayed by
+    /// its segment's λ (`weightDecay` covers every element); refreshes `bf16Copy` (the GEMMs' weights) if given.
     public func adamW(_ theta: DeviceTensor, gradient: DeviceTensor, gradientScale: Float = 1, m: DeviceTensor,
                       v: DeviceTensor, bf16Copy: DeviceTensor?, learningRate: Float, beta1: Float, beta2: Float,
-                      epsilon: Float, weightDecay: Float, step: Int) throws {
+                      epsilon: Float, weightDecay: DecaySegments, step: Int) throws {
         for (tensor, name) in [(gradient, "gradient"), (m, "m"), (v, "v")] {
             try require(tensor, .float32, theta.shape, "AdamW \(name)")
         }
         if let copy = bf16Copy { try require(copy, .bfloat16, theta.shape, "AdamW bf16 copy") }
         guard step >= 1 else { throw DistFlashError(.invalidProblem, "AdamW step \(step): updates count from 1") }
+        guard weightDecay.elements == theta.count else {
+            throw DistFlashError(.shapeMismatch, "AdamW decay segments cover \(weightDecay.elements) elements, θ has "
+                + "\(theta.count)")
+        }
         let correction1 = Float(1 - pow(Double(beta1), Double(step)))
         let correction2 = Float(1 - pow(Double(beta2), Double(step)))
         guard theta.count > 0 else { return }
         try launch("adamw_step", grid: gridStride(theta.count),
                    [.pointer(theta.address), .pointer(gradient.address), .pointer(m.address), .pointer(v.address),
-                    .pointer(bf16Copy?.address ?? 0), .int64(Int64(theta.count)), .float(gradientScale),
-                    .float(learningRate), .float(beta1),
-                    .float(beta2), .float(epsilon), .float(weightDecay), .float(correction1), .float(correction2)])
+                    .pointer(bf16Copy?.address ?? 0), .int64(Int64(theta.count)), .pointer(weightDecay.ends.address),
+                    .pointer(weightDecay.decays.address), .int(Int32(weightDecay.count)), .float(gradientScale),
+                    .float(learningRate), .float(beta1), .float(beta2), .float(epsilon), .float(correction1),
+                    .float(correction2)])
     }
 
     /// x (fp32) rounded to bf16.

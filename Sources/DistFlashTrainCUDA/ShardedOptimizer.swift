@@ -8,7 +8,7 @@ import DistFlashTrain
 /// ```
 /// g_r = reduce-scatter(Σ_ranks G)            this rank's shard of the summed gradient
 /// ‖g‖² = Σ_ranks ‖g_r‖²  (all-reduce)         c = min(1, maxNorm / (‖g‖ + 10⁻⁶))
-/// θ_r ← AdamW(θ_r, c·g_r)                    per tensor segment (weight decay only on matrices)
+/// θ_r ← AdamW(θ_r, c·g_r)                    one launch; weight decay only on matrices' segments
 /// Θ = all-gather(θ_r);  bf16 copies dropped (re-rounded on their next use)
 /// ```
 /// With one rank there is nothing to reduce or gather. Every rank must call `update` together.
@@ -30,6 +30,8 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let reduced: DeviceTensor
     /// Flat element range of each tensor.
     private let spans: [Range<Int>]
+    /// The weight decay of each run of this rank's shard (matrices decayed, norms and padding not).
+    private let decay: TrainingKernels.DecaySegments
 
     /// Rank `rank` of `ranks` over `parameters`, fresh or continuing `resume` (a full state over every flat
     /// index, as a checkpoint stores it: this rank takes its slice). `fp32Only`: see `DeviceWeights`.
@@ -75,6 +77,15 @@ public final class ShardedOptimizer: @unchecked Sendable {
             v = try zeros.filled([share], with: 0, like: nil)
         }
         reduced = ranks > 1 ? try zeros.filled([share], with: 0, like: nil) : flatGradient
+        var runs: [(elements: Int, decay: Float)] = []
+        for (t, _, local) in layout.segments(rank, spans: spans) {
+            let start = runs.reduce(0) { $0 + $1.elements }
+            if local.lowerBound > start { runs.append((local.lowerBound - start, 0)) }
+            runs.append((local.count, hyperparameters.weightDecay(forTensorOfRank: parameters.tensors[t].shape.count)))
+        }
+        let covered = runs.reduce(0) { $0 + $1.elements }
+        if covered < share { runs.append((share - covered, 0)) }  // padding past the last parameter: zeros stay zeros
+        decay = try TrainingKernels.DecaySegments(device: device, runs)
     }
 
     /// This rank's moments over its flat range (padding dropped): the shards of all ranks, in rank order, gather
@@ -126,16 +137,11 @@ public final class ShardedOptimizer: @unchecked Sendable {
         let scale = GradientClipping.factor(norm: norm, maxNorm: maxNorm) ?? 1
         step += 1
         let h = hyperparameters
-        for (t, flat, local) in layout.segments(rank, spans: spans) {
-            let decay = h.weightDecay(forTensorOfRank: weights.master[t].shape.count)
-            try kernels.adamW(try flatMaster.elements(flat, as: [flat.count]),
-                              gradient: try mine.elements(local, as: [local.count]), gradientScale: scale,
-                              m: try m.elements(local, as: [local.count]), v: try v.elements(local, as: [local.count]),
-                              bf16Copy: nil, learningRate: learningRate, beta1: h.beta1, beta2: h.beta2,
-                              epsilon: h.epsilon, weightDecay: decay, step: step)
-        }
+        let shard = layout.shard(rank)
+        try kernels.adamW(try flatMaster.elements(shard, as: [shard.count]), gradient: mine, gradientScale: scale, m: m,
+                          v: v, bf16Copy: nil, learningRate: learningRate, beta1: h.beta1, beta2: h.beta2,
+                          epsilon: h.epsilon, weightDecay: decay, step: step)
         if ranks > 1, let communicator {
-            let shard = layout.shard(rank)
             try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster, rank: rank)
         }
         return norm

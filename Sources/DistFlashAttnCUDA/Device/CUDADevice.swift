@@ -8,7 +8,7 @@ import Foundation
 /// stream-ordered pool, which keeps freed blocks for reuse (the caching allocator), so a free never waits for
 /// the GPU and never stalls work in flight on other streams (NCCL's).
 public final class CUDADevice: @unchecked Sendable {
-    // Invariant: immutable after init except `modules`, which is guarded by `lock`.
+    // Invariant: immutable after init except `modules` and `functions`, which are guarded by `lock`.
     let driver: CUDADriver
     let nvrtc: NVRTC
     public let ordinal: Int
@@ -21,6 +21,8 @@ public final class CUDADevice: @unchecked Sendable {
     private let pool: OpaquePointer?
     private let lock = NSLock()
     private var modules: [String: OpaquePointer?] = [:]
+    /// Loaded functions by name, with the source each came from.
+    private var functions: [String: [(source: String, handle: OpaquePointer?)]] = [:]
     /// Serialises whole primitives (upload, launch, download) of threads sharing this device.
     private let useLock = NSLock()
 
@@ -101,6 +103,8 @@ public final class CUDADevice: @unchecked Sendable {
         let module: OpaquePointer?
         lock.lock()
         defer { lock.unlock() }
+        // By name first: hashing a whole source (tens of KB) on every launch would cost tens of microseconds.
+        if let known = functions[function]?.first(where: { $0.source == source }) { return known.handle }
         if let loaded = modules[source] {
             module = loaded
         } else {
@@ -114,6 +118,7 @@ public final class CUDADevice: @unchecked Sendable {
         }
         var handle: OpaquePointer?
         try driver.check(driver.cuModuleGetFunction(&handle, module, function), "cuModuleGetFunction(\(function))")
+        functions[function, default: []].append((source, handle))
         return handle
     }
 

@@ -358,11 +358,20 @@ extern "C" __global__ void embedding_backward(const int *tokens, const float *dy
 
 // One AdamW update of count master weights θ with gradients g · grad_scale (the clipping factor; the CPU
 // scales g first, the same product) and moments m, v, in the CPU optimizer's order of operations; the bf16 copy
-// of θ the GEMMs read is refreshed when given (non-null).
+// of θ the GEMMs read is refreshed when given (non-null). Element i's weight decay is that of the segment holding
+// it: the first of `segments` with segment_ends[k] > i (ascending ends, the last = count), so one launch updates
+// every tensor of a flat buffer, matrices decayed, norms not.
 extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, float *v, bf16_t *theta_bf16,
-                                      long long count, float grad_scale, float lr, float beta1, float beta2, float eps,
-                                      float decay, float correction1, float correction2) {
+                                      long long count, const long long *segment_ends, const float *segment_decay,
+                                      int segments, float grad_scale, float lr, float beta1, float beta2, float eps,
+                                      float correction1, float correction2) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        int low = 0, high = segments - 1;  // binary search: the segment holding i
+        while (low < high) {
+            const int mid = (low + high) / 2;
+            if (segment_ends[mid] > i) high = mid; else low = mid + 1;
+        }
+        const float decay = segment_decay[low];
         const float grad = grad_scale == 1.f ? g[i] : g[i] * grad_scale;
         const float mi = beta1 * m[i] + (1.f - beta1) * grad;
         const float vi = beta2 * v[i] + (1.f - beta2) * (grad * grad);
