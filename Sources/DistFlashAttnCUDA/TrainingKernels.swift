@@ -25,10 +25,14 @@ public struct TrainingKernels: Sendable {
         let (rows, width) = try normRows(x, weight)
         let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
         let inverseRMS = try DeviceTensor(device, shape: Array(x.shape.dropLast()), precision: .float32)
-        if rows > 0 {
-            try launch(Self.vectorized("rmsnorm_forward", width, [x, weight]), grid: rows,
-                       [.pointer(x.address), .pointer(weight.address), .pointer(output.address),
-                        .pointer(inverseRMS.address), .int(Int32(width)), .float(epsilon)])
+        guard rows > 0 else { return (output, inverseRMS) }
+        let operands: [CUDADevice.Argument] = [x, weight, output, inverseRMS].map { .pointer($0.address) }
+        if Self.fourAtATime(width, [x, weight]) {  // a warp a row
+            let rowsPerBlock = Self.block / 32
+            try launch("rmsnorm_forward_x4", grid: (rows + rowsPerBlock - 1) / rowsPerBlock,
+                       operands + [.int(Int32(rows)), .int(Int32(width)), .float(epsilon)])
+        } else {
+            try launch("rmsnorm_forward", grid: rows, operands + [.int(Int32(width)), .float(epsilon)])
         }
         return (output, inverseRMS)
     }
@@ -326,7 +330,12 @@ public struct TrainingKernels: Sendable {
     /// `name` + "_x4" (16-byte fp32 groups) when the rows' width is a multiple of 4 and every operand is 16-byte
     /// aligned, else `name` (one element at a time).
     private static func vectorized(_ name: String, _ width: Int, _ operands: [DeviceTensor]) -> String {
-        width % 4 == 0 && operands.allSatisfy({ $0.address % 16 == 0 }) ? name + "_x4" : name
+        fourAtATime(width, operands) ? name + "_x4" : name
+    }
+
+    /// Whether rows of `width` elements of every operand can be read and written four elements at a time.
+    private static func fourAtATime(_ width: Int, _ operands: [DeviceTensor]) -> Bool {
+        width % 4 == 0 && operands.allSatisfy({ $0.address % 16 == 0 })
     }
 
     /// Blocks for a grid-stride loop over `count` elements.

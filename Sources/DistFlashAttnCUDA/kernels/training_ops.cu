@@ -98,41 +98,41 @@ template <int N> __device__ __forceinline__ void store_group_bf16(bf16_t *p, con
     else for (int j = 0; j < N; ++j) p[j] = float_to_bf16(g.v[j]);
 }
 
-// y = w ∘ x · r (bf16), r = 1 / √(Σ x² / E + ε) per row of x [rows, E]. Grid: rows.
-template <int N> __device__ void rmsnorm_forward_row(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
+// y = w ∘ x · r (bf16), r = 1 / √(Σ x² / E + ε) per row of x [rows, E], one element a thread. Grid: rows.
+extern "C" __global__ void rmsnorm_forward(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
     __shared__ float scratch[BLOCK / 32];
-    constexpr int K = RMS_MAX_PER_THREAD / N;
-    const long long offset = (long long)blockIdx.x * E;
-    Group<N> row[K];
+    const float *row = x + (long long)blockIdx.x * E;
     float squares = 0.f;
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-        const int e = N * (threadIdx.x + BLOCK * k);
-        if (e < E) {
-            row[k] = load_group<N>(x + offset + e);
-            for (int j = 0; j < N; ++j) squares += row[k].v[j] * row[k].v[j];
-        }
-    }
+    for (int e = threadIdx.x; e < E; e += BLOCK) squares += row[e] * row[e];
     const float rt = 1.f / sqrtf(block_sum(squares, scratch) / (float)E + eps);
     if (threadIdx.x == 0) r[blockIdx.x] = rt;
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-        const int e = N * (threadIdx.x + BLOCK * k);
-        if (e < E) {
-            const Group<N> weight = load_group<N>(w + e);
-            Group<N> out;
-            for (int j = 0; j < N; ++j) out.v[j] = weight.v[j] * (row[k].v[j] * rt);
-            store_group_bf16<N>(y + offset + e, out);
-        }
+    bf16_t *out = y + (long long)blockIdx.x * E;
+    for (int e = threadIdx.x; e < E; e += BLOCK) out[e] = float_to_bf16(w[e] * (row[e] * rt));
+}
+
+// The same for E % 4 == 0 and 16-byte aligned rows: a warp per row, four elements a lane, no block barrier — a
+// block per row spent more on its start and its barriers than on its 8 KB (1.3 TB/s at E = 2048). The second
+// pass reads the row again (from L2). Grid: ceil(rows / (BLOCK / 32)).
+extern "C" __global__ void rmsnorm_forward_x4(const float *x, const float *w, bf16_t *y, float *r, int rows, int E,
+                                              float eps) {
+    const int lane = threadIdx.x % 32, t = blockIdx.x * (BLOCK / 32) + threadIdx.x / 32;
+    if (t >= rows) return;
+    const float4 *row = (const float4 *)(x + (long long)t * E);
+    float squares = 0.f;
+#pragma unroll 4
+    for (int q = lane; q < E / 4; q += 32) {
+        const float4 v = row[q];
+        squares += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
-}
-
-extern "C" __global__ void rmsnorm_forward(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
-    rmsnorm_forward_row<1>(x, w, y, r, E, eps);
-}
-
-extern "C" __global__ void rmsnorm_forward_x4(const float *x, const float *w, bf16_t *y, float *r, int E, float eps) {
-    rmsnorm_forward_row<4>(x, w, y, r, E, eps);
+    for (int offset = 16; offset > 0; offset >>= 1) squares += __shfl_xor_sync(0xffffffffu, squares, offset);
+    const float rt = 1.f / sqrtf(squares / (float)E + eps);
+    if (lane == 0) r[t] = rt;
+    uint2 *out = (uint2 *)(y + (long long)t * E);
+#pragma unroll 4
+    for (int q = lane; q < E / 4; q += 32) {
+        const float4 v = row[q], weight = ((const float4 *)w)[q];
+        out[q] = bf16x4(weight.x * (v.x * rt), weight.y * (v.y * rt), weight.z * (v.z * rt), weight.w * (v.w * rt));
+    }
 }
 
 // dx += r · (w ∘ dy − x · r² · Σ(w ∘ dy ∘ x) / E) for each row, and the sum rounded to bf16 into dx_bf16 when
