@@ -143,6 +143,13 @@ __device__ void rmsnorm_backward_rows(const float *x, const float *w, const floa
                                       bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
     __shared__ float scratch[BLOCK / 32];
     constexpr int K = RMS_MAX_PER_THREAD / N;
+    auto each_group = [&](auto body) {  // body(k, e) for this thread's groups of a row: k-th, at element e
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+            const int e = N * (threadIdx.x + BLOCK * k);
+            if (e < E) body(k, e);
+        }
+    };
     Group<N> dw[K];
 #pragma unroll
     for (int k = 0; k < K; ++k)
@@ -152,38 +159,26 @@ __device__ void rmsnorm_backward_rows(const float *x, const float *w, const floa
         const long long offset = (long long)t * E;
         const float rt = r[t];
         float dot = 0.f;
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-            const int e = N * (threadIdx.x + BLOCK * k);
-            if (e < E) {
-                const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
-                               weight = load_group<N>(w + e);
-                for (int j = 0; j < N; ++j) {
-                    dot += weight.v[j] * grad.v[j] * row.v[j];
-                    dw[k].v[j] += grad.v[j] * row.v[j] * rt;
-                }
+        each_group([&](int k, int e) {
+            const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
+                           weight = load_group<N>(w + e);
+            for (int j = 0; j < N; ++j) {
+                dot += weight.v[j] * grad.v[j] * row.v[j];
+                dw[k].v[j] += grad.v[j] * row.v[j] * rt;
             }
-        }
+        });
         const float c = rt * rt * block_sum(dot, scratch) / (float)E;
         // The row is read again (from L1: this block read it just now) rather than held: registers for 8 blocks an SM.
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-            const int e = N * (threadIdx.x + BLOCK * k);
-            if (e < E) {
-                const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
-                               weight = load_group<N>(w + e);
-                Group<N> out = load_group<N>(dx + offset + e);
-                for (int j = 0; j < N; ++j) out.v[j] += rt * (weight.v[j] * grad.v[j] - row.v[j] * c);
-                store_group<N>(dx + offset + e, out);
-                if (dx_bf16) store_group_bf16<N>(dx_bf16 + offset + e, out);
-            }
-        }
+        each_group([&](int, int e) {
+            const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
+                           weight = load_group<N>(w + e);
+            Group<N> out = load_group<N>(dx + offset + e);
+            for (int j = 0; j < N; ++j) out.v[j] += rt * (weight.v[j] * grad.v[j] - row.v[j] * c);
+            store_group<N>(dx + offset + e, out);
+            if (dx_bf16) store_group_bf16<N>(dx_bf16 + offset + e, out);
+        });
     }
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-        const int e = N * (threadIdx.x + BLOCK * k);
-        if (e < E) store_group<N>(dw_partial + (long long)blockIdx.x * E + e, dw[k]);
-    }
+    each_group([&](int k, int e) { store_group<N>(dw_partial + (long long)blockIdx.x * E + e, dw[k]); });
 }
 
 extern "C" __global__ void rmsnorm_backward(const float *x, const float *w, const float *r, const float *dy, float *dx,
