@@ -56,7 +56,7 @@ public struct TrainingKernels: Sendable {
         let blocks = (rows + rowsPerBlock - 1) / rowsPerBlock
         let partial = try DeviceTensor(device, shape: [blocks, width], precision: .float32)
         let operands = [x, weight, outputGrad, inputGrad] + (inputGradBF16.map { [$0] } ?? [])
-        try launch(Self.vectorized("rmsnorm_backward", width, operands), grid: blocks,
+        try launch(Self.fourAtATime(width, operands) ? "rmsnorm_backward_x4" : "rmsnorm_backward", grid: blocks,
                    [.pointer(x.address), .pointer(weight.address), .pointer(inverseRMS.address),
                     .pointer(outputGrad.address), .pointer(inputGrad.address), .pointer(inputGradBF16?.address ?? 0),
                     .pointer(partial.address),
@@ -327,13 +327,8 @@ public struct TrainingKernels: Sendable {
         if let clock { try clock.time("kernel:" + name, run) } else { try run() }
     }
 
-    /// `name` + "_x4" (16-byte fp32 groups) when the rows' width is a multiple of 4 and every operand is 16-byte
-    /// aligned, else `name` (one element at a time).
-    private static func vectorized(_ name: String, _ width: Int, _ operands: [DeviceTensor]) -> String {
-        fourAtATime(width, operands) ? name + "_x4" : name
-    }
-
-    /// Whether rows of `width` elements of every operand can be read and written four elements at a time.
+    /// Whether rows of `width` elements of every operand can be read and written four elements at a time (the
+    /// kernels' `_x4` forms: 16-byte fp32 groups).
     private static func fourAtATime(_ width: Int, _ operands: [DeviceTensor]) -> Bool {
         width % 4 == 0 && operands.allSatisfy({ $0.address % 16 == 0 })
     }

@@ -153,9 +153,13 @@ struct DeviceDecoderLayer {
 
     /// gate, up and a of the rows of x̂₂ `normed` (`[rows, E]`).
     private func projections(normed: DeviceTensor) throws -> DeviceMLPProjections {
-        let gate = try ops.linear(normed, matrix(.gate), precision: .bfloat16)
-        let up = try ops.linear(normed, matrix(.up), precision: .bfloat16)
+        let (gate, up) = try gateAndUp(normed: normed)
         return DeviceMLPProjections(gate: gate, up: up, activated: try ops.kernels.swiGLUForward(gate: gate, up: up))
+    }
+
+    /// x̂₂·W_gᵀ and x̂₂·W_uᵀ of the rows of `normed` (`[rows, E]`), bf16 `[rows, F]`.
+    private func gateAndUp(normed: DeviceTensor) throws -> (gate: DeviceTensor, up: DeviceTensor) {
+        (try ops.linear(normed, matrix(.gate), precision: .bfloat16), try ops.linear(normed, matrix(.up), precision: .bfloat16))
     }
 
     /// gate, up and a of rows `range`: views of the kept ones, or computed now.
@@ -234,11 +238,10 @@ struct DeviceDecoderLayer {
     /// [rows, F] tensors — projections, da, dg, du — never exist whole); adds W_d's, W_g's, W_u's and the norm's.
     private func mlpBackward(_ mlp: DeviceMLPActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
         let kernels = ops.kernels
-        let dyBF16 = dy.bf16
         // Every row is first written by its chunk's gate GEMM (β = 0): no fill.
         let normedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
         for range in mlpChunks {
-            let dyRows = try rowsOf(dyBF16, range)
+            let dyRows = try rowsOf(dy.bf16, range)
             let activatedGrad = try ops.inputGradient(dyRows, matrix(.down), precision: .bfloat16)
             let (activated, gateBF16, upBF16) = try activationsAndGradients(mlp, rows: range, activatedGrad: activatedGrad)
             try ops.weightGradient(dyRows, activated, into: gradient(.down))
@@ -271,18 +274,15 @@ struct DeviceDecoderLayer {
             let grads = try kernels.swiGLUBackward(gate: kept.gate, up: kept.up, outputGrad: activatedGrad)
             return (kept.activated, grads.gate, grads.up)
         }
-        let normed = try rowsOf(mlp.normed, range)
-        let gate = try ops.linear(normed, matrix(.gate), precision: .bfloat16)
-        let up = try ops.linear(normed, matrix(.up), precision: .bfloat16)
+        let (gate, up) = try gateAndUp(normed: try rowsOf(mlp.normed, range))
         return try kernels.swiGLUForwardBackward(gate: gate, up: up, outputGrad: activatedGrad)
     }
 
     /// dO (bf16, O's shape) from dh through W_o; adds W_o's gradient.
     private func outputProjectionBackward(_ a: DeviceLayerActivations, hiddenGrad: ResidualGradient) throws
         -> DeviceTensor {
-        let hiddenBF16 = hiddenGrad.bf16
-        let attentionOutputGrad = try ops.inputGradient(hiddenBF16, matrix(.output), precision: .bfloat16)
-        try ops.weightGradient(hiddenBF16, a.mlp.output, into: gradient(.output))
+        let attentionOutputGrad = try ops.inputGradient(hiddenGrad.bf16, matrix(.output), precision: .bfloat16)
+        try ops.weightGradient(hiddenGrad.bf16, a.mlp.output, into: gradient(.output))
         return try attentionOutputGrad.reshaped(a.mlp.output.shape)
     }
 

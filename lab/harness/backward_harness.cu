@@ -16,22 +16,14 @@ namespace mainline {
 
 // Lab v25: a cluster of two blocks (adjacent key tiles) sums the dQ of the query tiles both see through distributed
 // shared memory before one bulk reduction (PAIR_DQ). Launched with the grid's x padded to even.
-extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1) lab_backward_wgmma_d64_pair(
+template <int D, int BM>
+__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1) lab_backward_wgmma_pair(
     const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
     const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
     const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
     int dim, float scale, int kind, int window) {
-    mainline::backward_wgmma<64, 128, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
-                                            key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
-}
-
-extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1) lab_backward_wgmma_d128_pair(
-    const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
-    const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-    const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
-    int dim, float scale, int kind, int window) {
-    mainline::backward_wgmma<128, 64, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
-                                            key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
+    mainline::backward_wgmma<D, BM, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
+                                          key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
 }
 
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
@@ -280,9 +272,9 @@ int main(int argc, char **argv) {
                   (BackwardTMA)KERNEL}
         WGMMA("bwd d64 wgmma", 64, 128, attention_backward_wgmma_d64),
         WGMMA("bwd d64 wgmma per-head", 64, 128, attention_backward_wgmma_d64),
-        WGMMA("bwd d64 wgmma per-head pair", 64, 128, lab_backward_wgmma_d64_pair),
+        WGMMA("bwd d64 wgmma per-head pair", 64, 128, (lab_backward_wgmma_pair<64, 128>)),
         WGMMA("bwd d128 wgmma", 128, 64, attention_backward_wgmma_d128),
-        WGMMA("bwd d128 wgmma pair", 128, 64, lab_backward_wgmma_d128_pair),
+        WGMMA("bwd d128 wgmma pair", 128, 64, (lab_backward_wgmma_pair<128, 64>)),
     };
     for (auto &c : candidates) {
         c.per_query_head = c.name.find("per-head") != std::string::npos;
