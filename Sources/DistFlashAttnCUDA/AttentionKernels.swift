@@ -113,7 +113,7 @@ struct AttentionKernels: Sendable {
     func forwardLaunch(queries: Int, keys: Int, heads: Int, batch: Int, dim: Int, tokens: TokenBuffers) throws
         -> ForwardLaunch {
         guard usesTensorCores(headDim: dim) else {
-            return ForwardLaunch(kernel: try device.kernel("attention_forward", source: simtSource),
+            return ForwardLaunch(kernel: try device.kernel("attention_forward", source: simtSource), wholeKernel: nil,
                                  grid: ((queries + warps - 1) / warps, heads, batch), block: 32 * warps,
                                  sharedBytes: 0, keyBounds: nil, rowsPerBlock: warps, keyTile: 1, dim: dim,
                                  tensorCores: false, tensorMaps: false)
@@ -128,13 +128,17 @@ struct AttentionKernels: Sendable {
         }
         let kernel = try device.kernel(name, source: forwardSource)
         try device.allowSharedMemory(kernel, bytes: sharedBytes)
+        let wholeKernel = instructions == .wgmma
+            ? try device.kernel("attention_forward_wgmma_fresh_d\(dim)", source: forwardSource) : nil
+        if let wholeKernel { try device.allowSharedMemory(wholeKernel, bytes: sharedBytes) }
         let tiles = (keys + keyTile - 1) / keyTile
         let bounds = try DeviceBuffer(device, bytes: 16 * tiles)
         try device.launch(try device.kernel("attention_tile_bounds", source: forwardSource),
                           grid: ((tiles + 127) / 128, 1, 1), block: 128,
                           [tokens.arguments[1], tokens.arguments[3], .int(Int32(keys)), .int(Int32(keyTile)),
                            .pointer(bounds.address)])
-        return ForwardLaunch(kernel: kernel, grid: ((queries + rows - 1) / rows, heads, batch), block: threads,
+        return ForwardLaunch(kernel: kernel, wholeKernel: wholeKernel, grid: ((queries + rows - 1) / rows, heads, batch),
+                             block: threads,
                              sharedBytes: sharedBytes, keyBounds: bounds, rowsPerBlock: rows, keyTile: keyTile, dim: dim,
                              tensorCores: true, tensorMaps: instructions == .wgmma)
     }
@@ -142,6 +146,9 @@ struct AttentionKernels: Sendable {
     /// One forward launch: the kernel, its shape, and the key-tile bounds it reads (kept alive with it).
     struct ForwardLaunch {
         let kernel: OpaquePointer?
+        /// wgmma: the same kernel writing O in the input type when its keys are all the keys (no partial to fold
+        /// into); nil elsewhere.
+        let wholeKernel: OpaquePointer?
         let grid: (Int, Int, Int)
         let block: Int
         let sharedBytes: Int
@@ -171,18 +178,20 @@ struct AttentionKernels: Sendable {
                 && self.tensorCores == tensorCores
         }
 
-        func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument]) throws {
-            try device.launch(kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
+        func run(_ device: CUDADevice, _ arguments: [CUDADevice.Argument], whole: Bool = false) throws {
+            try device.launch(whole ? wholeKernel : kernel, grid: grid, block: block, sharedBytes: sharedBytes, arguments)
         }
     }
 
     /// Launches the backward kernel(s) that add dQ, dK, dV: `tensorCore` (from `backwardLaunch`, for D ∈ {64, 128})
     /// or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token arrays; `sizes`: the trailing scalars.
+    /// `setsQueryGrad`: dQ is written rather than added into (its memory need not be filled before) — only where
+    /// `BackwardLaunch.setsQueryGrad`.
     func runBackward(_ tensorCore: BackwardLaunch?, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
                      inputs: [CUDADevice.Argument], gradients: (query: UInt64, key: UInt64, value: UInt64),
-                     sizes: [CUDADevice.Argument]) throws {
+                     sizes: [CUDADevice.Argument], setsQueryGrad: Bool = false) throws {
         let (dq, dk, dv) = gradients
-        if let tensorCore, let tiles = tensorCore.dqTiles {
+        if let tensorCore, let tiles = setsQueryGrad ? tensorCore.dqSetFromTiles : tensorCore.dqTiles {
             // wgmma: dQ by bulk reductions into a zeroed tile-laid-out buffer, then added into dq.
             guard dq % 16 == 0, batch * queries * heads < Int(Int32.max) else {
                 throw DistFlashError(.shapeMismatch, "dQ at address \(dq) with B·S·H = \(batch * queries * heads): "
@@ -241,11 +250,12 @@ struct AttentionKernels: Sendable {
             bounds.append(buffer)
         }
         let rows = backwardRows(heads: heads, kvHeads: kvHeads)
-        let dqTiles = instructions == .wgmma ? try device.kernel("attention_dq_from_tiles_d\(dim)", source: backwardSource)
-            : nil
+        let (dqTiles, dqSetFromTiles) = instructions == .wgmma
+            ? (try device.kernel("attention_dq_from_tiles_d\(dim)", source: backwardSource),
+               try device.kernel("attention_dq_set_from_tiles_d\(dim)", source: backwardSource)) : (nil, nil)
         return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, rows, batch), block: threads,
                               sharedBytes: sharedBytes, bounds: bounds, dim: dim, queryTile: queryTile,
-                              tensorMaps: instructions == .wgmma, dqTiles: dqTiles)
+                              tensorMaps: instructions == .wgmma, dqTiles: dqTiles, dqSetFromTiles: dqSetFromTiles)
     }
 
     /// The backward's rows of blocks: one per key/value head (a block walks the group's query heads, summing dK and
@@ -267,8 +277,12 @@ struct AttentionKernels: Sendable {
         /// Whether the kernel reads Q and dO through tensor maps (TMA) rather than pointers.
         let tensorMaps: Bool
         /// wgmma: the kernel adding the backward's tile-laid-out dQ into dQ (the backward takes that buffer in
-        /// dQ's place); nil when the backward adds into dQ itself.
+        /// dQ's place), and the one writing it there instead; nil when the backward adds into dQ itself.
         let dqTiles: OpaquePointer?
+        let dqSetFromTiles: OpaquePointer?
+
+        /// Whether dQ can be written rather than added into (so its memory need not be filled first).
+        var setsQueryGrad: Bool { dqSetFromTiles != nil }
 
         /// The kernel's first four arguments: Q and dO [B, Sq, H, D], K and V [B, Sk, H_kv, D], as pointers, or Q
         /// and dO as tensor maps with boxes of the kernel's query tiles.

@@ -142,6 +142,35 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         }
     }
 
+    /// The attention of `query` over `key`, `value` as one whole block (the keys are all there are: no partial to
+    /// fold into): O in the input type `[B, S_q, H, D]` — rounded once, what a training step's output projection
+    /// and backward read — and LSE fp32 `[B, H, S_q]`. On wgmma cards one kernel writes both, with no fill before
+    /// and no fp32 O; elsewhere the fp32 partial is formed, then rounded.
+    public func wholeForward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
+                             keyPositions: [Int], mask: AttentionMask, scale: Float) throws
+        -> (output: DeviceTensor, logSumExp: DeviceTensor) {
+        let g = try geometry(query, key, value, queryPositions, keyPositions)
+        let tokens = try tokenBuffers(mask, queryPositions, keyPositions)
+        let launch = try tokens.forward(kernels, queries: g.queries, keys: g.keys, heads: g.heads, batch: g.batch, dim: g.dim)
+        guard launch.wholeKernel != nil, g.queries > 0, g.keys > 0 else {
+            var output = try filled(query.shape, with: 0, like: nil)
+            var logSumExp = try filled([g.batch, g.heads, g.queries], with: -.infinity, like: nil)
+            try forward(query: query, queryPositions: queryPositions, key: key, value: value, keyPositions: keyPositions,
+                        mask: mask, scale: scale, output: &output, logSumExp: &logSumExp)
+            return (try narrowed(output), logSumExp)
+        }
+        let output = try DeviceTensor(device, shape: query.shape, precision: inputs)
+        let logSumExp = try DeviceTensor(device, shape: [g.batch, g.heads, g.queries], precision: .float32)
+        try timed {
+            try launch.run(device, try launch.inputArguments(query: query, key: key, value: value)
+                + tokens.arguments + launch.extraArguments
+                + [.pointer(output.address), .pointer(logSumExp.address), .int(Int32(g.queries)), .int(Int32(g.keys)),
+                   .int(Int32(g.heads)), .int(Int32(g.kvHeads)), .int(Int32(g.dim)), .float(scale)]
+                + kernels.maskArguments(mask), whole: true)
+        }
+        return (output, logSumExp)
+    }
+
     public func merge(output: inout DeviceTensor, logSumExp: inout DeviceTensor, otherOutput: DeviceTensor,
                       otherLogSumExp: DeviceTensor) throws {
         try require(otherOutput, .float32, output.shape, "merged O")
@@ -180,6 +209,16 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
                          keyPositions: [Int], mask: AttentionMask, scale: Float, outputGrad: DeviceTensor,
                          logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor) throws {
+        try backward(query: query, queryPositions: queryPositions, key: key, value: value, keyPositions: keyPositions,
+                     mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
+                     queryGrad: &queryGrad, keyGrad: &keyGrad, valueGrad: &valueGrad, setsQueryGrad: false)
+    }
+
+    /// `setsQueryGrad`: dQ written, not added into (only where the launch `setsQueryGrad`).
+    private func backward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
+                          keyPositions: [Int], mask: AttentionMask, scale: Float, outputGrad: DeviceTensor,
+                          logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
+                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor, setsQueryGrad: Bool) throws {
         let g = try geometry(query, key, value, queryPositions, keyPositions)
         try require(outputGrad, inputs, query.shape, "dO")
         try require(logSumExp, .float32, [g.batch, g.heads, g.queries], "LSE")
@@ -203,9 +242,33 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         try timed {
             try kernels.runBackward(launch, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
                                     batch: g.batch, inputs: inputs,
-                                    gradients: (queryGrad.address, keyGrad.address, valueGrad.address), sizes: sizes)
+                                    gradients: (queryGrad.address, keyGrad.address, valueGrad.address), sizes: sizes,
+                                    setsQueryGrad: setsQueryGrad)
         }
         withExtendedLifetime(dO) {}
+    }
+
+    /// dQ, dK, dV (fp32, the shapes of Q and K) of a whole-block attention (`wholeForward`'s keys, O in the input
+    /// type or fp32): δ, then the backward — on wgmma cards writing dQ from its tiles, so dQ is never filled.
+    public func wholeBackward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
+                              keyPositions: [Int], mask: AttentionMask, scale: Float, output: DeviceTensor,
+                              outputGrad: DeviceTensor, logSumExp: DeviceTensor) throws
+        -> (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
+        let delta = try backwardPreprocess(output: output, outputGrad: outputGrad)
+        let g = try geometry(query, key, value, queryPositions, keyPositions)
+        let tokens = try tokenBuffers(mask, queryPositions, keyPositions)
+        var sets = false
+        if g.queries > 0, g.keys > 0, kernels.usesTensorCores(headDim: g.dim) {
+            sets = try tokens.backward(kernels, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
+                                       batch: g.batch, dim: g.dim).setsQueryGrad
+        }
+        var dq = sets ? try DeviceTensor(device, shape: query.shape, precision: .float32)
+            : try filled(query.shape, with: 0, like: nil)
+        var (dk, dv) = (try filled(key.shape, with: 0, like: nil), try filled(key.shape, with: 0, like: nil))
+        try backward(query: query, queryPositions: queryPositions, key: key, value: value, keyPositions: keyPositions,
+                     mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
+                     queryGrad: &dq, keyGrad: &dk, valueGrad: &dv, setsQueryGrad: sets)
+        return (dq, dk, dv)
     }
 
     public func finish() throws -> Double? {
@@ -227,6 +290,17 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
         let out = try DeviceTensor(device, shape: tensor.shape, precision: .float32)
         guard tensor.count > 0 else { return out }
         try device.launch(try device.kernel("widen_input", source: opsSource),
+                          grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
+                          [.pointer(tensor.address), .pointer(out.address), .int64(Int64(tensor.count))])
+        return out
+    }
+
+    /// An fp32 tensor rounded to this backend's input type (to nearest, ties to even).
+    public func narrowed(_ tensor: DeviceTensor) throws -> DeviceTensor {
+        try require(tensor, .float32, tensor.shape, "the tensor to narrow")
+        let out = try DeviceTensor(device, shape: tensor.shape, precision: inputs)
+        guard tensor.count > 0 else { return out }
+        try device.launch(try device.kernel("narrow_input", source: opsSource),
                           grid: (min((tensor.count + 255) / 256, 65_535), 1, 1), block: 256,
                           [.pointer(tensor.address), .pointer(out.address), .int64(Int64(tensor.count))])
         return out

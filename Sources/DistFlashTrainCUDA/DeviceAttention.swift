@@ -4,8 +4,8 @@ import Synchronization
 
 /// The attention as the GPU model sees it (the device counterpart of `AttentionOperator`): this rank's shard in,
 /// its result out, whatever brings the other ranks' keys. Shapes: Q `[B, n, H, D]` and K, V `[B, n, H_kv, D]` in
-/// bf16 at the shard's global `positions`; the forward's O `[B, n, H, D]` and LSE `[B, H, n]` fp32; the backward's
-/// O (the forward's, rounded to bf16) and dO bf16; dQ, dK, dV fp32.
+/// bf16 at the shard's global `positions`; O `[B, n, H, D]` bf16 (rounded once, what the output projection and the
+/// backward read) and LSE `[B, H, n]` fp32; dO bf16; dQ, dK, dV fp32.
 public protocol DeviceAttention: Sendable {
     func forward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int]) throws
         -> (output: DeviceTensor, logSumExp: DeviceTensor)
@@ -30,23 +30,15 @@ public final class SingleGPUAttention: DeviceAttention {
     public func forward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int]) throws
         -> (output: DeviceTensor, logSumExp: DeviceTensor) {
         calls.add(1, ordering: .relaxed)
-        let (batch, n, heads, dim) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
-        var output = try blocks.filled([batch, n, heads, dim], with: 0, like: nil)
-        var logSumExp = try blocks.filled([batch, heads, n], with: -.infinity, like: nil)
-        try blocks.forward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
-                           mask: mask, scale: 1 / Float(dim).squareRoot(), output: &output, logSumExp: &logSumExp)
-        return (output, logSumExp)
+        return try blocks.wholeForward(query: query, queryPositions: positions, key: key, value: value,
+                                       keyPositions: positions, mask: mask, scale: 1 / Float(query.shape[3]).squareRoot())
     }
 
     public func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int],
                          output: DeviceTensor, logSumExp: DeviceTensor, outputGrad: DeviceTensor) throws
         -> (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
-        let delta = try blocks.backwardPreprocess(output: output, outputGrad: outputGrad)
-        var dq = try blocks.filled(query.shape, with: 0, like: nil)
-        var (dk, dv) = (try blocks.filled(key.shape, with: 0, like: nil), try blocks.filled(key.shape, with: 0, like: nil))
-        try blocks.backward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
-                            mask: mask, scale: 1 / Float(query.shape[3]).squareRoot(), outputGrad: outputGrad,
-                            logSumExp: logSumExp, delta: delta, queryGrad: &dq, keyGrad: &dk, valueGrad: &dv)
-        return (dq, dk, dv)
+        try blocks.wholeBackward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                                 mask: mask, scale: 1 / Float(query.shape[3]).squareRoot(), output: output,
+                                 outputGrad: outputGrad, logSumExp: logSumExp)
     }
 }

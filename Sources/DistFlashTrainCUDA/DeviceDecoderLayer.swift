@@ -16,8 +16,8 @@ struct DeviceLayerActivations {
 
 /// What the layer computes from O on (the part `remat` recomputes).
 struct DeviceMLPActivations {
-    /// O rounded to bf16 once, `[B, n, H, D]`: what the W_o GEMM reads (as `[T, H·D]`) and the attention's
-    /// backward takes for δ = rowsum(dO ∘ O), as FlashAttention's does. The fp32 O goes as soon as it is rounded.
+    /// O rounded to bf16 once, `[B, n, H, D]` (by the attention itself): what the W_o GEMM reads (as `[T, H·D]`)
+    /// and the attention's backward takes for δ = rowsum(dO ∘ O), as FlashAttention's does.
     let output: DeviceTensor
     let hidden: DeviceTensor          // h = x + O·W_oᵀ, fp32 [T, E]
     let inverseRMS: DeviceTensor      // r₂, fp32 [T]
@@ -199,7 +199,7 @@ struct DeviceDecoderLayer {
         }
         return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed, query: inputs.query,
                                       key: inputs.key, value: inputs.value, logSumExp: result.logSumExp,
-                                      mlp: try mlpActivations(input: x, attentionOutput: try ops.kernels.bf16(result.output),
+                                      mlp: try mlpActivations(input: x, attentionOutput: result.output,
                                                               keepProjections: keepProjections))
     }
 

@@ -33,7 +33,7 @@ public final class PlanDeviceAttention: DeviceAttention {
         calls.add(1, ordering: .relaxed)
         let outputs = try run.runRank(rank, plans.forward, problem, backend: blocks, communicator: communicator,
                                       shards: [.query: query, .key: key, .value: value]).outputs
-        return (outputs[.output]!, outputs[.logSumExp]!)
+        return (try blocks.narrowed(outputs[.output]!), outputs[.logSumExp]!)  // the merged fp32 O, rounded once
     }
 
     public func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int],

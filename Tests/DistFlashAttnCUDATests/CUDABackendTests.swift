@@ -50,6 +50,53 @@ struct CUDABackendTests {
         _ = try blocks.finish()
     }
 
+    @Test("a whole-block forward writes O in the input type (the fp32 partial's, rounded) and its backward equals the primitives'",
+          .enabled(if: gpu != nil), arguments: [AttentionMask.causal, .documents([30, 1, 100])],
+          [AttentionProblem.DType.bf16, .fp16])
+    func wholeForward(_ mask: AttentionMask, _ dtype: AttentionProblem.DType) throws {
+        let blocks = CUDABlocks(device: gpu!, inputs: DeviceTensor.Precision(inputsOf: dtype)!)
+        var random = SeededRandom(seed: .random(in: 0...UInt64.max))
+        // D = 64 and 128 on the card's tensor-core kernels (one kernel writes O on wgmma), D = 40 on SIMT.
+        for (heads, kvHeads, dim) in [(6, 2, 64), (4, 4, 128), (2, 1, 40)] {
+            let (q, k, v) = (try blocks.upload(random.normalTensor(shape: [2, 131, heads, dim]), as: .input),
+                             try blocks.upload(random.normalTensor(shape: [2, 131, kvHeads, dim]), as: .input),
+                             try blocks.upload(random.normalTensor(shape: [2, 131, kvHeads, dim]), as: .input))
+            let positions = Array(0..<131), scale = 1 / Float(dim).squareRoot()
+            var output = try blocks.filled(q.shape, with: 0, like: nil)
+            var logSumExp = try blocks.filled([2, heads, 131], with: -.infinity, like: nil)
+            try blocks.forward(query: q, queryPositions: positions, key: k, value: v, keyPositions: positions,
+                               mask: mask, scale: scale, output: &output, logSumExp: &logSumExp)
+            let whole = try blocks.wholeForward(query: q, queryPositions: positions, key: k, value: v,
+                                                keyPositions: positions, mask: mask, scale: scale)
+            #expect(whole.output.precision == q.precision && whole.output.shape == q.shape)
+            let rounded = try output.download().rounded(to: dtype).scalars
+            #expect(try blocks.narrowed(output).download().scalars == rounded)  // to nearest, ties to even, as the host
+            #expect(try whole.output.download().scalars == rounded, "D = \(dim)")
+            let (got, want) = (try whole.logSumExp.download().scalars, try logSumExp.download().scalars)
+            #expect(zip(got, want).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) }, "D = \(dim)")
+
+            // The whole-block backward (dQ written, never filled, on wgmma) against the primitives' (dQ added into
+            // zeros): the same sums, in another order only where reductions from several blocks meet.
+            let outputGrad = try blocks.upload(random.normalTensor(shape: q.shape), as: .input)
+            let delta = try blocks.backwardPreprocess(output: whole.output, outputGrad: outputGrad)
+            var (dq, dk, dv) = (try blocks.filled(q.shape, with: 0, like: nil), try blocks.filled(k.shape, with: 0, like: nil),
+                                try blocks.filled(k.shape, with: 0, like: nil))
+            try blocks.backward(query: q, queryPositions: positions, key: k, value: v, keyPositions: positions, mask: mask,
+                                scale: scale, outputGrad: outputGrad, logSumExp: whole.logSumExp, delta: delta,
+                                queryGrad: &dq, keyGrad: &dk, valueGrad: &dv)
+            let grads = try blocks.wholeBackward(query: q, queryPositions: positions, key: k, value: v,
+                                                 keyPositions: positions, mask: mask, scale: scale, output: whole.output,
+                                                 outputGrad: outputGrad, logSumExp: whole.logSumExp)
+            for (got, want, name) in [(grads.query, dq, "dQ"), (grads.key, dk, "dK"), (grads.value, dv, "dV")] {
+                let (a, b) = (try got.download().scalars, try want.download().scalars)
+                let top = b.map(abs).max() ?? 0
+                #expect(a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, top) },
+                        "D = \(dim) \(name)")
+            }
+        }
+        _ = try blocks.finish()
+    }
+
     private func checkBackend(_ backend: CUDABackend, _ mask: AttentionMask, _ dtype: AttentionProblem.DType) throws {
         // S = 517 reaches tiles the mask shows whole (no mask work), which S = 189's ragged tiles never are.
         for (s, h, hkv, d) in [(189, 6, 2, 64), (189, 8, 1, 128), (189, 4, 2, 40), (517, 2, 1, 128)] {

@@ -384,9 +384,9 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     }
 }
 
-// dq [B, S, H, D] += the backward's tile-laid-out dQ (dq_tile_offset); four columns a thread. B·S·H < 2³¹, so the
-// index arithmetic past the quads' count stays 32-bit.
-template <int BM, int D>
+// dq [B, S, H, D] += the backward's tile-laid-out dQ (dq_tile_offset), or = with !ADD (dq unfilled before); four
+// columns a thread. B·S·H < 2³¹, so the index arithmetic past the quads' count stays 32-bit.
+template <int BM, int D, bool ADD = true>
 __device__ void dq_from_tiles(const float *tiles, float *dq, int S, int H, int B) {
     const int query_tiles = (S + BM - 1) / BM;
     const size_t quads = (size_t)B * S * H * D / 4;
@@ -397,6 +397,10 @@ __device__ void dq_from_tiles(const float *tiles, float *dq, int S, int H, int B
         const float4 add = *(const float4 *)(tiles + dq_tile_offset<BM, D>(b, head, i / BM, half, H, query_tiles)
                                              + row * (D / 2) + dq_tile_column(row, d % (D / 2)));
         float4 *out = (float4 *)(dq + q * 4);
+        if (!ADD) {
+            *out = add;
+            continue;
+        }
         const float4 old = *out;
         *out = make_float4(old.x + add.x, old.y + add.y, old.z + add.z, old.w + add.w);
     }
@@ -416,6 +420,10 @@ __device__ void dq_from_tiles(const float *tiles, float *dq, int S, int H, int B
     }                                                                                                          \
     extern "C" __global__ void attention_dq_from_tiles_d##D(const float *tiles, float *dq, int S, int H, int B) { \
         dq_from_tiles<QUERY_TILE, D>(tiles, dq, S, H, B);                                                      \
+    }                                                                                                          \
+    extern "C" __global__ void attention_dq_set_from_tiles_d##D(const float *tiles, float *dq, int S, int H,   \
+                                                                int B) {                                       \
+        dq_from_tiles<QUERY_TILE, D, false>(tiles, dq, S, H, B);                                               \
     }
 BACKWARD_WGMMA(64, 128)
 BACKWARD_WGMMA(128, 64)

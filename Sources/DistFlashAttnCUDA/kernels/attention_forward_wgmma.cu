@@ -26,11 +26,13 @@
 #include "wgmma_primitives.cuh"
 #include "tma_primitives.cuh"
 
-template <int D, int BN>
+// FRESH: the block's keys are all the keys (no partial to fold into): O is written in the input type (`o_fresh`,
+// what a training step's W_o GEMM and δ read) and LSE set, with no read of either and no fill before.
+template <int D, int BN, bool FRESH = false>
 __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v,
                                               const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-                                              const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H,
-                                              int Hkv, float scale, int kind, int window) {
+                                              const int4 *key_bounds, float *o, bf16_t *o_fresh, float *lse, int Sq,
+                                              int Sk, int H, int Hkv, float scale, int kind, int window) {
     constexpr int BM = 128, THREADS = 384, TILE_Q = BM * D * 2, TILE_KV = BN * D * 2, CLASS_CACHE = 4096;
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sQ = align_1024(shared_bytes);
@@ -234,26 +236,45 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         pin(acc);
     }
 
-    // (o, lse) ⊕= this block's (acc / l, m + log l), in fp32: weights of the two normalised partials.
+    // (o, lse) ⊕= this block's (acc / l, m + log l), in fp32: weights of the two normalised partials. FRESH: (o, lse)
+    // = (acc / l, m + log l) — the same values a fold into an empty partial gives — or (0, −∞) without a visible key.
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = rows[r];
-        if (i >= Sq || l[r] == 0.f) continue;  // no visible key in this block: the partial stands
+        if (FRESH && i < Sq) {
+            const float inverse = l[r] == 0.f ? 0.f : 1.f / l[r];
+            u32 *row = (u32 *)(o_fresh + (size_t)(b * Sq + i) * q_stride + h * D + t * 2);
+#pragma unroll
+            for (int c = 0; c < D / 8; c++)
+                row[c * 4] = pack_input(acc[4 * c + 2 * r] * inverse, acc[4 * c + 2 * r + 1] * inverse);
+            if (t == 0)
+                lse[((size_t)b * H + h) * Sq + i] = l[r] == 0.f ? NEG_INF : (m[r] * scale2 + __log2f(l[r])) * LN2;
+        }
+        if (FRESH || i >= Sq || l[r] == 0.f) continue;  // no visible key in this block: the partial stands
         fold_into_partial<D>(o + (size_t)(b * Sq + i) * q_stride + h * D + t * 2, lse + ((size_t)b * H + h) * Sq + i,
                              m[r] * scale2 + __log2f(l[r]), l[r], t, lane,
                              [&](int c, int e) { return acc[4 * c + 2 * r + e]; });
     }
 }
 
-// Kernel name: attention_forward_wgmma_d<D>; arguments as attention_forward_mma_* with Q, K, V as tensor maps.
+// Kernel names: attention_forward_wgmma_d<D> (arguments as attention_forward_mma_* with Q, K, V as tensor maps)
+// and attention_forward_wgmma_fresh_d<D> (the same with O in the input type, written rather than folded into).
 #define FORWARD_WGMMA(D)                                                                                          \
     extern "C" __global__ void __launch_bounds__(384, 1) attention_forward_wgmma_d##D(                          \
             const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,                     \
             const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc,           \
             const int *kdoc, const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H, int Hkv,        \
             int dim, float scale, int kind, int window) {                                                         \
-        forward_wgmma<D, 128>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, lse, Sq, Sk, H, Hkv, \
-                              scale, kind, window);                                                               \
+        forward_wgmma<D, 128>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, nullptr, lse, Sq, Sk, \
+                              H, Hkv, scale, kind, window);                                                       \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(384, 1) attention_forward_wgmma_fresh_d##D(                    \
+            const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,                     \
+            const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc,           \
+            const int *kdoc, const int4 *key_bounds, bf16_t *o, float *lse, int Sq, int Sk, int H, int Hkv,       \
+            int dim, float scale, int kind, int window) {                                                         \
+        forward_wgmma<D, 128, true>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, nullptr, o, lse,  \
+                                    Sq, Sk, H, Hkv, scale, kind, window);                                         \
     }
 FORWARD_WGMMA(64)
 FORWARD_WGMMA(128)

@@ -14,3 +14,14 @@ __device__ __forceinline__ float input_to_float(bf16_t x) {
     return __uint_as_float(((unsigned)x) << 16);
 #endif
 }
+
+// fp32 rounded to the nearest input element (ties to even).
+__device__ __forceinline__ bf16_t float_to_input(float x) {
+    unsigned short r;
+#ifdef DISTFLASH_INPUT_F16
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
+#else
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+#endif
+    return r;
+}

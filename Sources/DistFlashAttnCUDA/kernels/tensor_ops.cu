@@ -90,6 +90,12 @@ extern "C" __global__ void widen_input(const bf16_t *src, float *dst, long long 
         dst[i] = input_to_float(src[i]);
 }
 
+// An fp32 tensor rounded to the input type (a whole-block attention's O on kernels that write it in fp32).
+extern "C" __global__ void narrow_input(const float *src, bf16_t *dst, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dst[i] = float_to_input(src[i]);
+}
+
 // Benchmark inputs made on the device: input-type values uniform in [−√3, √3) (unit variance) from a hash of
 // (seed, index), so no host array of the full size is ever built.
 extern "C" __global__ void fill_random_input(bf16_t *dst, long long n, unsigned seed) {
