@@ -86,9 +86,9 @@ public struct TrainingKernels: Sendable {
         }
     }
 
-    /// x (fp32 `[B, n, heads, D]`) rotated by its tokens' angles, in bf16 (the attention's input).
+    /// x (fp32 or bf16 `[B, n, heads, D]`) rotated by its tokens' angles, in bf16 (the attention's input).
     public func rotary(_ x: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
-        try rotate("rope_forward", x, tables)
+        try rotate(x.precision == .bfloat16 ? "rope_forward_bf16" : "rope_forward", x, tables)
     }
 
     /// The backward of `rotary`: the gradient (fp32 `[B, n, heads, D]`) rotated back, in bf16 (the Q and K
@@ -98,7 +98,7 @@ public struct TrainingKernels: Sendable {
     }
 
     private func rotate(_ name: String, _ x: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
-        let pairs = try rotaryPairs(x, tables)
+        let pairs = try rotaryPairs(x, tables, bf16: name == "rope_forward_bf16")
         let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
         if pairs > 0 {
             try launch(name, grid: gridStride(pairs),
@@ -354,10 +354,12 @@ public struct TrainingKernels: Sendable {
         return (width == 0 ? 0 : x.count / width, width)
     }
 
-    private func rotaryPairs(_ x: DeviceTensor, _ tables: RotaryTables) throws -> Int {
-        guard x.shape.count == 4, x.shape[1] == tables.tokens, x.shape[3] == tables.headDim, x.precision == .float32 else {
-            throw DistFlashError(.shapeMismatch, "rotary input is \(x.precision) \(x.shape), expected fp32 [B, n = "
-                + "\(tables.tokens), heads, D = \(tables.headDim)]")
+    /// `bf16`: the input may be bf16 (the forward) rather than fp32 only.
+    private func rotaryPairs(_ x: DeviceTensor, _ tables: RotaryTables, bf16: Bool) throws -> Int {
+        guard x.shape.count == 4, x.shape[1] == tables.tokens, x.shape[3] == tables.headDim,
+              x.precision == .float32 || (bf16 && x.precision == .bfloat16) else {
+            throw DistFlashError(.shapeMismatch, "rotary input is \(x.precision) \(x.shape), expected fp32\(bf16 ? " or bf16" : "") "
+                + "[B, n = \(tables.tokens), heads, D = \(tables.headDim)]")
         }
         guard x.count / 2 <= Int(Int32.max) else {
             throw DistFlashError(.invalidProblem, "rotary input \(x.shape): \(x.count / 2) pairs, the kernel takes < 2³¹")

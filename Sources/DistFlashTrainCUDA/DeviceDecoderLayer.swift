@@ -132,8 +132,9 @@ struct DeviceDecoderLayer {
                                                        query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(x, weight: master(.inputNorm), epsilon: config.normEps)
         let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
-        let q = try ops.linear(normed, matrix(.query)).reshaped([batch, n, h, d])
-        let k = try ops.linear(normed, matrix(.key)).reshaped([batch, n, hkv, d])
+        // Q and K rounded to bf16 by their GEMMs, then rotated (as autocast does): half the bytes written and read.
+        let q = try ops.linear(normed, matrix(.query), precision: .bfloat16).reshaped([batch, n, h, d])
+        let k = try ops.linear(normed, matrix(.key), precision: .bfloat16).reshaped([batch, n, hkv, d])
         let v = try ops.linear(normed, matrix(.value), precision: .bfloat16)
         return (inverseRMS, normed, try ops.kernels.rotary(q, rope), try ops.kernels.rotary(k, rope),
                 try v.reshaped([batch, n, hkv, d]))

@@ -45,7 +45,7 @@ struct TrainingKernelsTests {
         #expect(Self.worst(try gdw.download(), dw, relative: 1e-5, absolute: 1e-4 * Float(rows) / 111) <= 1)  // row sums
     }
 
-    @Test("rotary embedding forward and backward (bf16 out) equal the CPU layer at scattered global positions",
+    @Test("rotary embedding forward (fp32 or bf16 in) and backward, bf16 out, equal the CPU layer at scattered positions",
           .enabled(if: gpu != nil))
     func rotary() throws {
         let kernels = TrainingKernels(device: gpu!)
@@ -60,6 +60,11 @@ struct TrainingKernelsTests {
         try rope.applyBackward(to: &gradient)
         let gx = try DeviceTensor.upload(x, to: gpu!, as: .float32)
         #expect(Self.worstBF16(try kernels.rotary(gx, tables).download(), rotated) <= 1)
+        // bf16 in (the projections as their GEMMs write them): the CPU layer on the same rounded values.
+        var rotatedOfRounded = x.roundedToBFloat16()
+        try rope.apply(to: &rotatedOfRounded)
+        let rounded = try DeviceTensor.upload(x, to: gpu!, as: .bfloat16)
+        #expect(Self.worstBF16(try kernels.rotary(rounded, tables).download(), rotatedOfRounded) <= 1)
         #expect(Self.worstBF16(try kernels.rotaryBackward(gx, tables).download(), gradient) <= 1)
     }
 

@@ -210,10 +210,15 @@ extern "C" __global__ void column_sums(const float *partial, float *out, int row
 }
 
 // Rotary embedding (rotate_half pairing: i with i + D/2) of x [B, n, heads, D] by the angles of each token's
-// global position, tables cos, sin [n, D/2]: direction +1 forward, −1 backward; fp32 in, bf16 out (the
-// attention's input forward, the Q, K projections' GEMM input backward). One thread per (row, pair); pairs =
-// B · n · heads · D/2 < 2³¹, so the index arithmetic stays 32-bit (a 64-bit division costs tens of instructions).
-__device__ __forceinline__ void rope(const float *x, bf16_t *y, const float *cosines, const float *sines, int n,
+// global position, tables cos, sin [n, D/2]: direction +1 forward, −1 backward; fp32 or bf16 in (the projections
+// as their GEMM wrote them), bf16 out (the attention's input forward, the Q, K projections' GEMM input backward).
+// One thread per (row, pair); pairs = B · n · heads · D/2 < 2³¹, so the index arithmetic stays 32-bit (a 64-bit
+// division costs tens of instructions).
+__device__ __forceinline__ float as_float(float x) { return x; }
+__device__ __forceinline__ float as_float(bf16_t x) { return bf16_to_float(x); }
+
+template <typename In>
+__device__ __forceinline__ void rope(const In *x, bf16_t *y, const float *cosines, const float *sines, int n,
                                      int heads, int D, int pairs, float direction) {
     const unsigned half = D / 2;
     for (unsigned p = blockIdx.x * blockDim.x + threadIdx.x; p < (unsigned)pairs; p += gridDim.x * blockDim.x) {
@@ -221,7 +226,7 @@ __device__ __forceinline__ void rope(const float *x, bf16_t *y, const float *cos
         const unsigned t = head_row / heads % n;
         const float c = cosines[t * half + i], s = direction * sines[t * half + i];
         const long long base = (long long)head_row * D + i;
-        const float a = x[base], b = x[base + half];
+        const float a = as_float(x[base]), b = as_float(x[base + half]);
         y[base] = float_to_bf16(a * c - b * s);
         y[base + half] = float_to_bf16(b * c + a * s);
     }
@@ -229,6 +234,11 @@ __device__ __forceinline__ void rope(const float *x, bf16_t *y, const float *cos
 
 extern "C" __global__ void rope_forward(const float *x, bf16_t *y, const float *cosines, const float *sines, int n,
                                         int heads, int D, int pairs) {
+    rope(x, y, cosines, sines, n, heads, D, pairs, 1.f);
+}
+
+extern "C" __global__ void rope_forward_bf16(const bf16_t *x, bf16_t *y, const float *cosines, const float *sines,
+                                             int n, int heads, int D, int pairs) {
     rope(x, y, cosines, sines, n, heads, D, pairs, 1.f);
 }
 
