@@ -358,8 +358,9 @@ public struct TrainingKernels: Sendable {
     private func rotaryPairs(_ x: DeviceTensor, _ tables: RotaryTables, bf16: Bool) throws -> Int {
         guard x.shape.count == 4, x.shape[1] == tables.tokens, x.shape[3] == tables.headDim,
               x.precision == .float32 || (bf16 && x.precision == .bfloat16) else {
-            throw DistFlashError(.shapeMismatch, "rotary input is \(x.precision) \(x.shape), expected fp32\(bf16 ? " or bf16" : "") "
-                + "[B, n = \(tables.tokens), heads, D = \(tables.headDim)]")
+            let types = bf16 ? "fp32 or bf16" : "fp32"
+            throw DistFlashError(.shapeMismatch, "rotary input is \(x.precision) \(x.shape), expected \(types) [B, n = "
+                + "\(tables.tokens), heads, D = \(tables.headDim)]")
         }
         guard x.count / 2 <= Int(Int32.max) else {
             throw DistFlashError(.invalidProblem, "rotary input \(x.shape): \(x.count / 2) pairs, the kernel takes < 2³¹")
