@@ -27,7 +27,7 @@ public struct TrainingKernels: Sendable {
         let inverseRMS = try DeviceTensor(device, shape: Array(x.shape.dropLast()), precision: .float32)
         guard rows > 0 else { return (output, inverseRMS) }
         let operands: [CUDADevice.Argument] = [x, weight, output, inverseRMS].map { .pointer($0.address) }
-        if Self.fourAtATime(width, [x, weight]) {  // a warp a row
+        if width <= Self.warpRowWidth && Self.fourAtATime(width, [x, weight]) {  // a warp a row, held in registers
             let rowsPerBlock = Self.block / 32
             try launch("rmsnorm_forward_x4", grid: (rows + rowsPerBlock - 1) / rowsPerBlock,
                        operands + [.int(Int32(rows)), .int(Int32(width)), .float(epsilon)])
@@ -326,6 +326,9 @@ public struct TrainingKernels: Sendable {
         }
         if let clock { try clock.time("kernel:" + name, run) } else { try run() }
     }
+
+    /// The widest row a warp holds in registers (training_ops.cu: 32 lanes × RMS_WARP_GROUPS × 4).
+    private static let warpRowWidth = 2048
 
     /// Whether rows of `width` elements of every operand can be read and written four elements at a time (the
     /// kernels' `_x4` forms: 16-byte fp32 groups).

@@ -110,28 +110,36 @@ extern "C" __global__ void rmsnorm_forward(const float *x, const float *w, bf16_
     for (int e = threadIdx.x; e < E; e += BLOCK) out[e] = float_to_bf16(w[e] * (row[e] * rt));
 }
 
-// The same for E % 4 == 0 and 16-byte aligned rows: a warp per row, four elements a lane, no block barrier — a
-// block per row spent more on its start and its barriers than on its 8 KB (1.3 TB/s at E = 2048). The second
-// pass reads the row again (from L2). Grid: ceil(rows / (BLOCK / 32)).
+// The same for E % 4 == 0, E ≤ 32 · 4 · RMS_WARP_GROUPS and 16-byte aligned rows: a warp per row (no block
+// barrier: a block per row spent more on its start and barriers than on its 8 KB), the row held in registers
+// between the sum and the output (reading it again missed L2 once 64 rows a multiprocessor were in flight:
+// 1.5× the DRAM traffic). Grid: ceil(rows / (BLOCK / 32)).
+#define RMS_WARP_GROUPS 16
 extern "C" __global__ void rmsnorm_forward_x4(const float *x, const float *w, bf16_t *y, float *r, int rows, int E,
                                               float eps) {
     const int lane = threadIdx.x % 32, t = blockIdx.x * (BLOCK / 32) + threadIdx.x / 32;
     if (t >= rows) return;
     const float4 *row = (const float4 *)(x + (long long)t * E);
+    float4 v[RMS_WARP_GROUPS];
     float squares = 0.f;
-#pragma unroll 4
-    for (int q = lane; q < E / 4; q += 32) {
-        const float4 v = row[q];
-        squares += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+#pragma unroll
+    for (int k = 0; k < RMS_WARP_GROUPS; ++k) {
+        const int q = lane + 32 * k;
+        v[k] = q < E / 4 ? row[q] : make_float4(0.f, 0.f, 0.f, 0.f);
+        squares += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
     }
     for (int offset = 16; offset > 0; offset >>= 1) squares += __shfl_xor_sync(0xffffffffu, squares, offset);
     const float rt = 1.f / sqrtf(squares / (float)E + eps);
     if (lane == 0) r[t] = rt;
     uint2 *out = (uint2 *)(y + (long long)t * E);
-#pragma unroll 4
-    for (int q = lane; q < E / 4; q += 32) {
-        const float4 v = row[q], weight = ((const float4 *)w)[q];
-        out[q] = bf16x4(weight.x * (v.x * rt), weight.y * (v.y * rt), weight.z * (v.z * rt), weight.w * (v.w * rt));
+#pragma unroll
+    for (int k = 0; k < RMS_WARP_GROUPS; ++k) {
+        const int q = lane + 32 * k;
+        if (q < E / 4) {
+            const float4 weight = ((const float4 *)w)[q];
+            out[q] = bf16x4(weight.x * (v[k].x * rt), weight.y * (v[k].y * rt), weight.z * (v[k].z * rt),
+                            weight.w * (v[k].w * rt));
+        }
     }
 }
 
