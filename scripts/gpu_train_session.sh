@@ -8,14 +8,17 @@
 #          remat with --offload at 16k and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0,
 #          BASELINE=0 skip parts; llama-1b, byte-level text of random bytes): on one GPU, beside the Hugging Face +
 #          PyTorch baseline with the same shape and vocabulary on another, then on every GPU (the distflash plan)
-#   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES), 3 steps with --kernel-times: the last
-#          step's device time by phase (attention, GEMMs, optimizer, each small kernel) and what none of them covers
+#   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES, one), 3 steps with --kernel-times: the last
+#          step's device time by phase (attention, GEMMs, optimizer, each small kernel), the largest gaps between
+#          phases, and what none of them covers
 set -u
 out=${OUT:-/tmp/distflash-gpu}
 mkdir -p "$out"
 gpus=${GPUS:-$(nvidia-smi --list-gpus | wc -l)}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | tee "$out/gpu.txt"
 mode=${1:-bench}
+# The flags of a strategy: none, layer, remat; +offload: the checkpoint in host memory.
+checkpoint() { echo "--checkpoint ${1%+offload}$([ "$1" = "${1%+offload}" ] || echo ' --offload')"; }
 if [ "$mode" = check ]; then
     tiny="train --preset tiny --task recall --seq 1024 --batch 4 --steps 8 --warmup 2 --seq-warmup 48:4:8 --eval-every 0 --seed 7 --json"
     timeout 200 bin/distflash $tiny --gpus 1 >"$out/check-1gpu.jsonl" 2>"$out/check-1gpu.err"
@@ -43,14 +46,21 @@ head -c 64000000 /dev/urandom >"$out/random.bytes"
 if [ "$mode" = profile ]; then
     timeout "${LIMIT:-240}" bin/distflash train --gpus 1 --preset llama-1b --task "text=$out/random.bytes" \
         --seq "${TOKENS:-32768}" --batch 1 --steps 3 --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
-        --checkpoint "${STRATEGIES:-remat}" --kernel-times --json >"$out/train-profile.jsonl" 2>"$out/train-profile.err"
+        $(checkpoint "${STRATEGIES:-remat}") --kernel-times --json >"$out/train-profile.jsonl" 2>"$out/train-profile.err"
     echo "profile: exit $? $(tail -c 300 "$out/train-profile.err")"
     grep '"event":"step"' "$out/train-profile.jsonl" | tail -1 | python3 -c '
 import json, sys
 step = json.loads(sys.stdin.read())
-phases, total = step["phase_ms"], step["step_ms"]
-print("step %.1f ms; phases %.1f ms; rest %.1f ms" % (total, sum(phases.values()), total - sum(phases.values())))
+times, total = step["phase_ms"], step["step_ms"]
+phases = {name: ms for name, ms in times.items() if not name.startswith("gap:")}
+gaps = {name[4:]: ms for name, ms in times.items() if name.startswith("gap:")}
+busy, between = sum(phases.values()), sum(gaps.values())
+print("step %.1f ms; phases %.1f ms; between phases %.1f ms; before the first and after the last %.1f ms"
+      % (total, busy, between, total - busy - between))
 for name, ms in sorted(phases.items(), key=lambda item: -item[1]):
+    print("%9.2f ms  %s" % (ms, name))
+print("largest gaps between phases:")
+for name, ms in sorted(gaps.items(), key=lambda item: -item[1])[:15]:
     print("%9.2f ms  %s" % (ms, name))' | tee "$out/train-profile.txt"
     exit 0
 fi
@@ -58,11 +68,9 @@ fi
 # (JSON) go to $out/train-TAG.jsonl; the last one is echoed.
 run() {
     local tag=$1 count=$2 seq=$3 strategy=$4
-    local flags="--checkpoint ${strategy%+offload}"
-    [ "$strategy" = "${strategy%+offload}" ] || flags="$flags --offload"
     timeout "${LIMIT:-240}" bin/distflash train --gpus "$count" --preset llama-1b --task "text=$out/random.bytes" \
         --seq "$seq" --batch 1 --steps "${STEPS:-4}" --warmup 1 --seq-warmup none --eval-every 0 --eval-batches 1 \
-        $flags --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
+        $(checkpoint "$strategy") --plan distflash --json >"$out/train-$tag.jsonl" 2>"$out/train-$tag.err"
     echo "$tag: exit $? $(grep '"event":"step"' "$out/train-$tag.jsonl" | tail -1) $(tail -c 300 "$out/train-$tag.err")"
 }
 # The same shape with Hugging Face transformers + PyTorch on one GPU (gradient checkpointing off and on).

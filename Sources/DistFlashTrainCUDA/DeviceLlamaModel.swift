@@ -25,7 +25,8 @@ public struct DeviceLlamaModel: Sendable {
     /// keeps each chunk's GEMMs large.
     /// `offload`: park each layer's checkpoint (x, and O with `remat`) in pinned host memory during the forward and
     /// fetch it one layer ahead in the backward, overlapped with the compute (not with `none`, which keeps all).
-    /// `kernelTimes`: time each small kernel's launches as a phase of its own ("kernel:NAME" in `phaseSeconds`).
+    /// `kernelTimes`: time each small kernel's launches as a phase of its own ("kernel:NAME" in `phaseSeconds`),
+    /// and the time between phases ("gap:A→B").
     public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
                 device: CUDADevice, mlpChunkBytes: Int = 256 << 20, offload: Bool = false,
                 kernelTimes: Bool = false) throws {
@@ -37,7 +38,7 @@ public struct DeviceLlamaModel: Sendable {
         self.offload = offload ? try HostOffload(device: device) : nil
         mlpChunkRows = max(1, mlpChunkBytes / (4 * config.ffnDim))
         let blocks = CUDABlocks(device: device, timing: false)  // nobody reads per-op times here
-        let clock = PhaseClock(device: device)
+        let clock = PhaseClock(device: device, gaps: kernelTimes)
         ops = DeviceOps(matmul: try DeviceMatmul(device: device),
                         kernels: TrainingKernels(device: device, clock: kernelTimes ? clock : nil), blocks: blocks,
                         clock: clock)

@@ -66,7 +66,8 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .customLong("kernel-times"), help: ArgumentHelp(
         "GPUs: time each small kernel (norms, RoPE, SwiGLU, casts, loss) on its own.",
         discussion: "Adds one \"kernel:NAME\" entry per kernel to the step's device-time phases "
-            + "(with --json: phase_ms)."))
+            + "(with --json: phase_ms), and \"gap:A→B\" entries: the device's time between phase A's end and "
+            + "B's start (untimed work, or waiting for the host)."))
     var kernelTimes = false
     @Option(help: "CPU threads in all, shared by the workers (default all cores, or DISTFLASH_THREADS).") var threads: Int?
     @Flag(name: .customLong("no-overlap"), help: "Finish each step's communication before computing.") var noOverlap = false

@@ -14,18 +14,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_backward_wgmma.cu"
 }
 
-// Lab v25: a cluster of two blocks (adjacent key tiles) sums the dQ of the query tiles both see through distributed
-// shared memory before one bulk reduction (PAIR_DQ). Launched with the grid's x padded to even.
-template <int D, int BM>
-__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1) lab_backward_wgmma_pair(
-    const __grid_constant__ TensorMap map_q, const bf16_t *k, const bf16_t *v, const __grid_constant__ TensorMap map_do,
-    const float *lse, const float *delta, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-    const int4 *query_bounds, const int4 *key_bounds, float *dq, float *dk, float *dv, int Sq, int Sk, int H, int Hkv,
-    int dim, float scale, int kind, int window) {
-    mainline::backward_wgmma<D, BM, true>(&map_q, &map_do, k, v, lse, delta, qpos, kpos, qdoc, kdoc, query_bounds,
-                                          key_bounds, dq, dk, dv, Sq, Sk, H, Hkv, scale, kind, window);
-}
-
 // δ_i = dO_i·O_i, then dQ_i = scale Σ_j P_ij (dO_i·V_j − δ_i) K_j; one thread per (row, head, batch).
 __global__ void reference_dq(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout, const float *o,
                              const float *lse, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
@@ -100,7 +88,6 @@ struct Candidate {
     size_t shared_bytes = 0;  // when set: the candidate's own layout
     BackwardTMA tma = nullptr;
     bool per_query_head = false;  // a row of blocks per query head (dK, dV by reductions) instead of per KV head
-    bool pairs = false;  // clusters of two blocks: the grid's x padded to even (v25)
     int keys() const { return keys_per_warp * warps; }
     size_t shared() const {
         if (shared_bytes) return shared_bytes;
@@ -134,7 +121,7 @@ static void launch(const Candidate &c, const Problem &p, const DeviceProblem &d,
     attention_tile_bounds<<<(qtiles + 127) / 128, 128>>>(d.qpos, d.qdoc, p.Sq, c.query_tile, d.qbounds);
     attention_tile_bounds<<<(ktiles + 127) / 128, 128>>>(d.kpos, d.kdoc, p.Sk, c.keys(), d.kbounds);
     if (c.tma)
-        c.tma<<<dim3(ktiles + (c.pairs ? ktiles & 1 : 0), c.per_query_head ? p.H : p.Hkv, p.B), 384, c.shared()>>>(
+        c.tma<<<dim3(ktiles, c.per_query_head ? p.H : p.Hkv, p.B), 384, c.shared()>>>(
             tensor_map(d.q, p.D, p.H, p.Sq, p.B, c.query_tile), d.k, d.v,
             tensor_map(x.dout, p.D, p.H, p.Sq, p.B, c.query_tile), x.lse, x.delta, d.qpos, d.kpos, d.qdoc, d.kdoc,
             d.qbounds, d.kbounds, dq, x.dk, x.dv, p.Sq, p.Sk, p.H, p.Hkv, p.D, 1.f / sqrtf((float)p.D), p.kind,
@@ -272,14 +259,9 @@ int main(int argc, char **argv) {
                   (BackwardTMA)KERNEL}
         WGMMA("bwd d64 wgmma", 64, 128, attention_backward_wgmma_d64),
         WGMMA("bwd d64 wgmma per-head", 64, 128, attention_backward_wgmma_d64),
-        WGMMA("bwd d64 wgmma per-head pair", 64, 128, (lab_backward_wgmma_pair<64, 128>)),
         WGMMA("bwd d128 wgmma", 128, 64, attention_backward_wgmma_d128),
-        WGMMA("bwd d128 wgmma pair", 128, 64, (lab_backward_wgmma_pair<128, 64>)),
     };
-    for (auto &c : candidates) {
-        c.per_query_head = c.name.find("per-head") != std::string::npos;
-        c.pairs = c.name.find("pair") != std::string::npos;
-    }
+    for (auto &c : candidates) c.per_query_head = c.name.find("per-head") != std::string::npos;
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);
     }), candidates.end());

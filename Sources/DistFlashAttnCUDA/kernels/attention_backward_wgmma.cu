@@ -52,7 +52,7 @@ __device__ __forceinline__ size_t dq_tile_offset(int b, int head, int query_tile
     return (((size_t)b * H + head) * query_tiles + query_tile) * (size_t)(BM * D) + (size_t)half * (BM * D / 2);
 }
 
-template <int D, int BM, bool PAIR_DQ = false>
+template <int D, int BM>
 __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const TensorMap *map_do, const bf16_t *k,
                                                const bf16_t *v, const float *lse, const float *delta, const int *qpos,
                                                const int *kpos, const int *qdoc, const int *kdoc,
@@ -65,10 +65,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     // dV += Pᵀ·dO is issued before dSᵀ forms (and runs meanwhile) at 64 query rows; at 128 after it, as fp32 Pᵀ and
     // dPᵀ, Pᵀ packed for the product, dK and dV (≈ 224 registers) would not fit at once.
     constexpr bool DV_AFTER_DS = BM == 128;
-    // PAIR_DQ (lab v25; a cluster of two blocks, adjacent key tiles, launched with the grid's x even): on a query
-    // tile both blocks see, block 1 stages its dQ and signals block 0, which adds it (read through distributed
-    // shared memory) into its own before the one bulk reduction — half the reduction bytes into L2 for the pair.
-    // Block 0 then signals block 1 that its staging may be rewritten. Tiles one block alone sees reduce as before.
     extern __shared__ __align__(128) unsigned char shared_bytes[];
     unsigned char *sK = align_1024(shared_bytes);
     unsigned char *sV = sK + TILE_KV;
@@ -79,7 +75,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     unsigned char *sK_core = (unsigned char *)(sD_stages + 2 * BM);  // K_COPY: K in the core layout
     float *sdQ = (float *)(sK_core + (K_COPY ? BN * D * 2 : 0));      // each consumer's dQ half, staged
     __shared__ __align__(8) u64 full[2], empty[2];
-    __shared__ __align__(8) u64 dq_ready[2], dq_free[2];  // PAIR_DQ, per consumer: block 1's dQ staged / read
     __shared__ unsigned char tile_classes[CLASS_CACHE];  // classes of query tiles first, first + 1, …
     __shared__ int tile_range[2];
 
@@ -95,25 +90,15 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     const int head_first = one_head ? blockIdx.y : kvh * group;
     const int head_end = one_head ? head_first + 1 : head_first + group;
     const int key_tile = gridDim.x - 1 - blockIdx.x;  // under causal masks the first keys see the most queries
-    const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM, key_tiles = (Sk + BN - 1) / BN;
+    const int key0 = key_tile * BN, query_tiles = (Sq + BM - 1) / BM;
     const size_t kv_stride = (size_t)Hkv * D;
     const float scale2 = scale * LOG2E;
-    // PAIR_DQ pads the grid to an even x: a block past the last key tile sees nothing (its bounds hide every tile).
-    const int4 nothing = make_int4(0, -1, 0x7fffffff, -0x7fffffff - 1);  // documents past every query's
-    const int4 kb = PAIR_DQ && key_tile >= key_tiles ? nothing : key_bounds[key_tile];
-    const u32 pair_rank = PAIR_DQ ? cluster_rank() : 0;  // 0: adds the pair's dQ; 1: stages its own for block 0
-    const int partner_tile = pair_rank == 0 ? key_tile - 1 : key_tile + 1;
-    const int4 partner_kb = PAIR_DQ && partner_tile < key_tiles ? key_bounds[partner_tile] : nothing;
-    const bool partner_ragged = partner_tile * BN + BN > Sk;
+    const int4 kb = key_bounds[key_tile];
 
     if (tid == 0) {  // visible to every thread after shown_tile_range's first barrier
         for (int s = 0; s < 2; s++) {
             mbar_init(&full[s], 32);  // the producer warp's lanes (lane 0's arrival announces the TMA bytes)
             mbar_init(&empty[s], 8);  // a lane of each consumer warp
-            if (PAIR_DQ) {
-                mbar_init(&dq_ready[s], 1);  // block 1's consumer s, once its staged dQ is whole
-                mbar_init(&dq_free[s], 1);   // block 0's consumer s, once it has read block 1's
-            }
         }
         mbar_fence_init();
     }
@@ -150,7 +135,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     cp_async_wait_all();
     fence_async_shared();  // K and V (cp.async) become visible to the products (async proxy)
     __syncthreads();       // the last block-wide barrier
-    if constexpr (PAIR_DQ) cluster_sync();  // both blocks' mbarriers are initialised before either signals the other
     auto class_of = [&](int qt) -> int {
         return qt - first < CLASS_CACHE ? tile_classes[qt - first] : classify_tile(qt);
     };
@@ -204,8 +188,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
 #pragma unroll
     for (int i = 0; i < D / 2; i++) dK[i] = dV[i] = 0.f;
 
-    int shared_count = 0;        // PAIR_DQ: tiles both blocks saw so far (the dq_ready / dq_free phases)
-    bool free_pending = false;  // PAIR_DQ, block 1: block 0 may still be reading its staging
     int2 current = visible_from(head_first, first);
     for (int n = 0; current.x >= 0; n++) {
         const int2 next = visible_from(current.x, current.y + 1);  // past `last` the walk moves to the next head
@@ -288,15 +270,8 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         // The previous pair's bulk reduction has read this consumer's staged dQ, which the barrier then tells every
         // thread of it (long done by now: a pair's products lie between).
         if (warp == 0 && lane == 0) bulk_wait_read();
-        // PAIR_DQ, block 1: block 0 has read the staging of the last tile both saw (before it is rewritten).
-        if (PAIR_DQ && pair_rank == 1 && free_pending) {
-            mbar_wait_cluster(&dq_free[wg], (shared_count - 1) & 1);
-            free_pending = false;
-        }
         asm volatile("bar.sync 1, 256;" ::: "memory");  // both consumers' dSᵀ are written (named barrier 1)
 
-        const bool shared_tile = PAIR_DQ && classify(query_bounds[current.y], partner_kb,
-                                                     partner_ragged || current.y * BM + BM > Sq, kind, window) != HIDDEN;
         // dQ (BM queries × this warpgroup's half of D) = dS·K over the block's 128 keys: dS is dSᵀ read transposed
         // (M = queries, K = keys), K read transposed (K = keys, N = head dimension).
         float dq_acc[MH][DQ_N / 2];  // [h][4c + e]: query row 64h + g + 8·(e / 2), column 8c + 2t + e % 2 of this half
@@ -317,8 +292,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
         for (int kk = 0; kk < BM / 16; kk++) add_transposed(dK, da[kk], sQ, kk);
         wgmma_commit();
         wgmma_wait<1>();  // dV and dQ have landed
-        // PAIR_DQ, block 0 on a tile both saw: block 1's staged half, same layout, added into this thread's share.
-        if (PAIR_DQ && shared_tile && pair_rank == 0) mbar_wait_cluster(&dq_ready[wg], shared_count & 1);
 #pragma unroll
         for (int h = 0; h < MH; h++) {
             pin(dq_acc[h]);
@@ -327,32 +300,17 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
                 const int row = h * 64 + warp * 16 + g + 8 * r;
                 float *staged = sdQ + wg * BM * DQ_N + row * DQ_N;
 #pragma unroll
-                for (int c = 0; c < DQ_N / 8; c++) {
-                    float2 sum = make_float2(dq_acc[h][4 * c + 2 * r], dq_acc[h][4 * c + 2 * r + 1]);
-                    float *at = staged + dq_tile_column(row, c * 8 + t * 2);
-                    if (PAIR_DQ && shared_tile && pair_rank == 0) {
-                        const float2 other = load_peer_f2(peer_address(at, 1));
-                        sum = make_float2(sum.x + other.x, sum.y + other.y);
-                    }
-                    *(float2 *)at = sum;
-                }
+                for (int c = 0; c < DQ_N / 8; c++)
+                    *(float2 *)(staged + dq_tile_column(row, c * 8 + t * 2)) =
+                        make_float2(dq_acc[h][4 * c + 2 * r], dq_acc[h][4 * c + 2 * r + 1]);
             }
         }
         fence_async_shared();  // the staged dQ becomes visible to the bulk copy (async proxy)
         asm volatile("bar.sync %0, 128;" :: "r"(2 + wg) : "memory");  // this consumer's whole half is staged
         if (warp == 0 && lane == 0) {
-            if (PAIR_DQ && shared_tile && pair_rank == 1) {
-                mbar_arrive_peer(peer_address(&dq_ready[wg], 0));  // block 0 adds it; no reduction from here
-            } else {
-                if (PAIR_DQ && shared_tile) mbar_arrive_peer(peer_address(&dq_free[wg], 1));  // block 1's is read
-                bulk_reduce_add_f32(dq_tiles + dq_tile_offset<BM, D>(b, head, current.y, wg, H, query_tiles),
-                                    sdQ + wg * BM * DQ_N, BM * DQ_N * 4);
-                bulk_commit();
-            }
-        }
-        if (PAIR_DQ && shared_tile) {
-            shared_count++;
-            free_pending = pair_rank == 1;
+            bulk_reduce_add_f32(dq_tiles + dq_tile_offset<BM, D>(b, head, current.y, wg, H, query_tiles),
+                                sdQ + wg * BM * DQ_N, BM * DQ_N * 4);
+            bulk_commit();
         }
         wgmma_wait<0>();
         if (lane == 0) mbar_arrive(&empty[stage]);  // this pair's Q, dO, LSE and δ are read
@@ -361,8 +319,6 @@ __device__ __forceinline__ void backward_wgmma(const TensorMap *map_q, const Ten
     pin(dK);
     pin(dV);
     if (warp == 0 && lane == 0) bulk_wait();  // the last bulk reduction has landed (and read its source)
-    // PAIR_DQ, block 1: block 0 must have read its staging before this block's shared memory goes away.
-    if (PAIR_DQ && pair_rank == 1 && free_pending) mbar_wait_cluster(&dq_free[wg], (shared_count - 1) & 1);
 
 #pragma unroll
     for (int r = 0; r < 2; r++) {

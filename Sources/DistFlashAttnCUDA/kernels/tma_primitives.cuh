@@ -56,37 +56,3 @@ __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.comm
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 // Until every committed bulk group of this thread has completed.
 __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
-
-// Thread-block clusters (sm_90): this block's rank in its cluster, a shared-memory address of the same variable in
-// another block of the cluster, reads of it, and mbarrier arrivals and waits ordered at cluster scope.
-__device__ __forceinline__ u32 cluster_rank() {
-    u32 rank;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
-    return rank;
-}
-__device__ __forceinline__ u32 peer_address(const void *local, u32 rank) {
-    u32 address;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(address) : "r"(shared_address(local)), "r"(rank));
-    return address;
-}
-__device__ __forceinline__ float2 load_peer_f2(u32 address) {
-    float2 v;
-    asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(address) : "memory");
-    return v;
-}
-// Arrives on an mbarrier of another block of the cluster (its address from peer_address), releasing at cluster scope
-// what this thread — and, through a barrier before, its block — wrote.
-__device__ __forceinline__ void mbar_arrive_peer(u32 address) {
-    asm volatile("fence.acq_rel.cluster;\n"
-                 "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(address) : "memory");
-}
-// mbar_wait acquiring at cluster scope (the arrivals came from another block of the cluster).
-__device__ __forceinline__ void mbar_wait_cluster(u64 *bar, unsigned parity) {
-    asm volatile("{\n.reg .pred done;\nwait_%=:\n"
-                 "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-                 "@!done bra wait_%=;\n}\n" :: "r"(shared_address(bar)), "r"(parity) : "memory");
-}
-// Every thread of every block of the cluster (all of them still running) arrives, then waits for the others.
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
