@@ -101,7 +101,8 @@ public struct TrainingKernels: Sendable {
         let pairs = try rotaryPairs(x, tables, bf16: name == "rope_forward_bf16")
         let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
         if pairs > 0 {
-            try launch(name, grid: gridStride(pairs),
+            let fours = Self.fourAtATime(tables.headDim / 2, [x, output, tables.cosines, tables.sines])
+            try launch(fours ? name + "_x4" : name, grid: gridStride(fours ? pairs / 4 : pairs),
                        [.pointer(x.address), .pointer(output.address), .pointer(tables.cosines.address),
                         .pointer(tables.sines.address), .int(Int32(tables.tokens)), .int(Int32(x.shape[2])),
                         .int(Int32(tables.headDim)), .int(Int32(pairs))])

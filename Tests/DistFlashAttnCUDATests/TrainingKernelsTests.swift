@@ -46,16 +46,17 @@ struct TrainingKernelsTests {
         #expect(Self.worst(try gdw.download(), dw, relative: 1e-5, absolute: 1e-4 * Float(rows) / 111) <= 1)  // row sums
     }
 
+    /// D = 64 rotates four pairs a thread, D = 6 one.
     @Test("rotary embedding forward (fp32 or bf16 in) and backward equal the CPU layer at scattered positions",
-          .enabled(if: gpu != nil))
-    func rotary() throws {
+          .enabled(if: gpu != nil), arguments: [64, 6])
+    func rotary(_ headDim: Int) throws {
         let kernels = TrainingKernels(device: gpu!)
         var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
         let positions = (0..<23).map { 7 * $0 + Int.random(in: 0..<7, using: &rng) + ($0 % 2) * 5000 }
-        let rope = try RotaryEmbedding(positions: positions, headDim: 64, theta: 10_000)
+        let rope = try RotaryEmbedding(positions: positions, headDim: headDim, theta: 10_000)
         let tables = try TrainingKernels.RotaryTables(device: gpu!, cosines: rope.cosines, sines: rope.sines,
-                                                      tokens: positions.count, headDim: 64)
-        let x = Self.random([2, 23, 3, 64], &rng)
+                                                      tokens: positions.count, headDim: headDim)
+        let x = Self.random([2, 23, 3, headDim], &rng)
         var (rotated, gradient) = (x, x)
         try rope.apply(to: &rotated)
         try rope.applyBackward(to: &gradient)
