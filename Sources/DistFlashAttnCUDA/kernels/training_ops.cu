@@ -276,7 +276,15 @@ ROPE_KERNELS(rope_forward, float, 1.f)
 ROPE_KERNELS(rope_forward_bf16, bf16_t, 1.f)
 ROPE_KERNELS(rope_backward, float, -1.f)
 
-__device__ __forceinline__ float swiglu(float g, float u) { return g / (1.f + expf(-g)) * u; }
+// σ(g) = 1 / (1 + e^−g) on the multi-function unit (ex2 and rcp, ≈ 2 ulp; σ → 0 as e^−g → ∞): the results are
+// rounded to bf16, and the accurate expf and division made these passes bound by instructions rather than by memory.
+__device__ __forceinline__ float sigmoid(float g) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.f + __expf(-g)));
+    return r;
+}
+
+__device__ __forceinline__ float swiglu(float g, float u) { return g * sigmoid(g) * u; }
 
 // a = silu(g) · u, elementwise; g, u and a bf16 (the GEMMs' operands and results), computed in fp32.
 extern "C" __global__ void swiglu_forward(const bf16_t *gate, const bf16_t *up, bf16_t *a, long long count) {
@@ -292,8 +300,8 @@ extern "C" __global__ void swiglu_forward(const bf16_t *gate, const bf16_t *up, 
 // dg = da · u · σ(g) · (1 + g · (1 − σ(g))), du = da · g · σ(g), in bf16: their only readers are the gate and up
 // projections' GEMMs, so the fp32 values never need memory of their own. g, u and da come in bf16 too.
 __device__ __forceinline__ float2 swiglu_grads(float g, float u, float d) {  // (dg, du)
-    const float sigmoid = 1.f / (1.f + expf(-g));
-    return make_float2(d * u * sigmoid * (1.f + g * (1.f - sigmoid)), d * g * sigmoid);
+    const float s = sigmoid(g);
+    return make_float2(d * u * s * (1.f + g * (1.f - s)), d * g * s);
 }
 
 extern "C" __global__ void swiglu_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *dgate,
