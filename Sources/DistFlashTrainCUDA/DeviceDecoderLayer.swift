@@ -143,9 +143,8 @@ struct DeviceDecoderLayer {
     /// h, x̂₂ from x and O (bf16 `[B, n, H, D]`); with `keepProjections`, also gate, up and a of every row.
     func mlpActivations(input x: DeviceTensor, attentionOutput: DeviceTensor, keepProjections: Bool) throws
         -> DeviceMLPActivations {
-        let hidden = try ops.copy(x)
-        try ops.multiply(attentionOutput.reshaped([rows, config.heads * config.headDim]), matrix(.output),
-                         transposeB: true, into: hidden, beta: 1)
+        let hidden = try ops.multiply(attentionOutput.reshaped([rows, config.heads * config.headDim]), matrix(.output),
+                                      transposeB: true, adding: x)
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(hidden, weight: master(.postAttentionNorm),
                                                                   epsilon: config.normEps)
         return DeviceMLPActivations(output: attentionOutput, hidden: hidden, inverseRMS: inverseRMS, normed: normed,

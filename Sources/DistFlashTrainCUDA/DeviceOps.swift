@@ -17,6 +17,14 @@ struct DeviceOps {
         }
     }
 
+    /// D = op(A)·op(B) + C into a new fp32 tensor of C's shape (C only read: `DeviceMatmul.multiply(adding:)`).
+    func multiply(_ a: DeviceTensor, _ b: DeviceTensor, transposeB: Bool = false, adding c: DeviceTensor) throws
+        -> DeviceTensor {
+        let d = try DeviceTensor.unfilled(matmul.device, shape: c.shape, precision: .float32)
+        try clock.time("gemm") { try matmul.multiply(a, b, transposeB: transposeB, adding: c, into: d) }
+        return d
+    }
+
     /// y = x·Wᵀ `[T, out]` (x bf16 `[T, in]`, W bf16 `[out, in]`), fp32 unless `precision` says bf16 (for a y
     /// that only a GEMM or a bf16-reading kernel takes: half the bytes written and read).
     func linear(_ x: DeviceTensor, _ weight: DeviceTensor, precision: DeviceTensor.Precision = .float32) throws

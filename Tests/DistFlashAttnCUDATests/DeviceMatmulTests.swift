@@ -53,6 +53,38 @@ struct DeviceMatmulTests {
         }
     }
 
+    @Test("op(A)·op(B) + C into a separate D equals the float64 sum and leaves C as it was (bf16, every transpose)",
+          .enabled(if: gpu != nil), arguments: [(false, false), (false, true), (true, false), (true, true)])
+    func separateAddend(_ transposes: (Bool, Bool)) throws {
+        let (transposeA, transposeB) = transposes
+        let matmul = try DeviceMatmul(device: gpu!)
+        var random = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let (m, k, n) = (53, 97, 45)
+        let a = random.normalTensor(shape: transposeA ? [k, m] : [m, k]).roundedToBFloat16()
+        let b = random.normalTensor(shape: transposeB ? [n, k] : [k, n]).roundedToBFloat16()
+        let c0 = random.normalTensor(shape: [m, n])
+        let c = try DeviceTensor.upload(c0, to: gpu!, as: .float32)
+        let d = try DeviceTensor.upload(random.normalTensor(shape: [m, n]), to: gpu!, as: .float32)  // overwritten
+        try matmul.multiply(try DeviceTensor.upload(a, to: gpu!, as: .bfloat16),
+                            try DeviceTensor.upload(b, to: gpu!, as: .bfloat16),
+                            transposeA: transposeA, transposeB: transposeB, adding: c, into: d)
+        let (got, expected) = (try d.download().scalars, Self.product(a, b, transposeA: transposeA, transposeB: transposeB))
+        var worst = 0.0
+        for i in 0..<(m * n) {
+            let want = expected.value[i] + Double(c0.scalars[i])
+            let bound = 4 * Double(k) * 0x1p-24 * (expected.scale[i] + abs(Double(c0.scalars[i]))) + 1e-30
+            worst = max(worst, abs(Double(got[i]) - want) / bound)
+        }
+        #expect(worst <= 1, "transposes \(transposes): worst error \(worst)× the bound")
+        #expect(try c.download().scalars == c0.scalars)
+        #expect(throws: DistFlashError.self) {  // D of another shape than C
+            try matmul.multiply(try DeviceTensor.upload(a, to: gpu!, as: .bfloat16),
+                                try DeviceTensor.upload(b, to: gpu!, as: .bfloat16), transposeA: transposeA,
+                                transposeB: transposeB, adding: c,
+                                into: try DeviceTensor.unfilled(gpu!, shape: [m, n + 1], precision: .float32))
+        }
+    }
+
     @Test("mismatched shapes are an error that names them", .enabled(if: gpu != nil))
     func shapeMismatch() throws {
         let matmul = try DeviceMatmul(device: gpu!)

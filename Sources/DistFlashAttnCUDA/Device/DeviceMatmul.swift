@@ -5,10 +5,14 @@ import DistFlashAttn
 /// bf16. A linear layer y = x·Wᵀ (W `[out, in]`) is `multiply(x, w, transposeB: true)`; its input gradient
 /// dx = dy·W is `multiply(dy, w)`; its weight gradient dW += dyᵀ·x is `multiply(dy, x, transposeA: true, beta: 1)`.
 public final class DeviceMatmul: @unchecked Sendable {
-    // Invariant: the handle is used only inside `device.exclusive`, so threads sharing the device never race on it.
+    // Invariant: the handles (and `lt`) are used only inside `device.exclusive`, so threads sharing the device never
+    // race on them.
     public let device: CUDADevice
     private let cublas: CUBLAS
     private let handle: CUBLAS.Handle
+    /// cuBLASLt with its handle and workspace, made on the first product with a separate addend.
+    private var lt: (library: CUBLASLt, handle: CUBLASLt.Handle, workspace: DeviceBuffer)?
+    private static let ltWorkspaceBytes = 32 << 20
 
     public init(device: CUDADevice) throws {
         self.device = device
@@ -23,6 +27,7 @@ public final class DeviceMatmul: @unchecked Sendable {
     deinit {
         _ = try? device.makeCurrent()
         _ = cublas.cublasDestroy(handle)
+        if let lt { _ = lt.library.cublasLtDestroy(lt.handle) }
     }
 
     /// e.g. 130100 for cuBLAS 13.1.0.
@@ -36,6 +41,69 @@ public final class DeviceMatmul: @unchecked Sendable {
     /// (`[N, K]` when transposed), C `[M, N]`; each may have leading batch axes, flattened into its rows.
     public func multiply(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool = false, transposeB: Bool = false,
                          into c: DeviceTensor, alpha: Float = 1, beta: Float = 0) throws {
+        guard let call = try Self.call(a, b, transposeA: transposeA, transposeB: transposeB, into: c) else { return }
+        var (alpha, beta) = (alpha, beta)
+        try device.exclusive {
+            try device.makeCurrent()
+            try cublas.check(cublas.cublasGemmEx(
+                handle, call.transposeFirst ? CUBLAS.transpose : CUBLAS.noTranspose,
+                call.transposeSecond ? CUBLAS.transpose : CUBLAS.noTranspose, Int32(call.m), Int32(call.n),
+                Int32(call.k), &alpha, b.address, CUBLAS.type(b.precision), Int32(call.leadingFirst), a.address,
+                CUBLAS.type(a.precision), Int32(call.leadingSecond), &beta, c.address, CUBLAS.type(c.precision),
+                Int32(call.leadingC), CUBLAS.compute32F, CUBLAS.defaultAlgorithm),
+                "cublasGemmEx(\(Self.describe(call)))")
+        }
+    }
+
+    /// D = op(A)·op(B) + C for C and D distinct fp32 tensors of one shape (C is only read): a residual connection's
+    /// h = x + O·W_oᵀ with no copy of x into h first. Through cuBLASLt and its heuristic.
+    public func multiply(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool = false, transposeB: Bool = false,
+                         adding c: DeviceTensor, into d: DeviceTensor) throws {
+        guard c.shape == d.shape, c.precision == .float32, d.precision == .float32 else {
+            throw DistFlashError(.shapeMismatch, "matmul: addend C \(c.precision) \(c.shape) and output D "
+                + "\(d.precision) \(d.shape) must both be fp32 of one shape")
+        }
+        guard let call = try Self.call(a, b, transposeA: transposeA, transposeB: transposeB, into: d) else { return }
+        var (alpha, beta): (Float, Float) = (1, 1)
+        try device.exclusive {
+            try device.makeCurrent()
+            let lt = try ltState()
+            let library = lt.library
+            var descriptor: CUBLASLt.Handle = nil
+            try library.check(library.cublasLtMatmulDescCreate(&descriptor, CUBLAS.compute32F, CUBLAS.float32),
+                              "cublasLtMatmulDescCreate")
+            defer { _ = library.cublasLtMatmulDescDestroy(descriptor) }
+            for (attribute, transposed) in [(CUBLASLt.transposeAAttribute, call.transposeFirst),
+                                            (CUBLASLt.transposeBAttribute, call.transposeSecond)] {
+                var operation = transposed ? CUBLAS.transpose : CUBLAS.noTranspose
+                try library.check(library.cublasLtMatmulDescSetAttribute(descriptor, attribute, &operation, 4),
+                                  "cublasLtMatmulDescSetAttribute")
+            }
+            // Column-major layouts of the stored matrices: the first operand op(X) is m × k, the second k × n.
+            let stored = [(CUBLAS.type(b.precision), call.transposeFirst ? (call.k, call.m) : (call.m, call.k),
+                           call.leadingFirst),
+                          (CUBLAS.type(a.precision), call.transposeSecond ? (call.n, call.k) : (call.k, call.n),
+                           call.leadingSecond),
+                          (CUBLAS.float32, (call.m, call.n), call.leadingC)]
+            var layouts: [CUBLASLt.Handle] = []
+            defer { for layout in layouts { _ = library.cublasLtMatrixLayoutDestroy(layout) } }
+            for (type, (rows, columns), leading) in stored {
+                var layout: CUBLASLt.Handle = nil
+                try library.check(library.cublasLtMatrixLayoutCreate(&layout, type, UInt64(rows), UInt64(columns),
+                                                                     Int64(leading)), "cublasLtMatrixLayoutCreate")
+                layouts.append(layout)
+            }
+            try library.check(library.cublasLtMatmul(
+                lt.handle, descriptor, &alpha, b.address, layouts[0], a.address, layouts[1], &beta, c.address,
+                layouts[2], d.address, layouts[2], nil, lt.workspace.address, lt.workspace.bytes, device.stream),
+                "cublasLtMatmul(\(Self.describe(call)) + C)")
+        }
+    }
+
+    /// The column-major call for C `[M, N]` = op(A)·op(B), after checking the shapes and types (nil: nothing to
+    /// compute).
+    private static func call(_ a: DeviceTensor, _ b: DeviceTensor, transposeA: Bool, transposeB: Bool,
+                             into c: DeviceTensor) throws -> ColumnMajorCall? {
         let (aRows, aColumns) = Self.matrix(a), (bRows, bColumns) = Self.matrix(b)
         let (m, k) = transposeA ? (aColumns, aRows) : (aRows, aColumns)
         let (kB, n) = transposeB ? (bColumns, bRows) : (bRows, bColumns)
@@ -52,20 +120,23 @@ public final class DeviceMatmul: @unchecked Sendable {
         guard [m, n, k].allSatisfy({ $0 <= Int(Int32.max) }) else {
             throw DistFlashError(.shapeMismatch, "matmul: [\(m), \(k)] × [\(k), \(n)] exceeds cuBLAS's 32-bit sizes")
         }
-        guard m > 0, n > 0 else { return }
-        let call = Self.columnMajorCall(a: (aRows, aColumns), b: (bRows, bColumns), transposeA: transposeA,
-                                        transposeB: transposeB)
-        var (alpha, beta) = (alpha, beta)
-        try device.exclusive {
-            try device.makeCurrent()
-            try cublas.check(cublas.cublasGemmEx(
-                handle, call.transposeFirst ? CUBLAS.transpose : CUBLAS.noTranspose,
-                call.transposeSecond ? CUBLAS.transpose : CUBLAS.noTranspose, Int32(call.m), Int32(call.n),
-                Int32(call.k), &alpha, b.address, CUBLAS.type(b.precision), Int32(call.leadingFirst), a.address,
-                CUBLAS.type(a.precision), Int32(call.leadingSecond), &beta, c.address, CUBLAS.type(c.precision),
-                Int32(call.leadingC), CUBLAS.compute32F, CUBLAS.defaultAlgorithm),
-                "cublasGemmEx([\(m), \(k)] × [\(k), \(n)])")
-        }
+        guard m > 0, n > 0 else { return nil }
+        return Self.columnMajorCall(a: (aRows, aColumns), b: (bRows, bColumns), transposeA: transposeA,
+                                    transposeB: transposeB)
+    }
+
+    /// The row-major product a call computes, "[M, K] × [K, N]", for error messages.
+    private static func describe(_ call: ColumnMajorCall) -> String { "[\(call.n), \(call.k)] × [\(call.k), \(call.m)]" }
+
+    /// cuBLASLt, its handle and workspace (made once; called inside `device.exclusive`).
+    private func ltState() throws -> (library: CUBLASLt, handle: CUBLASLt.Handle, workspace: DeviceBuffer) {
+        if let lt { return lt }
+        let (library, workspace) = (try CUBLASLt(), try DeviceBuffer(device, bytes: Self.ltWorkspaceBytes))
+        var handle: CUBLASLt.Handle = nil
+        try library.check(library.cublasLtCreate(&handle), "cublasLtCreate")
+        let made = (library: library, handle: handle, workspace: workspace)
+        lt = made
+        return made
     }
 
     /// op(A)·op(B) in a new tensor `[M, N]` (no fill: the product overwrites it), fp32 or — for a product only a
