@@ -11,8 +11,21 @@ public final class DeviceMatmul: @unchecked Sendable {
     private let cublas: CUBLAS
     private let handle: CUBLAS.Handle
     /// cuBLASLt with its handle and workspace, made on the first product with a separate addend.
-    private var lt: (library: CUBLASLt, handle: CUBLASLt.Handle, workspace: DeviceBuffer)?
+    private var lt: LtContext?
     private static let ltWorkspaceBytes = 32 << 20
+
+    /// cuBLASLt's state for this device: the library, a handle, a workspace, and the algorithm its heuristic chose
+    /// for each product shape (asked once per shape: the query costs host time on every call otherwise).
+    private final class LtContext {
+        let library: CUBLASLt
+        let handle: CUBLASLt.Handle
+        let workspace: DeviceBuffer
+        var algorithms: [String: CUBLASLt.HeuristicResult] = [:]
+
+        init(library: CUBLASLt, handle: CUBLASLt.Handle, workspace: DeviceBuffer) {
+            (self.library, self.handle, self.workspace) = (library, handle, workspace)
+        }
+    }
 
     public init(device: CUDADevice) throws {
         self.device = device
@@ -93,11 +106,41 @@ public final class DeviceMatmul: @unchecked Sendable {
                                                                      Int64(leading)), "cublasLtMatrixLayoutCreate")
                 layouts.append(layout)
             }
-            try library.check(library.cublasLtMatmul(
-                lt.handle, descriptor, &alpha, b.address, layouts[0], a.address, layouts[1], &beta, c.address,
-                layouts[2], d.address, layouts[2], nil, lt.workspace.address, lt.workspace.bytes, device.stream),
-                "cublasLtMatmul(\(Self.describe(call)) + C)")
+            let key = "\(call) \(a.precision) \(b.precision)"
+            if lt.algorithms[key] == nil {
+                lt.algorithms[key] = try Self.heuristic(lt, descriptor, layouts, call)
+            }
+            try withUnsafePointer(to: lt.algorithms[key]!.algorithm) { algorithm in
+                try library.check(library.cublasLtMatmul(
+                    lt.handle, descriptor, &alpha, b.address, layouts[0], a.address, layouts[1], &beta, c.address,
+                    layouts[2], d.address, layouts[2], UnsafeRawPointer(algorithm), lt.workspace.address,
+                    lt.workspace.bytes, device.stream), "cublasLtMatmul(\(Self.describe(call)) + C)")
+            }
         }
+    }
+
+    /// cuBLASLt's first choice for a product, allowed the whole workspace (its implicit choice, without a
+    /// preference, takes none — and measured slower than `cublasGemmEx` on the same shape).
+    private static func heuristic(_ lt: LtContext, _ descriptor: CUBLASLt.Handle, _ layouts: [CUBLASLt.Handle],
+                                  _ call: ColumnMajorCall) throws -> CUBLASLt.HeuristicResult {
+        let library = lt.library
+        var preference: CUBLASLt.Handle = nil
+        try library.check(library.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+        defer { _ = library.cublasLtMatmulPreferenceDestroy(preference) }
+        var bytes = UInt64(lt.workspace.bytes)
+        try library.check(library.cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLt.maxWorkspacePreference,
+                                                                       &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
+        var (result, returned) = (CUBLASLt.HeuristicResult(), Int32(0))
+        try withUnsafeMutableBytes(of: &result) { bytes in
+            try library.check(library.cublasLtMatmulAlgoGetHeuristic(lt.handle, descriptor, layouts[0], layouts[1],
+                                                                     layouts[2], layouts[2], preference, 1,
+                                                                     bytes.baseAddress!, &returned),
+                              "cublasLtMatmulAlgoGetHeuristic")
+        }
+        guard returned > 0 else {
+            throw DistFlashError(.runtime, "cuBLASLt has no algorithm for \(describe(call)) + C")
+        }
+        return result
     }
 
     /// The column-major call for C `[M, N]` = op(A)·op(B), after checking the shapes and types (nil: nothing to
@@ -129,12 +172,12 @@ public final class DeviceMatmul: @unchecked Sendable {
     private static func describe(_ call: ColumnMajorCall) -> String { "[\(call.n), \(call.k)] × [\(call.k), \(call.m)]" }
 
     /// cuBLASLt, its handle and workspace (made once; called inside `device.exclusive`).
-    private func ltState() throws -> (library: CUBLASLt, handle: CUBLASLt.Handle, workspace: DeviceBuffer) {
+    private func ltState() throws -> LtContext {
         if let lt { return lt }
         let (library, workspace) = (try CUBLASLt(), try DeviceBuffer(device, bytes: Self.ltWorkspaceBytes))
         var handle: CUBLASLt.Handle = nil
         try library.check(library.cublasLtCreate(&handle), "cublasLtCreate")
-        let made = (library: library, handle: handle, workspace: workspace)
+        let made = LtContext(library: library, handle: handle, workspace: workspace)
         lt = made
         return made
     }
