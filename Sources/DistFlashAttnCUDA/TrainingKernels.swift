@@ -56,7 +56,9 @@ public struct TrainingKernels: Sendable {
         let blocks = (rows + rowsPerBlock - 1) / rowsPerBlock
         let partial = try DeviceTensor(device, shape: [blocks, width], precision: .float32)
         let operands = [x, weight, outputGrad, inputGrad] + (inputGradBF16.map { [$0] } ?? [])
-        try launch(Self.fourAtATime(width, operands) ? "rmsnorm_backward_x4" : "rmsnorm_backward", grid: blocks,
+        let name = !Self.fourAtATime(width, operands) ? "rmsnorm_backward"
+            : width <= Self.heldRowWidth ? "rmsnorm_backward_x4_held" : "rmsnorm_backward_x4"
+        try launch(name, grid: blocks,
                    [.pointer(x.address), .pointer(weight.address), .pointer(inverseRMS.address),
                     .pointer(outputGrad.address), .pointer(inputGrad.address), .pointer(inputGradBF16?.address ?? 0),
                     .pointer(partial.address),
@@ -330,6 +332,9 @@ public struct TrainingKernels: Sendable {
 
     /// The widest row a warp holds in registers (training_ops.cu: 32 lanes × RMS_WARP_GROUPS × 4).
     private static let warpRowWidth = 2048
+    /// The widest row the RMSNorm backward holds in registers (training_ops.cu: rmsnorm_backward_x4_held, BLOCK
+    /// threads × 2 groups × 4).
+    private static let heldRowWidth = 2048
 
     /// Whether rows of `width` elements of every operand can be read and written four elements at a time (the
     /// kernels' `_x4` forms: 16-byte fp32 groups).

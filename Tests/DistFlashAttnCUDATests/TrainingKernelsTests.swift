@@ -19,8 +19,8 @@ struct TrainingKernelsTests {
     /// bf16 output against the CPU's fp32 value: one bf16 step (2⁻⁸ relative) plus fp32 noise.
     static func worstBF16(_ got: Tensor, _ want: Tensor) -> Float { worst(got, want, relative: 0x1p-8, absolute: 1e-6) }
 
-    /// Widths one at a time (211, and 2052: wider than a warp's row in the forward) and four at a time (1100, 36,
-    /// 2048); 2063 rows give blocks of 3 rows, the last one short.
+    /// Widths one at a time (211; 2052 in the forward: wider than a warp's row) and four at a time (1100, 36, 2048:
+    /// rows held in registers; 2052 in the backward: not held); 2063 rows give blocks of 3 rows, the last one short.
     @Test("RMSNorm forward and backward equal the CPU layer; the bf16 dx is the fp32 dx rounded", .enabled(if: gpu != nil),
           arguments: [(111, 211), (111, 1100), (2063, 36), (37, 2048), (29, 2052)])
     func rmsNorm(_ rows: Int, _ width: Int) throws {

@@ -145,12 +145,14 @@ extern "C" __global__ void rmsnorm_forward_x4(const float *x, const float *w, bf
 
 // dx += r · (w ∘ dy − x · r² · Σ(w ∘ dy ∘ x) / E) for each row, and the sum rounded to bf16 into dx_bf16 when
 // given (non-null: the next GEMM's input, without a cast's pass); this block's rows' Σ dy ∘ x · r go to
-// dw_partial[blockIdx.x, :] (summed over blocks by column_sums). Grid: ceil(rows / rows_per_block).
-template <int N>
+// dw_partial[blockIdx.x, :] (summed over blocks by column_sums). A thread's groups: K of N floats
+// (E ≤ N · BLOCK · K). HOLD keeps the row's x, dy and dx in registers from the first pass to the second (and
+// loads dx with the others, before the block's sum); otherwise the second pass reads them again (from L1: this
+// block read x and dy just now) — registers for 8 blocks an SM at the widest rows. Grid: ceil(rows / rows_per_block).
+template <int N, int K, bool HOLD>
 __device__ void rmsnorm_backward_rows(const float *x, const float *w, const float *r, const float *dy, float *dx,
                                       bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
     __shared__ float scratch[BLOCK / 32];
-    constexpr int K = RMS_MAX_PER_THREAD / N;
     auto each_group = [&](auto body) {  // body(k, e) for this thread's groups of a row: k-th, at element e
 #pragma unroll
         for (int k = 0; k < K; ++k) {
@@ -158,7 +160,7 @@ __device__ void rmsnorm_backward_rows(const float *x, const float *w, const floa
             if (e < E) body(k, e);
         }
     };
-    Group<N> dw[K];
+    Group<N> dw[K], held_x[HOLD ? K : 1], held_dy[HOLD ? K : 1], held_dx[HOLD ? K : 1];
 #pragma unroll
     for (int k = 0; k < K; ++k)
         for (int j = 0; j < N; ++j) dw[k].v[j] = 0.f;
@@ -170,17 +172,26 @@ __device__ void rmsnorm_backward_rows(const float *x, const float *w, const floa
         each_group([&](int k, int e) {
             const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
                            weight = load_group<N>(w + e);
+            if constexpr (HOLD) {
+                held_x[k] = row;
+                held_dy[k] = grad;
+                held_dx[k] = load_group<N>(dx + offset + e);
+            }
             for (int j = 0; j < N; ++j) {
                 dot += weight.v[j] * grad.v[j] * row.v[j];
                 dw[k].v[j] += grad.v[j] * row.v[j] * rt;
             }
         });
         const float c = rt * rt * block_sum(dot, scratch) / (float)E;
-        // The row is read again (from L1: this block read it just now) rather than held: registers for 8 blocks an SM.
-        each_group([&](int, int e) {
-            const Group<N> row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e),
-                           weight = load_group<N>(w + e);
-            Group<N> out = load_group<N>(dx + offset + e);
+        each_group([&](int k, int e) {
+            Group<N> row, grad, out;
+            if constexpr (HOLD) {
+                row = held_x[k], grad = held_dy[k], out = held_dx[k];
+            } else {
+                row = load_group<N>(x + offset + e), grad = load_group<N>(dy + offset + e);
+                out = load_group<N>(dx + offset + e);
+            }
+            const Group<N> weight = load_group<N>(w + e);
             for (int j = 0; j < N; ++j) out.v[j] += rt * (weight.v[j] * grad.v[j] - row.v[j] * c);
             store_group<N>(dx + offset + e, out);
             if (dx_bf16) store_group_bf16<N>(dx_bf16 + offset + e, out);
@@ -189,15 +200,15 @@ __device__ void rmsnorm_backward_rows(const float *x, const float *w, const floa
     each_group([&](int k, int e) { store_group<N>(dw_partial + (long long)blockIdx.x * E + e, dw[k]); });
 }
 
-extern "C" __global__ void rmsnorm_backward(const float *x, const float *w, const float *r, const float *dy, float *dx,
-                                            bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
-    rmsnorm_backward_rows<1>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);
-}
-
-extern "C" __global__ void rmsnorm_backward_x4(const float *x, const float *w, const float *r, const float *dy, float *dx,
-                                               bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
-    rmsnorm_backward_rows<4>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);
-}
+#define RMSNORM_BACKWARD(NAME, N, K, HOLD)                                                                          \
+    extern "C" __global__ void NAME(const float *x, const float *w, const float *r, const float *dy, float *dx,   \
+                                    bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {    \
+        rmsnorm_backward_rows<N, K, HOLD>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);         \
+    }
+RMSNORM_BACKWARD(rmsnorm_backward, 1, RMS_MAX_PER_THREAD, false)
+RMSNORM_BACKWARD(rmsnorm_backward_x4, 4, RMS_MAX_PER_THREAD / 4, false)
+// E ≤ 2048 four at a time (llama-1b's width): two groups a thread, held.
+RMSNORM_BACKWARD(rmsnorm_backward_x4_held, 4, 2, true)
 
 // out[c] += Σ_r partial[r, c] in a fixed order (deterministic): a block takes 32 columns; its BLOCK / 32 row
 // lanes each sum every (BLOCK / 32)-th row of them, then the lanes' sums are added in lane order. Grid:
@@ -403,27 +414,57 @@ extern "C" __global__ void embedding_backward(const int *tokens, const float *dy
 // of θ the GEMMs read is refreshed when given (non-null). Element i's weight decay is that of the segment holding
 // it: the first of `segments` with segment_ends[k] > i (ascending ends, the last = count), so one launch updates
 // every tensor of a flat buffer, matrices decayed, norms not.
+// The segment holding element i: the first k with segment_ends[k] > i (binary search).
+__device__ __forceinline__ int segment_of(long long i, const long long *segment_ends, int segments) {
+    int low = 0, high = segments - 1;
+    while (low < high) {
+        const int mid = (low + high) / 2;
+        if (segment_ends[mid] > i) high = mid; else low = mid + 1;
+    }
+    return low;
+}
+
+__device__ __forceinline__ void adamw_element(float &theta, float g, float &m, float &v, float decay, float grad_scale,
+                                              float lr, float beta1, float beta2, float eps, float correction1,
+                                              float correction2) {
+    const float grad = grad_scale == 1.f ? g : g * grad_scale;
+    m = beta1 * m + (1.f - beta1) * grad;
+    v = beta2 * v + (1.f - beta2) * (grad * grad);
+    const float m_hat = m / correction1, v_hat = v / correction2;
+    theta = theta - lr * (m_hat / (sqrtf(v_hat) + eps) + decay * theta);
+}
+
+// Four elements a thread when every pointer is 16-byte aligned (one segment search for the four unless they
+// straddle a segment's end): one element a thread and a search each left the pass at ≈ 2.3 TB/s.
 extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, float *v, bf16_t *theta_bf16,
                                       long long count, const long long *segment_ends, const float *segment_decay,
                                       int segments, float grad_scale, float lr, float beta1, float beta2, float eps,
                                       float correction1, float correction2) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-        int low = 0, high = segments - 1;  // binary search: the segment holding i
-        while (low < high) {
-            const int mid = (low + high) / 2;
-            if (segment_ends[mid] > i) high = mid; else low = mid + 1;
-        }
-        const float decay = segment_decay[low];
-        const float grad = grad_scale == 1.f ? g[i] : g[i] * grad_scale;
-        const float mi = beta1 * m[i] + (1.f - beta1) * grad;
-        const float vi = beta2 * v[i] + (1.f - beta2) * (grad * grad);
-        m[i] = mi;
-        v[i] = vi;
-        const float m_hat = mi / correction1, v_hat = vi / correction2;
-        const float t = theta[i] - lr * (m_hat / (sqrtf(v_hat) + eps) + decay * theta[i]);
-        theta[i] = t;
-        if (theta_bf16) theta_bf16[i] = float_to_bf16(t);
-    }
+    auto update = [&](long long i, float decay) {
+        adamw_element(theta[i], g[i], m[i], v[i], decay, grad_scale, lr, beta1, beta2, eps, correction1, correction2);
+        if (theta_bf16) theta_bf16[i] = float_to_bf16(theta[i]);
+    };
+    elementwise(
+        count, aligned(theta, 16) && aligned(g, 16) && aligned(m, 16) && aligned(v, 16) && aligned(theta_bf16, 8),
+        [&](long long q) {
+            const int k = segment_of(4 * q, segment_ends, segments);
+            if (segment_ends[k] < 4 * q + 4) {  // straddles a segment's end
+                for (long long i = 4 * q; i < 4 * q + 4; i++) update(i, segment_decay[segment_of(i, segment_ends, segments)]);
+                return;
+            }
+            const float decay = segment_decay[k];
+            float4 t = ((float4 *)theta)[q], mq = ((float4 *)m)[q], vq = ((float4 *)v)[q];
+            const float4 gq = ((const float4 *)g)[q];
+            adamw_element(t.x, gq.x, mq.x, vq.x, decay, grad_scale, lr, beta1, beta2, eps, correction1, correction2);
+            adamw_element(t.y, gq.y, mq.y, vq.y, decay, grad_scale, lr, beta1, beta2, eps, correction1, correction2);
+            adamw_element(t.z, gq.z, mq.z, vq.z, decay, grad_scale, lr, beta1, beta2, eps, correction1, correction2);
+            adamw_element(t.w, gq.w, mq.w, vq.w, decay, grad_scale, lr, beta1, beta2, eps, correction1, correction2);
+            ((float4 *)theta)[q] = t;
+            ((float4 *)m)[q] = mq;
+            ((float4 *)v)[q] = vq;
+            if (theta_bf16) ((uint2 *)theta_bf16)[q] = bf16x4(t.x, t.y, t.z, t.w);
+        },
+        [&](long long i) { update(i, segment_decay[segment_of(i, segment_ends, segments)]); });
 }
 
 extern "C" __global__ void cast_bf16(const float *x, bf16_t *y, long long count) {
