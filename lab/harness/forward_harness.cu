@@ -14,16 +14,6 @@ namespace mainline {
 #include "../../Sources/DistFlashAttnCUDA/kernels/attention_forward_wgmma.cu"
 // Shapes beside the mainline's two, from the same template.
 FORWARD_MMA(64, 4, 2, 64, false, )
-// Lab v26: the running max moved only when it grows by more than 2^8 (LAZY).
-template <int D>
-__global__ void __launch_bounds__(384, 1) lab_forward_lazy(
-    const __grid_constant__ TensorMap map_q, const __grid_constant__ TensorMap map_k,
-    const __grid_constant__ TensorMap map_v, const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
-    const int4 *key_bounds, float *o, float *lse, int Sq, int Sk, int H, int Hkv, int dim, float scale, int kind,
-    int window) {
-    forward_wgmma<D, 128, false, true>(&map_q, &map_k, &map_v, qpos, kpos, qdoc, kdoc, key_bounds, o, nullptr, lse,
-                                       Sq, Sk, H, Hkv, scale, kind, window);
-}
 }
 #undef FORWARD_MMA
 namespace v1 {
@@ -174,8 +164,6 @@ int main(int argc, char **argv) {
                   (ForwardTMA)KERNEL}
         WGMMA("wgmma d64 n128", 64, attention_forward_wgmma_d64),
         WGMMA("wgmma d128 n128", 128, attention_forward_wgmma_d128),
-        WGMMA("wgmma d64 n128 lazy", 64, lab_forward_lazy<64>),
-        WGMMA("wgmma d128 n128 lazy", 128, lab_forward_lazy<128>),
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), [&](const Candidate &c) {
         return (!only.empty() && !names_any(c.name, only)) || names_any(c.name, skip);

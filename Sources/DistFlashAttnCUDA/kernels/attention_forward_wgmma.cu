@@ -28,11 +28,7 @@
 
 // FRESH: the block's keys are all the keys (no partial to fold into): O is written in the input type (`o_fresh`,
 // what a training step's W_o GEMM and δ read) and LSE set, with no read of either and no fill before.
-// LAZY: a row's running max moves only when a tile's max exceeds it by more than 8 in the exponent (log2 units), so
-// P = 2^(scale·log2e·(s − m)) ≤ 2^8 and O, l stay exact ratios of the same sums; tiles where no row of the warp moves
-// skip the accumulators' rescale (a warp-uniform branch) and its exponentials.
-#define LAZY_RESCALE_SLACK 8.f
-template <int D, int BN, bool FRESH = false, bool LAZY = false>
+template <int D, int BN, bool FRESH = false>
 __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const TensorMap *map_k, const TensorMap *map_v,
                                               const int *qpos, const int *kpos, const int *qdoc, const int *kdoc,
                                               const int4 *key_bounds, float *o, bf16_t *o_fresh, float *lse, int Sq,
@@ -136,7 +132,7 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
     // Masks S of tile j (partial tiles), moves the running max, and turns S into P = exp(scale·S − max) in place;
     // returns each row's factor for the old accumulators and adds P's row sums to `sum`. s[4c + e]: row
     // g + 8·(e / 2), key 8c + 2t + e % 2.
-    auto softmax = [&](float (&s)[BN / 2], int j, float (&alpha)[2], float (&sum)[2], bool &moved) {
+    auto softmax = [&](float (&s)[BN / 2], int j, float (&alpha)[2], float (&sum)[2]) {
         if (class_of(j) == PARTIAL) {
             const int key0 = j * BN;
 #pragma unroll
@@ -151,26 +147,16 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         float top[2] = {m[0], m[1]}, shift[2];
 #pragma unroll
         for (int i = 0; i < BN / 2; i++) top[(i >> 1) & 1] = fmaxf(top[(i >> 1) & 1], s[i]);
-        bool grows = false;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 1));
             top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 2));
-            if (LAZY) {  // m = −∞ with a visible key: +∞ > slack; with none yet: NaN, no move (and P = 0)
-                const bool grow = (top[r] - m[r]) * scale2 > LAZY_RESCALE_SLACK;
-                grows |= grow;
-                alpha[r] = grow ? exp2_approx((m[r] - top[r]) * scale2) : 1.f;
-                m[r] = grow ? top[r] : m[r];
-                shift[r] = m[r] == NEG_INF ? 0.f : m[r] * scale2;
-            } else {
-                const float base = top[r] == NEG_INF ? 0.f : top[r];
-                alpha[r] = exp2_approx((m[r] - base) * scale2);
-                m[r] = top[r];
-                shift[r] = base * scale2;
-            }
+            const float base = top[r] == NEG_INF ? 0.f : top[r];
+            alpha[r] = exp2_approx((m[r] - base) * scale2);
+            m[r] = top[r];
+            shift[r] = base * scale2;
             sum[r] = 0.f;
         }
-        moved = !LAZY || __any_sync(0xffffffffu, grows);
 #pragma unroll
         for (int i = 0; i < BN / 2; i++) {
             s[i] = exp2_approx(fmaf(s[i], scale2, -shift[(i >> 1) & 1]));
@@ -178,13 +164,12 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         }
     };
     // Folds a softmax step into the running sums and (once P_{j−1}·V_{j−1} has landed) the accumulators.
-    auto rescale = [&](const float (&alpha)[2], float (&sum)[2], bool moved) {
+    auto rescale = [&](const float (&alpha)[2], float (&sum)[2]) {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
             sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
             l[r] = l[r] * alpha[r] + sum[r];
-            if (!moved) continue;
 #pragma unroll
             for (int c = 0; c < D / 8; c++) {
                 acc[4 * c + 2 * r] *= alpha[r];
@@ -200,13 +185,12 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         mbar_wait(&q_full, 0);
         wait_full(k_full, 0);
         float s[BN / 2], alpha[2], sum[2];
-        bool moved;
         issue_s(s, 0);
         wgmma_wait<0>();
         pin(s);
         release(k_empty, 0);
-        softmax(s, j, alpha, sum, moved);
-        rescale(alpha, sum, moved);
+        softmax(s, j, alpha, sum);
+        rescale(alpha, sum);
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) accumulator_to_a(p[kk], s, kk);
     }
@@ -229,17 +213,16 @@ __device__ __forceinline__ void forward_wgmma(const TensorMap *map_q, const Tens
         wait_full(k_full, n + 1);
         wait_full(v_full, n);
         float s[BN / 2], alpha[2], sum[2];
-        bool moved;
         issue_s(s, (n + 1) & 1);
         issue_pv(n & 1);
         wgmma_wait<1>();  // S_{n+1} has landed; P_n·V_n may still run
         pin(s);
         release(k_empty, n + 1);
-        softmax(s, next, alpha, sum, moved);
+        softmax(s, next, alpha, sum);
         wgmma_wait<0>();
         pin(acc);
         release(v_empty, n);
-        rescale(alpha, sum, moved);
+        rescale(alpha, sum);
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) accumulator_to_a(p[kk], s, kk);
         j = next;
