@@ -99,15 +99,43 @@ public struct TrainingKernels: Sendable {
         try rotate("rope_backward", grad, tables)
     }
 
-    private func rotate(_ name: String, _ x: DeviceTensor, _ tables: RotaryTables) throws -> DeviceTensor {
+    /// `rotaryBackward` written into columns of a wider matrix: row (b, t) of the result goes to row b·n + t of
+    /// `slice`, columns `slice.first …` (heads · D of them).
+    public func rotaryBackward(_ grad: DeviceTensor, _ tables: RotaryTables, into slice: ColumnSlice) throws {
+        _ = try rotate("rope_backward", grad, tables, into: slice)
+    }
+
+    /// Columns `first …` of a bf16 matrix `[rows, width]`: where a kernel writes a result that sits beside others
+    /// (the Q, K and V gradients side by side, so one GEMM takes all three).
+    public struct ColumnSlice {
+        public let matrix: DeviceTensor
+        public let first: Int
+        public init(_ matrix: DeviceTensor, first: Int) { (self.matrix, self.first) = (matrix, first) }
+
+        /// Checks that `rows` rows of `width` columns fit; returns the matrix's row stride.
+        func stride(rows: Int, width: Int) throws -> Int {
+            guard matrix.precision == .bfloat16, matrix.shape.count == 2, matrix.shape[0] == rows, first >= 0,
+                  first + width <= matrix.shape[1] else {
+                throw DistFlashError(.shapeMismatch, "columns \(first)..<\(first + width) of \(rows) rows do not fit in "
+                    + "the \(matrix.precision) matrix \(matrix.shape) (bf16 [rows, ≥ first + width] expected)")
+            }
+            return matrix.shape[1]
+        }
+    }
+
+    private func rotate(_ name: String, _ x: DeviceTensor, _ tables: RotaryTables, into slice: ColumnSlice? = nil)
+        throws -> DeviceTensor {
         let pairs = try rotaryPairs(x, tables, bf16: name == "rope_forward_bf16")
-        let output = try DeviceTensor(device, shape: x.shape, precision: .bfloat16)
+        let width = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 0
+        let output = try slice?.matrix ?? DeviceTensor(device, shape: x.shape, precision: .bfloat16)
+        let (stride, column) = (try slice?.stride(rows: x.count / max(width, 1), width: width) ?? width, slice?.first ?? 0)
         if pairs > 0 {
             let fours = Self.fourAtATime(tables.headDim / 2, [x, output, tables.cosines, tables.sines])
+                && stride % 4 == 0 && column % 4 == 0
             try launch(fours ? name + "_x4" : name, grid: gridStride(fours ? pairs / 4 : pairs),
                        [.pointer(x.address), .pointer(output.address), .pointer(tables.cosines.address),
                         .pointer(tables.sines.address), .int(Int32(tables.tokens)), .int(Int32(x.shape[2])),
-                        .int(Int32(tables.headDim)), .int(Int32(pairs))])
+                        .int(Int32(tables.headDim)), .int(Int32(pairs)), .int(Int32(stride)), .int(Int32(column))])
         }
         return output
     }
@@ -297,6 +325,19 @@ public struct TrainingKernels: Sendable {
         if x.count > 0 {
             try launch("cast_bf16", grid: gridStride(x.count),
                        [.pointer(x.address), .pointer(output.address), .int64(Int64(x.count))])
+        }
+    }
+
+    /// x (fp32 `[rows, width]`, or any shape read as rows of its last axis) rounded into columns of a wider bf16
+    /// matrix.
+    public func bf16(_ x: DeviceTensor, into slice: ColumnSlice) throws {
+        try require(x, .float32, x.shape, "cast input")
+        let width = x.shape.last ?? 1, rows = width == 0 ? 0 : x.count / width
+        let stride = try slice.stride(rows: rows, width: width)
+        if x.count > 0 {
+            try launch("cast_bf16_columns", grid: gridStride(x.count),
+                       [.pointer(x.address), .pointer(slice.matrix.address), .int(Int32(rows)), .int(Int32(width)),
+                        .int(Int32(stride)), .int(Int32(slice.first))])
         }
     }
 

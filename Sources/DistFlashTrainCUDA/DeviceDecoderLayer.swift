@@ -124,6 +124,13 @@ struct DeviceDecoderLayer {
     private func master(_ tensor: LayerTensor) -> DeviceTensor { weights.master[slot(tensor)] }
     private func matrix(_ tensor: LayerTensor) throws -> DeviceTensor { try weights.bf16(slot(tensor)) }
     private func gradient(_ tensor: LayerTensor) -> DeviceTensor { gradients[slot(tensor)] }
+    /// W_q, W_k, W_v stacked by rows, bf16 `[(H + 2·H_kv)·D, E]` (one cast; one GEMM for the three inputs' gradient).
+    private func stackedQKV() throws -> DeviceTensor { try weights.bf16(stacking: slot(.query)..<slot(.value) + 1) }
+    /// Their gradients, stacked the same way (views of one flat buffer).
+    private func stackedQKVGradient() throws -> DeviceTensor {
+        try DeviceTensor.joined([gradient(.query), gradient(.key), gradient(.value)], as: [qkvWidth, config.dim])
+    }
+    private var qkvWidth: Int { (config.heads + 2 * config.kvHeads) * config.headDim }
     private var n: Int { positions.count }
     private var rows: Int { batch * n }
 
@@ -131,11 +138,14 @@ struct DeviceDecoderLayer {
     func attentionInputs(_ x: DeviceTensor) throws -> (inverseRMS: DeviceTensor, normed: DeviceTensor,
                                                        query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(x, weight: master(.inputNorm), epsilon: config.normEps)
-        let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
+        let (h, hkv, d, e) = (config.heads, config.kvHeads, config.headDim, config.dim)
         // Q and K rounded to bf16 by their GEMMs, then rotated (as autocast does): half the bytes written and read.
-        let q = try ops.linear(normed, matrix(.query), precision: .bfloat16).reshaped([batch, n, h, d])
-        let k = try ops.linear(normed, matrix(.key), precision: .bfloat16).reshaped([batch, n, hkv, d])
-        let v = try ops.linear(normed, matrix(.value), precision: .bfloat16)
+        let stacked = try stackedQKV()
+        let rows = { (range: Range<Int>) in try stacked.elements(range.lowerBound * e..<range.upperBound * e,
+                                                                 as: [range.count, e]) }
+        let q = try ops.linear(normed, rows(0..<h * d), precision: .bfloat16).reshaped([batch, n, h, d])
+        let k = try ops.linear(normed, rows(h * d..<(h + hkv) * d), precision: .bfloat16).reshaped([batch, n, hkv, d])
+        let v = try ops.linear(normed, rows((h + hkv) * d..<qkvWidth), precision: .bfloat16)
         return (inverseRMS, normed, try ops.kernels.rotary(q, rope), try ops.kernels.rotary(k, rope),
                 try v.reshaped([batch, n, hkv, d]))
     }
@@ -287,21 +297,21 @@ struct DeviceDecoderLayer {
     }
 
     /// dx: adds into `inputGrad` (dh's fp32 tensor) the gradient through RoPE, the Q, K, V projections and
-    /// RMSNorm₁ from the attention's dQ, dK, dV (fp32; each rounded to bf16 once, by RoPE's backward for dQ and
-    /// dK); adds their weights' gradients.
+    /// RMSNorm₁ from the attention's dQ, dK, dV (fp32; each rounded to bf16 once — by RoPE's backward for dQ and
+    /// dK — into the columns of one `[T, (H + 2·H_kv)·D]` matrix, so one GEMM with the stacked weights gives
+    /// dx̂₁ and one more their three gradients); adds their weights' gradients.
     private func attentionInputsBackward(_ a: DeviceLayerActivations,
                                          _ grads: (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor),
                                          inputGrad: DeviceTensor) throws -> ResidualGradient {
         let kernels = ops.kernels
-        let projectionGrads = [(try kernels.rotaryBackward(grads.query, rope), LayerTensor.query),
-                               (try kernels.rotaryBackward(grads.key, rope), .key), (try kernels.bf16(grads.value), .value)]
+        let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
+        let projectionGrads = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, qkvWidth], precision: .bfloat16)
+        try kernels.rotaryBackward(grads.query, rope, into: .init(projectionGrads, first: 0))
+        try kernels.rotaryBackward(grads.key, rope, into: .init(projectionGrads, first: h * d))
+        try kernels.bf16(grads.value.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))
         let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
-        for (index, (grad, tensor)) in projectionGrads.enumerated() {
-            let gradBF16 = try grad.reshaped([rows, grad.count / rows])
-            // The first product writes every element (β = 0): no fill.
-            try ops.multiply(gradBF16, matrix(tensor), into: inputNormedGrad, beta: index == 0 ? 0 : 1)
-            try ops.weightGradient(gradBF16, a.normed, into: gradient(tensor))
-        }
+        try ops.multiply(projectionGrads, stackedQKV(), into: inputNormedGrad)  // β = 0: no fill
+        try ops.weightGradient(projectionGrads, a.normed, into: stackedQKVGradient())
         let inputGradBF16 = try bf16Like(inputGrad)
         try kernels.rmsNormBackward(a.input, inverseRMS: a.inverseRMS, weight: master(.inputNorm),
                                     outputGrad: inputNormedGrad, inputGrad: inputGrad, inputGradBF16: inputGradBF16,

@@ -67,7 +67,37 @@ struct TrainingKernelsTests {
         try rope.apply(to: &rotatedOfRounded)
         let rounded = try DeviceTensor.upload(x, to: gpu!, as: .bfloat16)
         #expect(Self.worstBF16(try kernels.rotary(rounded, tables).download(), rotatedOfRounded) <= 1)
-        #expect(Self.worstBF16(try kernels.rotaryBackward(gx, tables).download(), gradient) <= 1)
+        let dense = try kernels.rotaryBackward(gx, tables)
+        #expect(Self.worstBF16(try dense.download(), gradient) <= 1)
+        // Into columns 4 … 4 + 3·D of a [46, 3·D + 12] matrix (four at a time at D = 64): the same values there,
+        // the other columns untouched.
+        let width = 3 * headDim + 12
+        let wide = try DeviceTensor.upload(Tensor(shape: [46, width]), to: gpu!, as: .bfloat16)
+        try kernels.rotaryBackward(gx, tables, into: .init(wide, first: 4))
+        let (got, want) = (try wide.download().scalars, try dense.download().scalars)
+        for row in 0..<46 {
+            #expect(Array(got[row * width + 4..<row * width + 4 + 3 * headDim]) == Array(want[row * 3 * headDim..<(row + 1) * 3 * headDim]))
+            #expect((got[row * width..<row * width + 4] + got[row * width + 4 + 3 * headDim..<(row + 1) * width]).allSatisfy { $0 == 0 })
+        }
+        #expect(throws: DistFlashError.self) { try kernels.rotaryBackward(gx, tables, into: .init(wide, first: 13)) }
+    }
+
+    /// Columns at a multiple of four (four at a time) and not.
+    @Test("fp32 → bf16 into columns of a wider matrix equals the plain cast there", .enabled(if: gpu != nil),
+          arguments: [4, 3])
+    func castIntoColumns(_ first: Int) throws {
+        var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
+        let x = Self.random([13, 36], &rng)
+        let kernels = TrainingKernels(device: gpu!)
+        let wide = try DeviceTensor.upload(Tensor(shape: [13, 47]), to: gpu!, as: .bfloat16)
+        try kernels.bf16(try DeviceTensor.upload(x, to: gpu!, as: .float32), into: .init(wide, first: first))
+        let (got, want) = (try wide.download().scalars, x.roundedToBFloat16().scalars)
+        for row in 0..<13 {
+            #expect(Array(got[row * 47 + first..<row * 47 + first + 36]) == Array(want[row * 36..<(row + 1) * 36]))
+        }
+        #expect(throws: DistFlashError.self) {
+            try kernels.bf16(try DeviceTensor.upload(x, to: gpu!, as: .float32), into: .init(wide, first: 12))
+        }
     }
 
     @Test("SwiGLU forward and backward (bf16 in and out) equal the CPU layer, aligned or not; fused, they equal the two",

@@ -72,6 +72,27 @@ public final class DeviceTensor: ShapedBlock, @unchecked Sendable {
                             precision: precision)
     }
 
+    /// Tensors that lie one after another in one buffer (views of a flat buffer, in order), read as one tensor of
+    /// `shape` (no copy): e.g. the Q, K and V projections' weights stacked as one `[rows, E]` matrix.
+    public static func joined(_ parts: [DeviceTensor], as shape: [Int]) throws -> DeviceTensor {
+        guard let first = parts.first else {
+            throw DistFlashError(.shapeMismatch, "joined: no tensors to join")
+        }
+        var end = first.offset
+        for part in parts {
+            guard part.buffer === first.buffer, part.offset == end, part.precision == first.precision else {
+                throw DistFlashError(.shapeMismatch, "joined: tensors \(parts.map(\.shape)) do not follow one another "
+                    + "in one buffer of one type")
+            }
+            end += part.byteCount
+        }
+        let count = (end - first.offset) / first.precision.size
+        guard shape.reduce(1, *) == count else {
+            throw DistFlashError(.shapeMismatch, "joined: \(count) elements of \(parts.map(\.shape)) as \(shape)")
+        }
+        return DeviceTensor(buffer: first.buffer, offset: first.offset, shape: shape, precision: first.precision)
+    }
+
     /// The contents as a host tensor (16-bit types widened to fp32), after the work queued before.
     public func download() throws -> Tensor {
         switch precision {

@@ -236,18 +236,22 @@ extern "C" __global__ void column_sums(const float *partial, float *out, int row
 __device__ __forceinline__ float as_float(float x) { return x; }
 __device__ __forceinline__ float as_float(bf16_t x) { return bf16_to_float(x); }
 
+// y's rows (b, t) are y_stride elements apart and its heads start at column y_column (the columns of a wider
+// matrix: the Q, K, V gradients side by side for one GEMM); y_stride = heads · D, y_column = 0 for a tensor of
+// x's shape.
 template <typename In>
 __device__ __forceinline__ void rope(const In *x, bf16_t *y, const float *cosines, const float *sines, int n,
-                                     int heads, int D, int pairs, float direction) {
+                                     int heads, int D, int pairs, float direction, int y_stride, int y_column) {
     const unsigned half = D / 2;
     for (unsigned p = blockIdx.x * blockDim.x + threadIdx.x; p < (unsigned)pairs; p += gridDim.x * blockDim.x) {
         const unsigned head_row = p / half, i = p - head_row * half;  // (b, t, h) flattened; the pair
-        const unsigned t = head_row / heads % n;
+        const unsigned token_row = head_row / heads, t = token_row % n;
         const float c = cosines[t * half + i], s = direction * sines[t * half + i];
         const long long base = (long long)head_row * D + i;
+        const long long out = (long long)token_row * y_stride + y_column + (head_row - token_row * heads) * D + i;
         const float a = as_float(x[base]), b = as_float(x[base + half]);
-        y[base] = float_to_bf16(a * c - b * s);
-        y[base + half] = float_to_bf16(b * c + a * s);
+        y[out] = float_to_bf16(a * c - b * s);
+        y[out + half] = float_to_bf16(b * c + a * s);
     }
 }
 
@@ -258,30 +262,31 @@ __device__ __forceinline__ float4 load4(const bf16_t *p) { return float4_of_bf16
 
 template <typename In>
 __device__ __forceinline__ void rope_x4(const In *x, bf16_t *y, const float *cosines, const float *sines, int n,
-                                        int heads, int D, int pairs, float direction) {
+                                        int heads, int D, int pairs, float direction, int y_stride, int y_column) {
     const unsigned half = D / 2;
     for (unsigned q = blockIdx.x * blockDim.x + threadIdx.x; q < (unsigned)pairs / 4; q += gridDim.x * blockDim.x) {
         const unsigned head_row = 4 * q / half, i = 4 * q - head_row * half;
-        const unsigned t = head_row / heads % n;
+        const unsigned token_row = head_row / heads, t = token_row % n;
         const float4 c = load4(cosines + t * half + i), s = load4(sines + t * half + i);
         const long long base = (long long)head_row * D + i;
+        const long long out = (long long)token_row * y_stride + y_column + (head_row - token_row * heads) * D + i;
         const float4 a = load4(x + base), b = load4(x + base + half);
         const float4 sd = make_float4(direction * s.x, direction * s.y, direction * s.z, direction * s.w);
-        *(uint2 *)(y + base) = bf16x4(a.x * c.x - b.x * sd.x, a.y * c.y - b.y * sd.y, a.z * c.z - b.z * sd.z,
-                                      a.w * c.w - b.w * sd.w);
-        *(uint2 *)(y + base + half) = bf16x4(b.x * c.x + a.x * sd.x, b.y * c.y + a.y * sd.y, b.z * c.z + a.z * sd.z,
-                                             b.w * c.w + a.w * sd.w);
+        *(uint2 *)(y + out) = bf16x4(a.x * c.x - b.x * sd.x, a.y * c.y - b.y * sd.y, a.z * c.z - b.z * sd.z,
+                                     a.w * c.w - b.w * sd.w);
+        *(uint2 *)(y + out + half) = bf16x4(b.x * c.x + a.x * sd.x, b.y * c.y + a.y * sd.y, b.z * c.z + a.z * sd.z,
+                                            b.w * c.w + a.w * sd.w);
     }
 }
 
 #define ROPE_KERNELS(NAME, IN, DIRECTION)                                                                             \
     extern "C" __global__ void NAME(const IN *x, bf16_t *y, const float *cosines, const float *sines, int n,         \
-                                    int heads, int D, int pairs) {                                                   \
-        rope(x, y, cosines, sines, n, heads, D, pairs, DIRECTION);                                                   \
+                                    int heads, int D, int pairs, int y_stride, int y_column) {                       \
+        rope(x, y, cosines, sines, n, heads, D, pairs, DIRECTION, y_stride, y_column);                               \
     }                                                                                                                \
     extern "C" __global__ void NAME##_x4(const IN *x, bf16_t *y, const float *cosines, const float *sines, int n,    \
-                                         int heads, int D, int pairs) {                                              \
-        rope_x4(x, y, cosines, sines, n, heads, D, pairs, DIRECTION);                                                \
+                                         int heads, int D, int pairs, int y_stride, int y_column) {                  \
+        rope_x4(x, y, cosines, sines, n, heads, D, pairs, DIRECTION, y_stride, y_column);                            \
     }
 ROPE_KERNELS(rope_forward, float, 1.f)
 ROPE_KERNELS(rope_forward_bf16, bf16_t, 1.f)
@@ -465,6 +470,20 @@ extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, fl
             if (theta_bf16) ((uint2 *)theta_bf16)[q] = bf16x4(t.x, t.y, t.z, t.w);
         },
         [&](long long i) { update(i, segment_decay[segment_of(i, segment_ends, segments)]); });
+}
+
+// x [rows, width] fp32 rounded into columns y_column … y_column + width − 1 of y (bf16, rows y_stride apart).
+extern "C" __global__ void cast_bf16_columns(const float *x, bf16_t *y, int rows, int width, int y_stride,
+                                             int y_column) {
+    const long long count = (long long)rows * width;
+    auto out = [&](long long i) { return (long long)(i / width) * y_stride + y_column + i % width; };
+    elementwise(
+        count, width % 4 == 0 && y_stride % 4 == 0 && y_column % 4 == 0 && aligned(x, 16) && aligned(y, 8),
+        [&](long long q) {
+            const float4 v = ((const float4 *)x)[q];
+            *(uint2 *)(y + out(4 * q)) = bf16x4(v.x, v.y, v.z, v.w);
+        },
+        [&](long long i) { y[out(i)] = float_to_bf16(x[i]); });
 }
 
 extern "C" __global__ void cast_bf16(const float *x, bf16_t *y, long long count) {
