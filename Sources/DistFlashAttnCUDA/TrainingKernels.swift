@@ -154,37 +154,46 @@ public struct TrainingKernels: Sendable {
         return output
     }
 
-    /// (dg, du) rounded to bf16 — what the gate and up projections' GEMMs read — from da and the forward's g and u
-    /// (all bf16, as the GEMMs write them), computed in fp32: no fp32 tensor of the MLP's width.
-    public func swiGLUBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws
-        -> (gate: DeviceTensor, up: DeviceTensor) {
-        for (tensor, name) in [(gate, "gate"), (up, "up"), (outputGrad, "da")] {
-            try require(tensor, .bfloat16, gate.shape, "SwiGLU \(name)")
-        }
-        let (dgate, dup) = (try DeviceTensor(device, shape: gate.shape, precision: .bfloat16),
-                            try DeviceTensor(device, shape: gate.shape, precision: .bfloat16))
+    /// [dg | du] rounded to bf16 — what the gate and up projections' GEMMs read — from da and the forward's g and u
+    /// (all bf16 `[…, F]`, as the GEMMs write them), computed in fp32: no fp32 tensor of the MLP's width. dg and du
+    /// come side by side, `[rows, 2F]` (dg in columns 0 ..< F), so one GEMM with the stacked W_g, W_u takes both.
+    public func swiGLUBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws -> DeviceTensor {
+        let (rows, width) = try swiGLURows(gate, up, outputGrad)
+        let gradients = try DeviceTensor(device, shape: [rows, 2 * width], precision: .bfloat16)
         if gate.count > 0 {
             try launch("swiglu_backward", grid: gridStride(gate.count),
-                       [.pointer(gate.address), .pointer(up.address), .pointer(outputGrad.address),
-                        .pointer(dgate.address), .pointer(dup.address), .int64(Int64(gate.count))])
+                       [gate, up, outputGrad, gradients].map { .pointer($0.address) }
+                        + [.int64(Int64(gate.count)), .int(Int32(width))])
         }
-        return (dgate, dup)
+        return gradients
     }
 
     /// `swiGLUForward` and `swiGLUBackward` in one pass over g, u, da (all bf16, one shape), for strategies that
-    /// recompute a in the backward: (a, dg, du) in bf16.
+    /// recompute a in the backward: a in bf16 (g's shape) and [dg | du] as `swiGLUBackward` gives them.
     public func swiGLUForwardBackward(gate: DeviceTensor, up: DeviceTensor, outputGrad: DeviceTensor) throws
-        -> (activated: DeviceTensor, gate: DeviceTensor, up: DeviceTensor) {
+        -> (activated: DeviceTensor, gradients: DeviceTensor) {
+        let (rows, width) = try swiGLURows(gate, up, outputGrad)
+        let activated = try DeviceTensor(device, shape: gate.shape, precision: .bfloat16)
+        let gradients = try DeviceTensor(device, shape: [rows, 2 * width], precision: .bfloat16)
+        if gate.count > 0 {
+            try launch("swiglu_forward_backward", grid: gridStride(gate.count),
+                       [gate, up, outputGrad, activated, gradients].map { .pointer($0.address) }
+                        + [.int64(Int64(gate.count)), .int(Int32(width))])
+        }
+        return (activated, gradients)
+    }
+
+    /// Rows and width F of SwiGLU's backward operands (bf16, one shape, F = the last axis).
+    private func swiGLURows(_ gate: DeviceTensor, _ up: DeviceTensor, _ outputGrad: DeviceTensor) throws
+        -> (rows: Int, width: Int) {
         for (tensor, name) in [(gate, "gate"), (up, "up"), (outputGrad, "da")] {
             try require(tensor, .bfloat16, gate.shape, "SwiGLU \(name)")
         }
-        let outputs = try (0..<3).map { _ in try DeviceTensor(device, shape: gate.shape, precision: .bfloat16) }
-        if gate.count > 0 {
-            try launch("swiglu_forward_backward", grid: gridStride(gate.count),
-                       [gate, up, outputGrad].map { .pointer($0.address) } + outputs.map { .pointer($0.address) }
-                        + [.int64(Int64(gate.count))])
+        let width = gate.shape.last ?? 1
+        guard width >= 1, width <= Int(Int32.max) else {
+            throw DistFlashError(.shapeMismatch, "SwiGLU operands \(gate.shape): the last axis must be 1 … 2³¹ − 1")
         }
-        return (outputs[0], outputs[1], outputs[2])
+        return (gate.count / width, width)
     }
 
     // MARK: Cross-entropy

@@ -167,10 +167,16 @@ struct DeviceDecoderLayer {
         return DeviceMLPProjections(gate: gate, up: up, activated: try ops.kernels.swiGLUForward(gate: gate, up: up))
     }
 
-    /// x̂₂·W_gᵀ and x̂₂·W_uᵀ of the rows of `normed` (`[rows, E]`), bf16 `[rows, F]`.
+    /// x̂₂·W_gᵀ and x̂₂·W_uᵀ of the rows of `normed` (`[rows, E]`), bf16 `[rows, F]` (W_g, W_u: views of their
+    /// stacked copy, which the backward's GEMMs read whole).
     private func gateAndUp(normed: DeviceTensor) throws -> (gate: DeviceTensor, up: DeviceTensor) {
-        (try ops.linear(normed, matrix(.gate), precision: .bfloat16), try ops.linear(normed, matrix(.up), precision: .bfloat16))
+        let (stacked, f, e) = (try stackedGateUp(), config.ffnDim, config.dim)
+        return (try ops.linear(normed, stacked.elements(0..<f * e, as: [f, e]), precision: .bfloat16),
+                try ops.linear(normed, stacked.elements(f * e..<2 * f * e, as: [f, e]), precision: .bfloat16))
     }
+
+    /// W_g and W_u stacked by rows, bf16 `[2F, E]`.
+    private func stackedGateUp() throws -> DeviceTensor { try weights.bf16(stacking: slot(.gate)..<slot(.up) + 1) }
 
     /// gate, up and a of rows `range`: views of the kept ones, or computed now.
     private func projections(_ mlp: DeviceMLPActivations, rows range: Range<Int>) throws -> DeviceMLPProjections {
@@ -250,17 +256,16 @@ struct DeviceDecoderLayer {
         let kernels = ops.kernels
         // Every row is first written by its chunk's gate GEMM (β = 0): no fill.
         let normedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
+        let stacked = try stackedGateUp()  // [2F, E]
+        let stackedGradient = try DeviceTensor.joined([gradient(.gate), gradient(.up)], as: stacked.shape)
         for range in mlpChunks {
             let dyRows = try rowsOf(dy.bf16, range)
             let activatedGrad = try ops.inputGradient(dyRows, matrix(.down), precision: .bfloat16)
-            let (activated, gateBF16, upBF16) = try activationsAndGradients(mlp, rows: range, activatedGrad: activatedGrad)
+            let (activated, gateUpGrad) = try activationsAndGradients(mlp, rows: range, activatedGrad: activatedGrad)
             try ops.weightGradient(dyRows, activated, into: gradient(.down))
-            let normedRows = try rowsOf(normedGrad, range)
-            try ops.multiply(gateBF16, matrix(.gate), into: normedRows)
-            try ops.multiply(upBF16, matrix(.up), into: normedRows, beta: 1)
-            let normed = try rowsOf(mlp.normed, range)
-            try ops.weightGradient(gateBF16, normed, into: gradient(.gate))
-            try ops.weightGradient(upBF16, normed, into: gradient(.up))
+            // [dg | du] · [W_g; W_u] and [dg | du]ᵀ · x̂₂: one GEMM each for both projections.
+            try ops.multiply(gateUpGrad, stacked, into: try rowsOf(normedGrad, range))
+            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: stackedGradient)
         }
         let hiddenGrad = try ResidualGradient(value: dy.value, bf16: bf16Like(dy.value))
         try kernels.rmsNormBackward(mlp.hidden, inverseRMS: mlp.inverseRMS, weight: master(.postAttentionNorm),
@@ -274,15 +279,15 @@ struct DeviceDecoderLayer {
         try DeviceTensor.unfilled(ops.blocks.device, shape: x.shape, precision: .bfloat16)
     }
 
-    /// a, dg, du (bf16) of rows `range` given their da: from the kept projections, or — strategies that keep none —
-    /// with gate and up recomputed and a formed in the same pass as the gradients.
+    /// a and [dg | du] (bf16, `[rows, F]` and `[rows, 2F]`) of rows `range` given their da: from the kept
+    /// projections, or — strategies that keep none — with gate and up recomputed and a formed in the same pass as
+    /// the gradients.
     private func activationsAndGradients(_ mlp: DeviceMLPActivations, rows range: Range<Int>, activatedGrad: DeviceTensor)
-        throws -> (activated: DeviceTensor, gate: DeviceTensor, up: DeviceTensor) {
+        throws -> (activated: DeviceTensor, gradients: DeviceTensor) {
         let kernels = ops.kernels
         guard mlp.projections == nil else {
             let kept = try projections(mlp, rows: range)
-            let grads = try kernels.swiGLUBackward(gate: kept.gate, up: kept.up, outputGrad: activatedGrad)
-            return (kept.activated, grads.gate, grads.up)
+            return (kept.activated, try kernels.swiGLUBackward(gate: kept.gate, up: kept.up, outputGrad: activatedGrad))
         }
         let (gate, up) = try gateAndUp(normed: try rowsOf(mlp.normed, range))
         return try kernels.swiGLUForwardBackward(gate: gate, up: up, outputGrad: activatedGrad)

@@ -320,46 +320,58 @@ __device__ __forceinline__ float2 swiglu_grads(float g, float u, float d) {  // 
     return make_float2(d * u * s * (1.f + g * (1.f - s)), d * g * s);
 }
 
-extern "C" __global__ void swiglu_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *dgate,
-                                           bf16_t *dup, long long count) {
+// dg and du go side by side into one matrix [rows, 2F] (dg in columns 0 … F − 1, du in F … 2F − 1): the gate
+// and up projections' input gradient is then one GEMM with their stacked weights, and their weight gradients one
+// more. Element i (row r = i / F of g) lands at i + r·F (dg) and i + r·F + F (du).
+__device__ __forceinline__ long long side_by_side(long long i, int width) {
+    const long long row = i < 0x7fffffff ? (long long)((unsigned)i / (unsigned)width) : i / width;  // 32-bit when it can
+    return i + row * width;
+}
+
+extern "C" __global__ void swiglu_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *dgu,
+                                           long long count, int width) {
     elementwise(
-        count, aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(dgate, 8) && aligned(dup, 8),
+        count, width % 4 == 0 && aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(dgu, 8),
         [&](long long q) {
             const float4 g = float4_of_bf16x4(((const uint2 *)gate)[q]), u = float4_of_bf16x4(((const uint2 *)up)[q]),
                          d = float4_of_bf16x4(((const uint2 *)da)[q]);
             const float2 x = swiglu_grads(g.x, u.x, d.x), y = swiglu_grads(g.y, u.y, d.y),
                          z = swiglu_grads(g.z, u.z, d.z), w = swiglu_grads(g.w, u.w, d.w);
-            ((uint2 *)dgate)[q] = bf16x4(x.x, y.x, z.x, w.x);
-            ((uint2 *)dup)[q] = bf16x4(x.y, y.y, z.y, w.y);
+            const long long o = side_by_side(4 * q, width);
+            *(uint2 *)(dgu + o) = bf16x4(x.x, y.x, z.x, w.x);
+            *(uint2 *)(dgu + o + width) = bf16x4(x.y, y.y, z.y, w.y);
         },
         [&](long long i) {
             const float2 grads = swiglu_grads(bf16_to_float(gate[i]), bf16_to_float(up[i]), bf16_to_float(da[i]));
-            dgate[i] = float_to_bf16(grads.x);
-            dup[i] = float_to_bf16(grads.y);
+            const long long o = side_by_side(i, width);
+            dgu[o] = float_to_bf16(grads.x);
+            dgu[o + width] = float_to_bf16(grads.y);
         });
 }
 
 // The backward of a = silu(g) · u fused with its recomputation (strategies that keep no projections): a, dg, du
 // from one read of g, u, da — a for the down projection's weight gradient, dg, du as swiglu_backward's.
 extern "C" __global__ void swiglu_forward_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *a,
-                                                   bf16_t *dgate, bf16_t *dup, long long count) {
+                                                   bf16_t *dgu, long long count, int width) {
     elementwise(
-        count, aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(a, 8) && aligned(dgate, 8) && aligned(dup, 8),
+        count, width % 4 == 0 && aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(a, 8) && aligned(dgu, 8),
         [&](long long q) {
             const float4 g = float4_of_bf16x4(((const uint2 *)gate)[q]), u = float4_of_bf16x4(((const uint2 *)up)[q]),
                          d = float4_of_bf16x4(((const uint2 *)da)[q]);
             const float2 x = swiglu_grads(g.x, u.x, d.x), y = swiglu_grads(g.y, u.y, d.y),
                          z = swiglu_grads(g.z, u.z, d.z), w = swiglu_grads(g.w, u.w, d.w);
             ((uint2 *)a)[q] = bf16x4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
-            ((uint2 *)dgate)[q] = bf16x4(x.x, y.x, z.x, w.x);
-            ((uint2 *)dup)[q] = bf16x4(x.y, y.y, z.y, w.y);
+            const long long o = side_by_side(4 * q, width);
+            *(uint2 *)(dgu + o) = bf16x4(x.x, y.x, z.x, w.x);
+            *(uint2 *)(dgu + o + width) = bf16x4(x.y, y.y, z.y, w.y);
         },
         [&](long long i) {
             const float g = bf16_to_float(gate[i]), u = bf16_to_float(up[i]);
             const float2 grads = swiglu_grads(g, u, bf16_to_float(da[i]));
             a[i] = float_to_bf16(swiglu(g, u));
-            dgate[i] = float_to_bf16(grads.x);
-            dup[i] = float_to_bf16(grads.y);
+            const long long o = side_by_side(i, width);
+            dgu[o] = float_to_bf16(grads.x);
+            dgu[o + width] = float_to_bf16(grads.y);
         });
 }
 
