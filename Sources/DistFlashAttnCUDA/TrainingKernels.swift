@@ -37,12 +37,13 @@ public struct TrainingKernels: Sendable {
         return (output, inverseRMS)
     }
 
-    /// Adds dx into `inputGrad` (fp32, shape of x) and dw into `weightGrad` (fp32 `[E]`), given dy (fp32, shape of
-    /// x) and the forward's x and r; with `inputGradBF16`, also writes there the updated `inputGrad` rounded to
-    /// bf16 (for the GEMM that reads it next). dw is summed over rows in a fixed order (deterministic).
+    /// Adds dx into `inputGrad` (fp32, shape of x) and dw into `weightGrad` (fp32 `[E]`; written instead without
+    /// `accumulatingWeightGrad`), given dy (fp32, shape of x) and the forward's x and r; with `inputGradBF16`, also
+    /// writes there the updated `inputGrad` rounded to bf16 (for the GEMM that reads it next). dw is summed over
+    /// rows in a fixed order (deterministic).
     public func rmsNormBackward(_ x: DeviceTensor, inverseRMS: DeviceTensor, weight: DeviceTensor,
                                 outputGrad: DeviceTensor, inputGrad: DeviceTensor, inputGradBF16: DeviceTensor? = nil,
-                                weightGrad: DeviceTensor) throws {
+                                weightGrad: DeviceTensor, accumulatingWeightGrad: Bool = true) throws {
         let (rows, width) = try normRows(x, weight)
         try require(outputGrad, .float32, x.shape, "RMSNorm dy")
         try require(inputGrad, .float32, x.shape, "RMSNorm dx")
@@ -64,7 +65,8 @@ public struct TrainingKernels: Sendable {
                     .pointer(partial.address),
                     .int(Int32(rows)), .int(Int32(width)), .int(Int32(rowsPerBlock))])
         try launch("column_sums", grid: min((width + 31) / 32, 65_535),
-                   [.pointer(partial.address), .pointer(weightGrad.address), .int(Int32(blocks)), .int(Int32(width))])
+                   [.pointer(partial.address), .pointer(weightGrad.address), .int(Int32(blocks)), .int(Int32(width)),
+                    .int(accumulatingWeightGrad ? 1 : 0)])
     }
 
     // MARK: Rotary embedding

@@ -237,7 +237,7 @@ struct DeviceDecoderLayer {
         }
     }
 
-    /// dx from dy; adds the layer's weight gradients (as the CPU layer's backward). dy's fp32 tensor is consumed:
+    /// dx from dy; writes the layer's weight gradients (as the CPU layer's backward computes them). dy's fp32 tensor is consumed:
     /// the residual stream's gradient accumulates in it (dy → dh → dx), and it comes back as dx's. Each stage's
     /// temporaries live only in its own function, so at most one stage's are held at a time.
     func backward(_ a: DeviceLayerActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
@@ -251,7 +251,7 @@ struct DeviceDecoderLayer {
     }
 
     /// dh: adds into dy's fp32 tensor the gradient through the MLP and RMSNorm₂, a chunk of rows at a time (its
-    /// [rows, F] tensors — projections, da, dg, du — never exist whole); adds W_d's, W_g's, W_u's and the norm's.
+    /// [rows, F] tensors — projections, da, dg, du — never exist whole); writes W_d's, W_g's, W_u's and the norm's.
     private func mlpBackward(_ mlp: DeviceMLPActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
         let kernels = ops.kernels
         // Every row is first written by its chunk's gate GEMM (β = 0): no fill.
@@ -262,15 +262,16 @@ struct DeviceDecoderLayer {
             let dyRows = try rowsOf(dy.bf16, range)
             let activatedGrad = try ops.inputGradient(dyRows, matrix(.down), precision: .bfloat16)
             let (activated, gateUpGrad) = try activationsAndGradients(mlp, rows: range, activatedGrad: activatedGrad)
-            try ops.weightGradient(dyRows, activated, into: gradient(.down))
+            let later = range.lowerBound > 0  // the first chunk writes the weights' gradients, later ones add
+            try ops.weightGradient(dyRows, activated, into: gradient(.down), accumulating: later)
             // [dg | du] · [W_g; W_u] and [dg | du]ᵀ · x̂₂: one GEMM each for both projections.
             try ops.multiply(gateUpGrad, stacked, into: try rowsOf(normedGrad, range))
-            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: stackedGradient)
+            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: stackedGradient, accumulating: later)
         }
         let hiddenGrad = try ResidualGradient(value: dy.value, bf16: bf16Like(dy.value))
         try kernels.rmsNormBackward(mlp.hidden, inverseRMS: mlp.inverseRMS, weight: master(.postAttentionNorm),
                                     outputGrad: normedGrad, inputGrad: hiddenGrad.value, inputGradBF16: hiddenGrad.bf16,
-                                    weightGrad: gradient(.postAttentionNorm))
+                                    weightGrad: gradient(.postAttentionNorm), accumulatingWeightGrad: false)
         return hiddenGrad
     }
 
@@ -293,18 +294,18 @@ struct DeviceDecoderLayer {
         return try kernels.swiGLUForwardBackward(gate: gate, up: up, outputGrad: activatedGrad)
     }
 
-    /// dO (bf16, O's shape) from dh through W_o; adds W_o's gradient.
+    /// dO (bf16, O's shape) from dh through W_o; writes W_o's gradient.
     private func outputProjectionBackward(_ a: DeviceLayerActivations, hiddenGrad: ResidualGradient) throws
         -> DeviceTensor {
         let attentionOutputGrad = try ops.inputGradient(hiddenGrad.bf16, matrix(.output), precision: .bfloat16)
-        try ops.weightGradient(hiddenGrad.bf16, a.mlp.output, into: gradient(.output))
+        try ops.weightGradient(hiddenGrad.bf16, a.mlp.output, into: gradient(.output), accumulating: false)
         return try attentionOutputGrad.reshaped(a.mlp.output.shape)
     }
 
     /// dx: adds into `inputGrad` (dh's fp32 tensor) the gradient through RoPE, the Q, K, V projections and
     /// RMSNorm₁ from the attention's dQ, dK, dV (fp32; each rounded to bf16 once — by RoPE's backward for dQ and
     /// dK — into the columns of one `[T, (H + 2·H_kv)·D]` matrix, so one GEMM with the stacked weights gives
-    /// dx̂₁ and one more their three gradients); adds their weights' gradients.
+    /// dx̂₁ and one more their three gradients); writes their weights' gradients.
     private func attentionInputsBackward(_ a: DeviceLayerActivations,
                                          _ grads: (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor),
                                          inputGrad: DeviceTensor) throws -> ResidualGradient {
@@ -316,11 +317,11 @@ struct DeviceDecoderLayer {
         try kernels.bf16(grads.value.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))
         let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
         try ops.multiply(projectionGrads, stackedQKV(), into: inputNormedGrad)  // β = 0: no fill
-        try ops.weightGradient(projectionGrads, a.normed, into: stackedQKVGradient())
+        try ops.weightGradient(projectionGrads, a.normed, into: stackedQKVGradient(), accumulating: false)
         let inputGradBF16 = try bf16Like(inputGrad)
         try kernels.rmsNormBackward(a.input, inverseRMS: a.inverseRMS, weight: master(.inputNorm),
                                     outputGrad: inputNormedGrad, inputGrad: inputGrad, inputGradBF16: inputGradBF16,
-                                    weightGrad: gradient(.inputNorm))
+                                    weightGrad: gradient(.inputNorm), accumulatingWeightGrad: false)
         return ResidualGradient(value: inputGrad, bf16: inputGradBF16)
     }
 }

@@ -103,8 +103,9 @@ public struct DeviceLlamaModel: Sendable {
                      lossNormalizer: lossNormalizer, rope: rope, layers: saved, head: backward ? head : nil)
     }
 
-    /// Adds the gradient of the cached forward's loss with respect to every parameter into `gradients` (fp32, in
-    /// `Parameters` order), recomputing what the strategy dropped, last layer first.
+    /// Writes the gradient of the cached forward's loss with respect to every parameter into `gradients` (fp32, in
+    /// `Parameters` order; what they held before is overwritten, so they need no fill), recomputing what the
+    /// strategy dropped, last layer first.
     public func backward(_ cache: consuming Cache, weights: DeviceWeights, into gradients: [DeviceTensor]) throws {
         guard gradients.count == weights.master.count,
               zip(gradients, weights.master).allSatisfy({ $0.shape == $1.shape && $0.precision == .float32 }) else {
@@ -122,6 +123,8 @@ public struct DeviceLlamaModel: Sendable {
             let activations = try layer.restore(saved)
             outputGrad = try layer.backward(activations, outputGrad: outputGrad)
         }
+        // The table's gradient is a scatter-add over the tokens: the one gradient that starts from zero.
+        try ops.kernels.fill(gradients[config.embeddingSlot], with: 0)
         try ops.kernels.embeddingBackward(tokens: cache.shard.tokens, outputGrad: outputGrad.value,
                                           tableGrad: gradients[config.embeddingSlot])
     }

@@ -43,11 +43,12 @@ struct DeviceOps {
         }
     }
 
-    /// dW += dyᵀ·x (dy bf16 `[T, out]`, x bf16 `[T, in]`, dW fp32 `[out, in]`).
-    func weightGradient(_ dy: DeviceTensor, _ x: DeviceTensor, into weightGrad: DeviceTensor) throws {
+    /// dW += dyᵀ·x, or dW = dyᵀ·x without `accumulating` (dy bf16 `[T, out]`, x bf16 `[T, in]`, dW fp32 `[out, in]`).
+    func weightGradient(_ dy: DeviceTensor, _ x: DeviceTensor, into weightGrad: DeviceTensor, accumulating: Bool)
+        throws {
         let (out, inputs) = (weightGrad.shape[0], weightGrad.shape[1])
         try multiply(dy.reshaped([dy.count / out, out]), x.reshaped([x.count / inputs, inputs]), transposeA: true,
-                     into: weightGrad, beta: 1)
+                     into: weightGrad, beta: accumulating ? 1 : 0)
     }
 
     /// A fresh copy of x.

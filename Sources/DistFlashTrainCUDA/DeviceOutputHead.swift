@@ -37,7 +37,7 @@ struct DeviceOutputHead {
         return (loss, correct, Saved(input: x, inverseRMS: inverseRMS, normed: normed, chunks: chunks))
     }
 
-    /// dx (fp32 [T, E], with its bf16 rounding for the last layer's GEMMs); adds dW_head and the final norm's dw.
+    /// dx (fp32 [T, E], with its bf16 rounding for the last layer's GEMMs); writes dW_head and the final norm's dw.
     func backward(_ saved: Saved, normalizer: Int) throws -> ResidualGradient {
         let weight = try weights.bf16(config.outputSlot)
         var normedGrad = try ops.blocks.filled(saved.normed.shape, with: 0, like: nil)
@@ -47,14 +47,15 @@ struct DeviceOutputHead {
             let logitsGrad = try ops.kernels.crossEntropyBackward(logits: logits, result, normalizer: normalizer)
             try ops.blocks.write(try ops.inputGradient(logitsGrad, weight), into: &normedGrad,
                                  at: [rows, 0..<config.dim])
-            try ops.weightGradient(logitsGrad, normed, into: gradients[config.outputSlot])
+            try ops.weightGradient(logitsGrad, normed, into: gradients[config.outputSlot],
+                                   accumulating: rows.lowerBound > 0)
         }
         let inputGrad = try ops.blocks.filled(saved.input.shape, with: 0, like: nil)
         let inputGradBF16 = try DeviceTensor.unfilled(ops.blocks.device, shape: saved.input.shape, precision: .bfloat16)
         try ops.kernels.rmsNormBackward(saved.input, inverseRMS: saved.inverseRMS,
                                         weight: weights.master[config.finalNormSlot], outputGrad: normedGrad,
                                         inputGrad: inputGrad, inputGradBF16: inputGradBF16,
-                                        weightGrad: gradients[config.finalNormSlot])
+                                        weightGrad: gradients[config.finalNormSlot], accumulatingWeightGrad: false)
         return ResidualGradient(value: inputGrad, bf16: inputGradBF16)
     }
 

@@ -141,7 +141,6 @@ public final class DeviceTrainer: @unchecked Sendable {
         let (local, maxNorm) = (self.local, configuration.maxGradientNorm)
         let results = try eachRank("GPU training step \(completedSteps + 1)") { rank in
             let (optimizer, model, positions) = (local[rank]!, length.models[rank]!, length.positions[rank])
-            try optimizer.zeroGradients()
             let cache = try model.forward(batch.columns(positions), positions: positions,
                                           lossNormalizer: batch.labeledCount, weights: optimizer.weights)
             let (loss, correct) = (cache.loss, cache.correctPredictions)

@@ -113,9 +113,6 @@ public final class ShardedOptimizer: @unchecked Sendable {
     /// The GPU holding this rank's buffers.
     public var device: CUDADevice { flatMaster.device }
 
-    /// Sets every gradient to zero (before a step's backward adds into them).
-    public func zeroGradients() throws { try kernels.fill(flatGradient, with: 0) }
-
     /// One update at `learningRate`, gradients clipped to global norm `maxNorm`; returns the norm before clipping
     /// (non-finite: nothing was updated). `communicator` is nil with one rank.
     @discardableResult

@@ -210,10 +210,10 @@ RMSNORM_BACKWARD(rmsnorm_backward_x4, 4, RMS_MAX_PER_THREAD / 4, false)
 // E ≤ 2048 four at a time (llama-1b's width): two groups a thread, held.
 RMSNORM_BACKWARD(rmsnorm_backward_x4_held, 4, 2, true)
 
-// out[c] += Σ_r partial[r, c] in a fixed order (deterministic): a block takes 32 columns; its BLOCK / 32 row
-// lanes each sum every (BLOCK / 32)-th row of them, then the lanes' sums are added in lane order. Grid:
-// ceil(columns / 32).
-extern "C" __global__ void column_sums(const float *partial, float *out, int rows, int columns) {
+// out[c] += Σ_r partial[r, c] (out[c] = … without `accumulate`) in a fixed order (deterministic): a block takes 32
+// columns; its BLOCK / 32 row lanes each sum every (BLOCK / 32)-th row of them, then the lanes' sums are added in
+// lane order. Grid: ceil(columns / 32).
+extern "C" __global__ void column_sums(const float *partial, float *out, int rows, int columns, int accumulate) {
     __shared__ float sums[BLOCK / 32][32];
     const int column = threadIdx.x % 32, lane = threadIdx.x / 32, c = blockIdx.x * 32 + column;
     float total = 0.f;
@@ -224,7 +224,7 @@ extern "C" __global__ void column_sums(const float *partial, float *out, int row
     if (lane == 0 && c < columns) {
         float sum = 0.f;
         for (int j = 0; j < BLOCK / 32; ++j) sum += sums[j][column];
-        out[c] += sum;
+        out[c] = accumulate ? out[c] + sum : sum;
     }
 }
 
