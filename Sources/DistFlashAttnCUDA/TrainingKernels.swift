@@ -118,8 +118,8 @@ public struct TrainingKernels: Sendable {
         func stride(rows: Int, width: Int) throws -> Int {
             guard matrix.precision == .bfloat16, matrix.shape.count == 2, matrix.shape[0] == rows, first >= 0,
                   first + width <= matrix.shape[1] else {
-                throw DistFlashError(.shapeMismatch, "columns \(first)..<\(first + width) of \(rows) rows do not fit in "
-                    + "the \(matrix.precision) matrix \(matrix.shape) (bf16 [rows, ≥ first + width] expected)")
+                throw DistFlashError(.shapeMismatch, "columns \(first)..<\(first + width) of \(rows) rows do not "
+                    + "fit in the \(matrix.precision) matrix \(matrix.shape) (bf16 [rows, ≥ first + width] expected)")
             }
             return matrix.shape[1]
         }
@@ -130,7 +130,8 @@ public struct TrainingKernels: Sendable {
         let pairs = try rotaryPairs(x, tables, bf16: name == "rope_forward_bf16")
         let width = x.shape.count == 4 ? x.shape[2] * x.shape[3] : 0
         let output = try slice?.matrix ?? DeviceTensor(device, shape: x.shape, precision: .bfloat16)
-        let (stride, column) = (try slice?.stride(rows: x.count / max(width, 1), width: width) ?? width, slice?.first ?? 0)
+        let stride = try slice?.stride(rows: x.count / max(width, 1), width: width) ?? width
+        let column = slice?.first ?? 0
         if pairs > 0 {
             let fours = Self.fourAtATime(tables.headDim / 2, [x, output, tables.cosines, tables.sines])
                 && stride % 4 == 0 && column % 4 == 0

@@ -237,7 +237,8 @@ struct DeviceDecoderLayer {
         }
     }
 
-    /// dx from dy; writes the layer's weight gradients (as the CPU layer's backward computes them). dy's fp32 tensor is consumed:
+    /// dx from dy; writes the layer's weight gradients (as the CPU layer's backward computes them). dy's fp32
+    /// tensor is consumed:
     /// the residual stream's gradient accumulates in it (dy → dh → dx), and it comes back as dx's. Each stage's
     /// temporaries live only in its own function, so at most one stage's are held at a time.
     func backward(_ a: DeviceLayerActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
@@ -266,7 +267,8 @@ struct DeviceDecoderLayer {
             try ops.weightGradient(dyRows, activated, into: gradient(.down), accumulating: later)
             // [dg | du] · [W_g; W_u] and [dg | du]ᵀ · x̂₂: one GEMM each for both projections.
             try ops.multiply(gateUpGrad, stacked, into: try rowsOf(normedGrad, range))
-            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: stackedGradient, accumulating: later)
+            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: stackedGradient,
+                                   accumulating: later)
         }
         let hiddenGrad = try ResidualGradient(value: dy.value, bf16: bf16Like(dy.value))
         try kernels.rmsNormBackward(mlp.hidden, inverseRMS: mlp.inverseRMS, weight: master(.postAttentionNorm),
@@ -311,7 +313,8 @@ struct DeviceDecoderLayer {
                                          inputGrad: DeviceTensor) throws -> ResidualGradient {
         let kernels = ops.kernels
         let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
-        let projectionGrads = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, qkvWidth], precision: .bfloat16)
+        let projectionGrads = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, qkvWidth],
+                                                        precision: .bfloat16)
         try kernels.rotaryBackward(grads.query, rope, into: .init(projectionGrads, first: 0))
         try kernels.rotaryBackward(grads.key, rope, into: .init(projectionGrads, first: h * d))
         try kernels.bf16(grads.value.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))

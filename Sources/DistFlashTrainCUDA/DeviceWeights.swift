@@ -56,8 +56,9 @@ public final class DeviceWeights: @unchecked Sendable {
     public func bf16(stacking slots: Range<Int>) throws -> DeviceTensor {
         guard !slots.isEmpty, slots.allSatisfy({ castable.indices.contains($0) && castable[$0] }),
               Set(slots.map { master[$0].shape.dropFirst() }).count == 1 else {
-            throw DistFlashError(.shapeMismatch, "parameters \(slots) (\(slots.map { names.indices.contains($0) ? names[$0] : "?" })) "
-                + "have no stacked bf16 copy: only matrices a GEMM reads, with one column count, do")
+            let named = slots.map { names.indices.contains($0) ? names[$0] : "?" }
+            throw DistFlashError(.shapeMismatch, "parameters \(slots) (\(named)) have no stacked bf16 copy: only "
+                + "matrices a GEMM reads, with one column count, do")
         }
         return try lock.withLock {
             if let index = copies.firstIndex(where: { $0.slots == slots }) {
@@ -87,6 +88,7 @@ public final class DeviceWeights: @unchecked Sendable {
 
     /// Zero-filled fp32 gradients of the same shapes, one after another in one buffer.
     public func zeroGradients(_ blocks: CUDABlocks) throws -> [DeviceTensor] {
-        try Self.views(of: try blocks.filled([master.map(\.count).reduce(0, +)], with: 0, like: nil), master.map(\.shape))
+        let flat = try blocks.filled([master.map(\.count).reduce(0, +)], with: 0, like: nil)
+        return try Self.views(of: flat, master.map(\.shape))
     }
 }

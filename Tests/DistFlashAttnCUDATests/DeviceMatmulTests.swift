@@ -68,7 +68,8 @@ struct DeviceMatmulTests {
         try matmul.multiply(try DeviceTensor.upload(a, to: gpu!, as: .bfloat16),
                             try DeviceTensor.upload(b, to: gpu!, as: .bfloat16),
                             transposeA: transposeA, transposeB: transposeB, adding: c, into: d)
-        let (got, expected) = (try d.download().scalars, Self.product(a, b, transposeA: transposeA, transposeB: transposeB))
+        let got = try d.download().scalars
+        let expected = Self.product(a, b, transposeA: transposeA, transposeB: transposeB)
         var worst = 0.0
         for i in 0..<(m * n) {
             let want = expected.value[i] + Double(c0.scalars[i])

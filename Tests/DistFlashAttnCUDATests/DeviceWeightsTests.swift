@@ -40,7 +40,9 @@ struct DeviceWeightsTests {
     func stacked() throws {
         var random = SeededRandom(seed: .random(in: 0...UInt64.max))
         let shapes = [[5, 9], [3, 9], [3, 9], [4, 7]]
-        let parameters = Parameters(shapes.enumerated().map { (name: "m\($0.offset)", tensor: random.normalTensor(shape: $0.element)) })
+        let parameters = Parameters(shapes.enumerated().map {
+            (name: "m\($0.offset)", tensor: random.normalTensor(shape: $0.element))
+        })
         let weights = try DeviceWeights(parameters, on: gpu!)
         let stacked = try weights.bf16(stacking: 0..<3)
         #expect(stacked.shape == [11, 9])
@@ -50,6 +52,8 @@ struct DeviceWeightsTests {
         // Tensors that do not follow one another in one buffer do not join.
         let apart = try [0, 1].map { try DeviceTensor.upload(parameters.tensors[$0], to: gpu!, as: .float32) }
         #expect(throws: DistFlashError.self) { try DeviceTensor.joined(apart, as: [8, 9]) }
-        #expect(throws: DistFlashError.self) { try DeviceTensor.joined([weights.master[1], weights.master[0]], as: [8, 9]) }
+        #expect(throws: DistFlashError.self) {  // out of order
+            try DeviceTensor.joined([weights.master[1], weights.master[0]], as: [8, 9])
+        }
     }
 }

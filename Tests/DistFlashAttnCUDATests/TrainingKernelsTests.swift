@@ -75,9 +75,11 @@ struct TrainingKernelsTests {
         let wide = try DeviceTensor.upload(Tensor(shape: [46, width]), to: gpu!, as: .bfloat16)
         try kernels.rotaryBackward(gx, tables, into: .init(wide, first: 4))
         let (got, want) = (try wide.download().scalars, try dense.download().scalars)
+        let columns = 3 * headDim
         for row in 0..<46 {
-            #expect(Array(got[row * width + 4..<row * width + 4 + 3 * headDim]) == Array(want[row * 3 * headDim..<(row + 1) * 3 * headDim]))
-            #expect((got[row * width..<row * width + 4] + got[row * width + 4 + 3 * headDim..<(row + 1) * width]).allSatisfy { $0 == 0 })
+            let start = row * width + 4
+            #expect(Array(got[start..<start + columns]) == Array(want[row * columns..<(row + 1) * columns]))
+            #expect((got[row * width..<start] + got[start + columns..<(row + 1) * width]).allSatisfy { $0 == 0 })
         }
         #expect(throws: DistFlashError.self) { try kernels.rotaryBackward(gx, tables, into: .init(wide, first: 13)) }
     }
@@ -107,8 +109,8 @@ struct TrainingKernelsTests {
         let kernels = TrainingKernels(device: gpu!)
         var rng = SeededRandom(seed: .random(in: 0...UInt64.max))
         // bf16 inputs, as the GEMMs write them: the CPU layer gets the same rounded values.
-        let (g, u, da) = (Self.random([5, width], &rng).roundedToBFloat16(),
-                          Self.random([5, width], &rng).roundedToBFloat16(), Self.random([5, width], &rng).roundedToBFloat16())
+        let operand = { (rng: inout SeededRandom) in Self.random([5, width], &rng).roundedToBFloat16() }
+        let (g, u, da) = (operand(&rng), operand(&rng), operand(&rng))
         let upload = { (t: Tensor) in try DeviceTensor.upload(t, to: gpu!, as: .bfloat16) }
         let (gg, gu, gda) = (try upload(g), try upload(u), try upload(da))
         let a = try SwiGLU.forward(gate: g, up: u)
@@ -118,7 +120,8 @@ struct TrainingKernelsTests {
         let halves = { (t: DeviceTensor) throws -> (Tensor, Tensor) in
             let rows = try t.download().scalars
             let part = { (offset: Int) in
-                try Tensor(shape: [5, width], scalars: (0..<5).flatMap { rows[(2 * $0 + offset) * width..<(2 * $0 + offset + 1) * width] })
+                try Tensor(shape: [5, width],
+                           scalars: (0..<5).flatMap { rows[(2 * $0 + offset) * width..<(2 * $0 + offset + 1) * width] })
             }
             return (try part(0), try part(1))
         }

@@ -128,8 +128,8 @@ public final class DeviceMatmul: @unchecked Sendable {
         try library.check(library.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
         defer { _ = library.cublasLtMatmulPreferenceDestroy(preference) }
         var bytes = UInt64(lt.workspace.bytes)
-        try library.check(library.cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLt.maxWorkspacePreference,
-                                                                       &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
+        try library.check(library.cublasLtMatmulPreferenceSetAttribute(
+            preference, CUBLASLt.maxWorkspacePreference, &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
         var (result, returned) = (CUBLASLt.HeuristicResult(), Int32(0))
         try withUnsafeMutableBytes(of: &result) { bytes in
             try library.check(library.cublasLtMatmulAlgoGetHeuristic(lt.handle, descriptor, layouts[0], layouts[1],
@@ -169,7 +169,9 @@ public final class DeviceMatmul: @unchecked Sendable {
     }
 
     /// The row-major product a call computes, "[M, K] × [K, N]", for error messages.
-    private static func describe(_ call: ColumnMajorCall) -> String { "[\(call.n), \(call.k)] × [\(call.k), \(call.m)]" }
+    private static func describe(_ call: ColumnMajorCall) -> String {
+        "[\(call.n), \(call.k)] × [\(call.k), \(call.m)]"
+    }
 
     /// cuBLASLt, its handle and workspace (made once; called inside `device.exclusive`).
     private func ltState() throws -> LtContext {

@@ -55,7 +55,8 @@ public final class PhaseClock: @unchecked Sendable {
             totals[phase, default: 0] += try seconds(from: start, to: end)
             if gaps, index > 0 {
                 let previous = taken[index - 1]
-                totals["gap:\(previous.phase)→\(phase)", default: 0] += max(0, try seconds(from: previous.end, to: start))
+                let gap = max(0, try seconds(from: previous.end, to: start))
+                totals["gap:\(previous.phase)→\(phase)", default: 0] += gap
             }
         }
         return totals

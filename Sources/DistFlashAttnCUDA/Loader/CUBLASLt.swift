@@ -31,7 +31,8 @@ struct CUBLASLt: @unchecked Sendable {
     let cublasLtMatmulDescDestroy: @convention(c) (Handle) -> Status
     let cublasLtMatmulDescSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Status
     /// (layout, data type, rows, columns, leading dimension): column-major
-    let cublasLtMatrixLayoutCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, UInt64, UInt64, Int64) -> Status
+    let cublasLtMatrixLayoutCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, UInt64, UInt64, Int64)
+        -> Status
     let cublasLtMatrixLayoutDestroy: @convention(c) (Handle) -> Status
     let cublasLtMatmulPreferenceCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Status
     let cublasLtMatmulPreferenceDestroy: @convention(c) (Handle) -> Status

@@ -324,7 +324,8 @@ __device__ __forceinline__ float2 swiglu_grads(float g, float u, float d) {  // 
 // and up projections' input gradient is then one GEMM with their stacked weights, and their weight gradients one
 // more. Element i (row r = i / F of g) lands at i + r·F (dg) and i + r·F + F (du).
 __device__ __forceinline__ long long side_by_side(long long i, int width) {
-    const long long row = i < 0x7fffffff ? (long long)((unsigned)i / (unsigned)width) : i / width;  // 32-bit when it can
+    // 32-bit division when the index allows (a 64-bit one costs tens of instructions)
+    const long long row = i < 0x7fffffff ? (long long)((unsigned)i / (unsigned)width) : i / width;
     return i + row * width;
 }
 
@@ -354,7 +355,8 @@ extern "C" __global__ void swiglu_backward(const bf16_t *gate, const bf16_t *up,
 extern "C" __global__ void swiglu_forward_backward(const bf16_t *gate, const bf16_t *up, const bf16_t *da, bf16_t *a,
                                                    bf16_t *dgu, long long count, int width) {
     elementwise(
-        count, width % 4 == 0 && aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(a, 8) && aligned(dgu, 8),
+        count,
+        width % 4 == 0 && aligned(gate, 8) && aligned(up, 8) && aligned(da, 8) && aligned(a, 8) && aligned(dgu, 8),
         [&](long long q) {
             const float4 g = float4_of_bf16x4(((const uint2 *)gate)[q]), u = float4_of_bf16x4(((const uint2 *)up)[q]),
                          d = float4_of_bf16x4(((const uint2 *)da)[q]);
@@ -466,7 +468,8 @@ extern "C" __global__ void adamw_step(float *theta, const float *g, float *m, fl
         [&](long long q) {
             const int k = segment_of(4 * q, segment_ends, segments);
             if (segment_ends[k] < 4 * q + 4) {  // straddles a segment's end
-                for (long long i = 4 * q; i < 4 * q + 4; i++) update(i, segment_decay[segment_of(i, segment_ends, segments)]);
+                for (long long i = 4 * q; i < 4 * q + 4; i++)
+                    update(i, segment_decay[segment_of(i, segment_ends, segments)]);
                 return;
             }
             const float decay = segment_decay[k];
