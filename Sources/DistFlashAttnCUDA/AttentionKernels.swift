@@ -183,14 +183,42 @@ struct AttentionKernels: Sendable {
         }
     }
 
+    /// Where the backward writes dQ rotated back by RoPE: device addresses of the bf16 output matrix (row b·S + i
+    /// for query row i of batch b, `stride` elements apart, the heads from column `column` on) and of the cos and
+    /// sin tables `[S, D/2]`.
+    struct RotatedQueryGrad {
+        let output: UInt64, cosines: UInt64, sines: UInt64
+        let stride: Int, column: Int
+    }
+
     /// Launches the backward kernel(s) that add dQ, dK, dV: `tensorCore` (from `backwardLaunch`, for D ∈ {64, 128})
     /// or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token arrays; `sizes`: the trailing scalars.
     /// `setsQueryGrad`: dQ is written rather than added into (its memory need not be filled before) — only where
-    /// `BackwardLaunch.setsQueryGrad`.
+    /// `BackwardLaunch.setsQueryGrad`. `rotated`: instead of dQ, its rotation back by RoPE in bf16 columns of a
+    /// wider matrix (`RotatedQueryGrad`; wgmma only — the query gradient's address is then unused).
     func runBackward(_ tensorCore: BackwardLaunch?, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
                      inputs: [CUDADevice.Argument], gradients: (query: UInt64, key: UInt64, value: UInt64),
-                     sizes: [CUDADevice.Argument], setsQueryGrad: Bool = false) throws {
+                     sizes: [CUDADevice.Argument], setsQueryGrad: Bool = false,
+                     rotated: RotatedQueryGrad? = nil) throws {
         let (dq, dk, dv) = gradients
+        if let rotated {
+            guard let tensorCore, let kernel = tensorCore.dqRotatedFromTiles else {
+                throw DistFlashError(.invalidProblem, "dQ rotated into a wider matrix needs the wgmma backward (an "
+                    + "sm_90 GPU, D ∈ {64, 128})")
+            }
+            let count = batch * heads * ((queries + tensorCore.queryTile - 1) / tensorCore.queryTile)
+                * tensorCore.queryTile * tensorCore.dim
+            let buffer = try DeviceBuffer(device, bytes: 4 * count)
+            try buffer.fill32(0, count: count)
+            try tensorCore.run(device, inputs + tensorCore.boundArguments
+                + [.pointer(buffer.address), .pointer(dk), .pointer(dv)] + sizes)
+            let quads = batch * queries * heads * tensorCore.dim / 8
+            try device.launch(kernel, grid: (min((quads + 255) / 256, 65_535), 1, 1), block: 256,
+                              [.pointer(buffer.address), .pointer(rotated.output), .pointer(rotated.cosines),
+                               .pointer(rotated.sines), .int(Int32(queries)), .int(Int32(heads)), .int(Int32(batch)),
+                               .int(Int32(rotated.stride)), .int(Int32(rotated.column))])
+            return
+        }
         if let tensorCore, let tiles = setsQueryGrad ? tensorCore.dqSetFromTiles : tensorCore.dqTiles {
             // wgmma: dQ by bulk reductions into a zeroed tile-laid-out buffer, then added into dq.
             guard dq % 16 == 0, batch * queries * heads < Int(Int32.max) else {
@@ -250,12 +278,15 @@ struct AttentionKernels: Sendable {
             bounds.append(buffer)
         }
         let rows = backwardRows(heads: heads, kvHeads: kvHeads)
-        let (dqTiles, dqSetFromTiles) = instructions == .wgmma
-            ? (try device.kernel("attention_dq_from_tiles_d\(dim)", source: backwardSource),
-               try device.kernel("attention_dq_set_from_tiles_d\(dim)", source: backwardSource)) : (nil, nil)
+        let wgmma = instructions == .wgmma
+        let tileKernel = { (name: String) in
+            wgmma ? try self.device.kernel("\(name)_d\(dim)", source: self.backwardSource) : nil
+        }
         return BackwardLaunch(kernel: kernel, grid: ((keys + keyTile - 1) / keyTile, rows, batch), block: threads,
                               sharedBytes: sharedBytes, bounds: bounds, dim: dim, queryTile: queryTile,
-                              tensorMaps: instructions == .wgmma, dqTiles: dqTiles, dqSetFromTiles: dqSetFromTiles)
+                              tensorMaps: wgmma, dqTiles: try tileKernel("attention_dq_from_tiles"),
+                              dqSetFromTiles: try tileKernel("attention_dq_set_from_tiles"),
+                              dqRotatedFromTiles: try tileKernel("attention_dq_rotated_from_tiles"))
     }
 
     /// The backward's rows of blocks: one per key/value head (a block walks the group's query heads, summing dK and
@@ -280,6 +311,8 @@ struct AttentionKernels: Sendable {
         /// dQ's place), and the one writing it there instead; nil when the backward adds into dQ itself.
         let dqTiles: OpaquePointer?
         let dqSetFromTiles: OpaquePointer?
+        /// wgmma: the kernel writing dQ rotated back by RoPE, in bf16, into columns of a wider matrix.
+        let dqRotatedFromTiles: OpaquePointer?
 
         /// Whether dQ can be written rather than added into (so its memory need not be filled first).
         var setsQueryGrad: Bool { dqSetFromTiles != nil }

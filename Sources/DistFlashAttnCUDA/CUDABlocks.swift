@@ -214,16 +214,18 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
                      queryGrad: &queryGrad, keyGrad: &keyGrad, valueGrad: &valueGrad, setsQueryGrad: false)
     }
 
-    /// `setsQueryGrad`: dQ written, not added into (only where the launch `setsQueryGrad`).
+    /// `setsQueryGrad`: dQ written, not added into (only where the launch `setsQueryGrad`). `rotated`: dQ goes
+    /// there instead (`AttentionKernels.runBackward`), and `queryGrad` is not touched.
     private func backward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
                           keyPositions: [Int], mask: AttentionMask, scale: Float, outputGrad: DeviceTensor,
                           logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
-                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor, setsQueryGrad: Bool) throws {
+                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor, setsQueryGrad: Bool,
+                          rotated: AttentionKernels.RotatedQueryGrad? = nil) throws {
         let g = try geometry(query, key, value, queryPositions, keyPositions)
         try require(outputGrad, inputs, query.shape, "dO")
         try require(logSumExp, .float32, [g.batch, g.heads, g.queries], "LSE")
         try require(delta, .float32, [g.batch, g.heads, g.queries], "δ")
-        try require(queryGrad, .float32, query.shape, "dQ")
+        if rotated == nil { try require(queryGrad, .float32, query.shape, "dQ") }
         try require(keyGrad, .float32, key.shape, "dK")
         try require(valueGrad, .float32, key.shape, "dV")
         if g.queries == 0 || g.keys == 0 { return }
@@ -243,7 +245,7 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
             try kernels.runBackward(launch, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
                                     batch: g.batch, inputs: inputs,
                                     gradients: (queryGrad.address, keyGrad.address, valueGrad.address), sizes: sizes,
-                                    setsQueryGrad: setsQueryGrad)
+                                    setsQueryGrad: setsQueryGrad, rotated: rotated)
         }
         withExtendedLifetime(dO) {}
     }
@@ -269,6 +271,36 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
                      mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
                      queryGrad: &dq, keyGrad: &dk, valueGrad: &dv, setsQueryGrad: sets)
         return (dq, dk, dv)
+    }
+
+    /// `wholeBackward` fused with RoPE's backward on dQ, for a training step on wgmma cards: dQ rotated back by the
+    /// query rows' angles (`rope`, its tokens = the query rows) and rounded to bf16 into `slice` (row b·S + i, the
+    /// heads' columns from `slice.first` on), where the projections' GEMM reads it; dK and dV (fp32) returned.
+    /// Throws where the backward does not run on wgmma (`wgmmaBackward(headDim:)` says which).
+    public func wholeBackward(query: DeviceTensor, positions: [Int], key: DeviceTensor, value: DeviceTensor,
+                              mask: AttentionMask, scale: Float, output: DeviceTensor, outputGrad: DeviceTensor,
+                              logSumExp: DeviceTensor, rotatingQueryGradBy rope: TrainingKernels.RotaryTables,
+                              into slice: TrainingKernels.ColumnSlice) throws -> (key: DeviceTensor, value: DeviceTensor) {
+        let delta = try backwardPreprocess(output: output, outputGrad: outputGrad)
+        let g = try geometry(query, key, value, positions, positions)
+        guard rope.tokens == g.queries, rope.headDim == g.dim else {
+            throw DistFlashError(.shapeMismatch, "rotary tables of \(rope.tokens) tokens and D = \(rope.headDim) for "
+                + "dQ of \(g.queries) query rows and D = \(g.dim)")
+        }
+        let stride = try slice.stride(rows: g.batch * g.queries, width: g.heads * g.dim)
+        var (dk, dv) = (try filled(key.shape, with: 0, like: nil), try filled(key.shape, with: 0, like: nil))
+        var unused = query  // the dQ argument: not read or written when dQ goes rotated into the slice
+        try backward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
+                     mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
+                     queryGrad: &unused, keyGrad: &dk, valueGrad: &dv, setsQueryGrad: false,
+                     rotated: .init(output: slice.matrix.address, cosines: rope.cosines.address,
+                                    sines: rope.sines.address, stride: stride, column: slice.first))
+        return (dk, dv)
+    }
+
+    /// Whether this device's backward at head dimension `dim` runs on wgmma (and so can rotate dQ into a slice).
+    public func wgmmaBackward(headDim dim: Int) -> Bool {
+        kernels.instructions == .wgmma && kernels.usesTensorCores(headDim: dim)
     }
 
     public func finish() throws -> Double? {

@@ -12,8 +12,23 @@ public protocol DeviceAttention: Sendable {
     func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int], output: DeviceTensor,
                   logSumExp: DeviceTensor, outputGrad: DeviceTensor) throws
         -> (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor)
+    /// `backward` with RoPE's backward on dQ fused in where the attention can (dQ rotated back by `rope` and
+    /// rounded to bf16 into `slice`, row b·n + t, the heads' columns from `slice.first` on): dK and dV, or nil where
+    /// it cannot (the caller then rotates `backward`'s dQ itself).
+    func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int], output: DeviceTensor,
+                  logSumExp: DeviceTensor, outputGrad: DeviceTensor, rotatingQueryGradBy rope: TrainingKernels.RotaryTables,
+                  into slice: TrainingKernels.ColumnSlice) throws -> (key: DeviceTensor, value: DeviceTensor)?
     /// Number of `forward` calls so far (the checkpointing strategies differ in it).
     var forwardCalls: Int { get }
+}
+
+extension DeviceAttention {
+    public func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int],
+                         output: DeviceTensor, logSumExp: DeviceTensor, outputGrad: DeviceTensor,
+                         rotatingQueryGradBy rope: TrainingKernels.RotaryTables,
+                         into slice: TrainingKernels.ColumnSlice) throws -> (key: DeviceTensor, value: DeviceTensor)? {
+        nil
+    }
 }
 
 /// Attention on one GPU over a shard holding the whole sequence: one query block against the same tokens as keys,
@@ -40,5 +55,17 @@ public final class SingleGPUAttention: DeviceAttention {
         try blocks.wholeBackward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
                                  mask: mask, scale: 1 / Float(query.shape[3]).squareRoot(), output: output,
                                  outputGrad: outputGrad, logSumExp: logSumExp)
+    }
+
+    /// On wgmma cards: the backward writes dQ rotated back into `slice` (no fp32 dQ; CUDABlocks.wholeBackward).
+    public func backward(query: DeviceTensor, key: DeviceTensor, value: DeviceTensor, positions: [Int],
+                         output: DeviceTensor, logSumExp: DeviceTensor, outputGrad: DeviceTensor,
+                         rotatingQueryGradBy rope: TrainingKernels.RotaryTables,
+                         into slice: TrainingKernels.ColumnSlice) throws -> (key: DeviceTensor, value: DeviceTensor)? {
+        guard blocks.wgmmaBackward(headDim: query.shape[3]) else { return nil }
+        return try blocks.wholeBackward(query: query, positions: positions, key: key, value: value, mask: mask,
+                                        scale: 1 / Float(query.shape[3]).squareRoot(), output: output,
+                                        outputGrad: outputGrad, logSumExp: logSumExp, rotatingQueryGradBy: rope,
+                                        into: slice)
     }
 }

@@ -244,11 +244,25 @@ struct DeviceDecoderLayer {
     func backward(_ a: DeviceLayerActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
         let hiddenGrad = try mlpBackward(a.mlp, outputGrad: dy)
         let outputGrad = try outputProjectionBackward(a, hiddenGrad: hiddenGrad)
-        let grads = try ops.clock.time("attention") {
-            try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
-                                   output: a.mlp.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
+        // [dQ | dK | dV] in bf16, rotated back where RoPE applies: the Q, K, V projections' one GEMM input. dQ goes
+        // there straight from the attention where it can (no fp32 dQ), else through RoPE's backward kernel.
+        let projectionGrads = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, qkvWidth],
+                                                        precision: .bfloat16)
+        let queryColumns = TrainingKernels.ColumnSlice(projectionGrads, first: 0)
+        let grads = try ops.clock.time("attention") { () throws -> (query: DeviceTensor?, key: DeviceTensor,
+                                                                    value: DeviceTensor) in
+            if let fused = try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
+                                                  output: a.mlp.output, logSumExp: a.logSumExp, outputGrad: outputGrad,
+                                                  rotatingQueryGradBy: rope, into: queryColumns) {
+                return (nil, fused.key, fused.value)
+            }
+            let grads = try attention.backward(query: a.query, key: a.key, value: a.value, positions: positions,
+                                               output: a.mlp.output, logSumExp: a.logSumExp, outputGrad: outputGrad)
+            return (grads.query, grads.key, grads.value)
         }
-        return try attentionInputsBackward(a, grads, inputGrad: dy.value)
+        if let queryGrad = grads.query { try ops.kernels.rotaryBackward(queryGrad, rope, into: queryColumns) }
+        return try attentionInputsBackward(a, projectionGrads, keyGrad: grads.key, valueGrad: grads.value,
+                                           inputGrad: dy.value)
     }
 
     /// dh: adds into dy's fp32 tensor the gradient through the MLP and RMSNorm₂, a chunk of rows at a time (its
@@ -305,19 +319,17 @@ struct DeviceDecoderLayer {
     }
 
     /// dx: adds into `inputGrad` (dh's fp32 tensor) the gradient through RoPE, the Q, K, V projections and
-    /// RMSNorm₁ from the attention's dQ, dK, dV (fp32; each rounded to bf16 once — by RoPE's backward for dQ and
-    /// dK — into the columns of one `[T, (H + 2·H_kv)·D]` matrix, so one GEMM with the stacked weights gives
-    /// dx̂₁ and one more their three gradients); writes their weights' gradients.
-    private func attentionInputsBackward(_ a: DeviceLayerActivations,
-                                         _ grads: (query: DeviceTensor, key: DeviceTensor, value: DeviceTensor),
+    /// RMSNorm₁ from the attention's dK, dV (fp32) and `projectionGrads` `[T, (H + 2·H_kv)·D]` bf16 holding dQ
+    /// rotated back in its first H·D columns: dK rotated back and dV go into the others (each rounded to bf16 once),
+    /// so one GEMM with the stacked weights gives dx̂₁ and one more their three gradients; writes their weights'
+    /// gradients.
+    private func attentionInputsBackward(_ a: DeviceLayerActivations, _ projectionGrads: DeviceTensor,
+                                         keyGrad: DeviceTensor, valueGrad: DeviceTensor,
                                          inputGrad: DeviceTensor) throws -> ResidualGradient {
         let kernels = ops.kernels
         let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
-        let projectionGrads = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, qkvWidth],
-                                                        precision: .bfloat16)
-        try kernels.rotaryBackward(grads.query, rope, into: .init(projectionGrads, first: 0))
-        try kernels.rotaryBackward(grads.key, rope, into: .init(projectionGrads, first: h * d))
-        try kernels.bf16(grads.value.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))
+        try kernels.rotaryBackward(keyGrad, rope, into: .init(projectionGrads, first: h * d))
+        try kernels.bf16(valueGrad.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))
         let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
         try ops.multiply(projectionGrads, stackedQKV(), into: inputNormedGrad)  // β = 0: no fill
         try ops.weightGradient(projectionGrads, a.normed, into: stackedQKVGradient(), accumulating: false)

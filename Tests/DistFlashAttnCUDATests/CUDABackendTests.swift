@@ -1,6 +1,7 @@
 import DistFlashAttn
 import DistFlashAttnCPU
 import DistFlashAttnCUDA
+import DistFlashTrain
 import DistFlashAttnReference
 import Testing
 
@@ -92,6 +93,31 @@ struct CUDABackendTests {
                 let top = b.map(abs).max() ?? 0
                 #expect(a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, top) },
                         "D = \(dim) \(name)")
+            }
+            // On wgmma, dQ rotated back by RoPE straight into bf16 columns 8 … of a wider matrix: RoPE's backward of
+            // the whole backward's dQ, placed there (to one bf16 step), the columns around untouched.
+            guard blocks.wgmmaBackward(headDim: dim) else { continue }
+            let rope = try RotaryEmbedding(positions: positions, headDim: dim, theta: 10_000)
+            let tables = try TrainingKernels.RotaryTables(device: gpu!, cosines: rope.cosines, sines: rope.sines,
+                                                          tokens: 131, headDim: dim)
+            let (columns, width) = (heads * dim, heads * dim + 24)
+            let wide = try DeviceTensor.upload(Tensor(shape: [262, width]), to: gpu!, as: .bfloat16)
+            let fused = try blocks.wholeBackward(query: q, positions: positions, key: k, value: v, mask: mask,
+                                                 scale: scale, output: whole.output, outputGrad: outputGrad,
+                                                 logSumExp: whole.logSumExp, rotatingQueryGradBy: tables,
+                                                 into: .init(wide, first: 8))
+            let separate = try TrainingKernels(device: gpu!).rotaryBackward(grads.query, tables).download().scalars
+            let placed = try wide.download().scalars
+            for row in 0..<262 {
+                let (start, expected) = (row * width + 8, separate[row * columns..<(row + 1) * columns])
+                #expect(zip(placed[start..<start + columns], expected).allSatisfy { abs($0 - $1) <= 0x1p-8 * abs($1) + 1e-6 },
+                        "D = \(dim) rotated dQ, row \(row)")
+                #expect((placed[row * width..<start] + placed[start + columns..<(row + 1) * width]).allSatisfy { $0 == 0 })
+            }
+            for (got, want, name) in [(fused.key, grads.key, "dK"), (fused.value, grads.value, "dV")] {
+                let (a, b) = (try got.download().scalars, try want.download().scalars)
+                let top = b.map(abs).max() ?? 0
+                #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, top) }, "D = \(dim) \(name), rotated dQ")
             }
         }
         _ = try blocks.finish()

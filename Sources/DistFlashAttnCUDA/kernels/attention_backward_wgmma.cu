@@ -362,6 +362,41 @@ __device__ void dq_from_tiles(const float *tiles, float *dq, int S, int H, int B
     }
 }
 
+// Two fp32 values rounded to bf16 (nearest even) and packed, the first in the low half: always bf16, whatever the
+// module's input type — the product is a training step's GEMM operand.
+__device__ __forceinline__ unsigned bf16x2(float low, float high) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(high), "f"(low));
+    return r;
+}
+
+// The training step's fusion of the dQ conversion with RoPE's backward: dQ from the backward's tiles, each pair
+// (d, d + D/2) — one column of the tile's two halves — turned back by its query row's angle (cos, sin [S, D/2]),
+// rounded to bf16 into columns out_column + head·D … of row b·S + i of `out` (rows out_stride apart): no fp32 dQ
+// is written or read again. The arithmetic is rope_backward's (training_ops.cu). Four pairs a thread.
+template <int BM, int D>
+__device__ void dq_rotated_from_tiles(const float *tiles, unsigned short *out, const float *cosines,
+                                      const float *sines, int S, int H, int B, int out_stride, int out_column) {
+    const int query_tiles = (S + BM - 1) / BM;
+    const size_t quads = (size_t)B * S * H * D / 8;
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < quads; q += (size_t)gridDim.x * blockDim.x) {
+        const unsigned d = (unsigned)(q % (D / 8)) * 4, token_head = (unsigned)(q / (D / 8));
+        const unsigned head = token_head % H, token = token_head / H, i = token % S, b = token / S;
+        const int row = i % BM;
+        const float *low = tiles + dq_tile_offset<BM, D>(b, head, i / BM, 0, H, query_tiles) + row * (D / 2)
+                           + dq_tile_column(row, d);
+        const float4 x = *(const float4 *)low, y = *(const float4 *)(low + BM * D / 2);  // columns d, d + D/2
+        const float4 c = *(const float4 *)(cosines + (size_t)i * (D / 2) + d);
+        const float4 s = *(const float4 *)(sines + (size_t)i * (D / 2) + d);
+        const float4 sd = make_float4(-1.f * s.x, -1.f * s.y, -1.f * s.z, -1.f * s.w);
+        unsigned short *to = out + (size_t)token * out_stride + out_column + head * D + d;
+        *(uint2 *)to = make_uint2(bf16x2(x.x * c.x - y.x * sd.x, x.y * c.y - y.y * sd.y),
+                                  bf16x2(x.z * c.z - y.z * sd.z, x.w * c.w - y.w * sd.w));
+        *(uint2 *)(to + D / 2) = make_uint2(bf16x2(y.x * c.x + x.x * sd.x, y.y * c.y + x.y * sd.y),
+                                            bf16x2(y.z * c.z + x.z * sd.z, y.w * c.w + x.w * sd.w));
+    }
+}
+
 // Kernel name: attention_backward_wgmma_d<D> (query tiles of 128 rows at D = 64, 64 at D = 128); arguments as
 // attention_backward_mma_* with Q and dO as tensor maps.
 #define BACKWARD_WGMMA(D, QUERY_TILE)                                                                          \
@@ -380,6 +415,11 @@ __device__ void dq_from_tiles(const float *tiles, float *dq, int S, int H, int B
     extern "C" __global__ void attention_dq_set_from_tiles_d##D(const float *tiles, float *dq, int S, int H,   \
                                                                 int B) {                                       \
         dq_from_tiles<QUERY_TILE, D, false>(tiles, dq, S, H, B);                                               \
+    }                                                                                                          \
+    extern "C" __global__ void attention_dq_rotated_from_tiles_d##D(                                           \
+        const float *tiles, unsigned short *out, const float *cosines, const float *sines, int S, int H, int B, \
+        int out_stride, int out_column) {                                                                      \
+        dq_rotated_from_tiles<QUERY_TILE, D>(tiles, out, cosines, sines, S, H, B, out_stride, out_column);     \
     }
 BACKWARD_WGMMA(64, 128)
 BACKWARD_WGMMA(128, 64)
