@@ -191,51 +191,61 @@ struct AttentionKernels: Sendable {
         let stride: Int, column: Int
     }
 
-    /// Launches the backward kernel(s) that add dQ, dK, dV: `tensorCore` (from `backwardLaunch`, for D ∈ {64, 128})
-    /// or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token arrays; `sizes`: the trailing scalars.
-    /// `setsQueryGrad`: dQ is written rather than added into (its memory need not be filled before) — only where
-    /// `BackwardLaunch.setsQueryGrad`. `rotated`: instead of dQ, its rotation back by RoPE in bf16 columns of a
-    /// wider matrix (`RotatedQueryGrad`; wgmma only — the query gradient's address is then unused).
+    /// What the backward does with dQ: add it into the fp32 tensor at an address, write it there (its memory need
+    /// not be filled before; only where `BackwardLaunch.setsQueryGrad`), or write it rotated back by RoPE in bf16
+    /// columns of a wider matrix (wgmma only).
+    enum QueryGradOutput {
+        case add(UInt64), set(UInt64), rotated(RotatedQueryGrad)
+    }
+
+    /// Launches the backward kernel(s) for dQ (`queryGrad`), dK, dV (added into): `tensorCore` (from
+    /// `backwardLaunch`, for D ∈ {64, 128}) or else the SIMT pair. `inputs`: Q, K, V, dO, LSE, δ and the token
+    /// arrays; `sizes`: the trailing scalars.
     func runBackward(_ tensorCore: BackwardLaunch?, queries: Int, keys: Int, heads: Int, kvHeads: Int, batch: Int,
-                     inputs: [CUDADevice.Argument], gradients: (query: UInt64, key: UInt64, value: UInt64),
-                     sizes: [CUDADevice.Argument], setsQueryGrad: Bool = false,
-                     rotated: RotatedQueryGrad? = nil) throws {
-        let (dq, dk, dv) = gradients
-        if let rotated {
-            guard let tensorCore, let kernel = tensorCore.dqRotatedFromTiles else {
-                throw DistFlashError(.invalidProblem, "dQ rotated into a wider matrix needs the wgmma backward (an "
-                    + "sm_90 GPU, D ∈ {64, 128})")
+                     inputs: [CUDADevice.Argument], queryGrad: QueryGradOutput,
+                     gradients: (key: UInt64, value: UInt64), sizes: [CUDADevice.Argument]) throws {
+        let (dk, dv) = gradients
+        if let tensorCore, let add = tensorCore.dqTiles, let set = tensorCore.dqSetFromTiles,
+           let rotate = tensorCore.dqRotatedFromTiles {
+            // wgmma: dQ by bulk reductions into a zeroed tile-laid-out buffer, then one conversion into its place.
+            guard batch * queries * heads < Int(Int32.max) else {
+                throw DistFlashError(.shapeMismatch, "B·S·H = \(batch * queries * heads): the wgmma backward needs "
+                    + "B·S·H < 2³¹")
             }
             let count = batch * heads * ((queries + tensorCore.queryTile - 1) / tensorCore.queryTile)
                 * tensorCore.queryTile * tensorCore.dim
-            let buffer = try DeviceBuffer(device, bytes: 4 * count)
-            try buffer.fill32(0, count: count)
+            let tiles = try DeviceBuffer(device, bytes: 4 * count)
+            try tiles.fill32(0, count: count)
             try tensorCore.run(device, inputs + tensorCore.boundArguments
-                + [.pointer(buffer.address), .pointer(dk), .pointer(dv)] + sizes)
-            let quads = batch * queries * heads * tensorCore.dim / 8
-            try device.launch(kernel, grid: (min((quads + 255) / 256, 65_535), 1, 1), block: 256,
-                              [.pointer(buffer.address), .pointer(rotated.output), .pointer(rotated.cosines),
-                               .pointer(rotated.sines), .int(Int32(queries)), .int(Int32(heads)), .int(Int32(batch)),
-                               .int(Int32(rotated.stride)), .int(Int32(rotated.column))])
-            return
-        }
-        if let tensorCore, let tiles = setsQueryGrad ? tensorCore.dqSetFromTiles : tensorCore.dqTiles {
-            // wgmma: dQ by bulk reductions into a zeroed tile-laid-out buffer, then added into dq.
-            guard dq % 16 == 0, batch * queries * heads < Int(Int32.max) else {
-                throw DistFlashError(.shapeMismatch, "dQ at address \(dq) with B·S·H = \(batch * queries * heads): "
-                    + "the wgmma backward needs dQ 16-byte aligned and B·S·H < 2³¹")
+                + [.pointer(tiles.address), .pointer(dk), .pointer(dv)] + sizes)
+            let shape: [CUDADevice.Argument] = [.int(Int32(queries)), .int(Int32(heads)), .int(Int32(batch))]
+            func aligned(_ dq: UInt64) throws -> CUDADevice.Argument {
+                guard dq % 16 == 0 else {
+                    throw DistFlashError(.shapeMismatch, "dQ at address \(dq): the wgmma backward needs it 16-byte "
+                        + "aligned")
+                }
+                return .pointer(dq)
             }
-            let count = batch * heads * ((queries + tensorCore.queryTile - 1) / tensorCore.queryTile)
-                * tensorCore.queryTile * tensorCore.dim
-            let buffer = try DeviceBuffer(device, bytes: 4 * count)
-            try buffer.fill32(0, count: count)
-            try tensorCore.run(device, inputs + tensorCore.boundArguments
-                + [.pointer(buffer.address), .pointer(dk), .pointer(dv)] + sizes)
-            let quads = batch * queries * heads * tensorCore.dim / 4
-            try device.launch(tiles, grid: (min((quads + 255) / 256, 65_535), 1, 1), block: 256,
-                              [.pointer(buffer.address), .pointer(dq), .int(Int32(queries)), .int(Int32(heads)),
-                               .int(Int32(batch))])
+            let (kernel, perThread, arguments): (OpaquePointer?, Int, [CUDADevice.Argument])
+            switch queryGrad {
+            case .add(let dq): (kernel, perThread, arguments) = (add, 4, [try aligned(dq)] + shape)
+            case .set(let dq): (kernel, perThread, arguments) = (set, 4, [try aligned(dq)] + shape)
+            case .rotated(let r):  // four pairs, eight elements, a thread
+                (kernel, perThread, arguments) = (rotate, 8, [.pointer(r.output), .pointer(r.cosines),
+                                                              .pointer(r.sines)]
+                                                    + shape + [.int(Int32(r.stride)), .int(Int32(r.column))])
+            }
+            let threads = batch * queries * heads * tensorCore.dim / perThread
+            try device.launch(kernel, grid: (min((threads + 255) / 256, 65_535), 1, 1), block: 256,
+                              [.pointer(tiles.address)] + arguments)
             return  // the buffer's free is queued on the stream after both launches
+        }
+        let dq: UInt64
+        switch queryGrad {
+        case .add(let address), .set(let address): dq = address  // set only where the launch sets: never here
+        case .rotated:
+            throw DistFlashError(.invalidProblem, "dQ rotated into a wider matrix needs the wgmma backward (an "
+                + "sm_90 GPU, D ∈ {64, 128})")
         }
         if let tensorCore {
             try tensorCore.run(device, inputs + tensorCore.boundArguments

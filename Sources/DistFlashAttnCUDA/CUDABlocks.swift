@@ -209,23 +209,22 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
                          keyPositions: [Int], mask: AttentionMask, scale: Float, outputGrad: DeviceTensor,
                          logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor) throws {
+        try require(queryGrad, .float32, query.shape, "dQ")
         try backward(query: query, queryPositions: queryPositions, key: key, value: value, keyPositions: keyPositions,
                      mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
-                     queryGrad: &queryGrad, keyGrad: &keyGrad, valueGrad: &valueGrad, setsQueryGrad: false)
+                     queryGrad: .add(queryGrad.address), keyGrad: keyGrad, valueGrad: valueGrad)
     }
 
-    /// `setsQueryGrad`: dQ written, not added into (only where the launch `setsQueryGrad`). `rotated`: dQ goes
-    /// there instead (`AttentionKernels.runBackward`), and `queryGrad` is not touched.
+    /// The backward with dQ's destination as `AttentionKernels.runBackward` takes it (an fp32 dQ of Q's shape
+    /// added into or written, checked by the caller; or its rotation into a wider bf16 matrix).
     private func backward(query: DeviceTensor, queryPositions: [Int], key: DeviceTensor, value: DeviceTensor,
                           keyPositions: [Int], mask: AttentionMask, scale: Float, outputGrad: DeviceTensor,
-                          logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: inout DeviceTensor,
-                          keyGrad: inout DeviceTensor, valueGrad: inout DeviceTensor, setsQueryGrad: Bool,
-                          rotated: AttentionKernels.RotatedQueryGrad? = nil) throws {
+                          logSumExp: DeviceTensor, delta: DeviceTensor, queryGrad: AttentionKernels.QueryGradOutput,
+                          keyGrad: DeviceTensor, valueGrad: DeviceTensor) throws {
         let g = try geometry(query, key, value, queryPositions, keyPositions)
         try require(outputGrad, inputs, query.shape, "dO")
         try require(logSumExp, .float32, [g.batch, g.heads, g.queries], "LSE")
         try require(delta, .float32, [g.batch, g.heads, g.queries], "δ")
-        if rotated == nil { try require(queryGrad, .float32, query.shape, "dQ") }
         try require(keyGrad, .float32, key.shape, "dK")
         try require(valueGrad, .float32, key.shape, "dV")
         if g.queries == 0 || g.keys == 0 { return }
@@ -243,9 +242,8 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
             + kernels.maskArguments(mask)
         try timed {
             try kernels.runBackward(launch, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
-                                    batch: g.batch, inputs: inputs,
-                                    gradients: (queryGrad.address, keyGrad.address, valueGrad.address), sizes: sizes,
-                                    setsQueryGrad: setsQueryGrad, rotated: rotated)
+                                    batch: g.batch, inputs: inputs, queryGrad: queryGrad,
+                                    gradients: (keyGrad.address, valueGrad.address), sizes: sizes)
         }
         withExtendedLifetime(dO) {}
     }
@@ -264,12 +262,12 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
             sets = try tokens.backward(kernels, queries: g.queries, keys: g.keys, heads: g.heads, kvHeads: g.kvHeads,
                                        batch: g.batch, dim: g.dim).setsQueryGrad
         }
-        var dq = sets ? try DeviceTensor(device, shape: query.shape, precision: .float32)
+        let dq = sets ? try DeviceTensor(device, shape: query.shape, precision: .float32)
             : try filled(query.shape, with: 0, like: nil)
-        var (dk, dv) = (try filled(key.shape, with: 0, like: nil), try filled(key.shape, with: 0, like: nil))
+        let (dk, dv) = (try filled(key.shape, with: 0, like: nil), try filled(key.shape, with: 0, like: nil))
         try backward(query: query, queryPositions: queryPositions, key: key, value: value, keyPositions: keyPositions,
                      mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
-                     queryGrad: &dq, keyGrad: &dk, valueGrad: &dv, setsQueryGrad: sets)
+                     queryGrad: sets ? .set(dq.address) : .add(dq.address), keyGrad: dk, valueGrad: dv)
         return (dq, dk, dv)
     }
 
@@ -288,13 +286,12 @@ public final class CUDABlocks: BlockBackend, @unchecked Sendable {
                 + "dQ of \(g.queries) query rows and D = \(g.dim)")
         }
         let stride = try slice.stride(rows: g.batch * g.queries, width: g.heads * g.dim)
-        var (dk, dv) = (try filled(key.shape, with: 0, like: nil), try filled(key.shape, with: 0, like: nil))
-        var unused = query  // the dQ argument: not read or written when dQ goes rotated into the slice
+        let (dk, dv) = (try filled(key.shape, with: 0, like: nil), try filled(key.shape, with: 0, like: nil))
         try backward(query: query, queryPositions: positions, key: key, value: value, keyPositions: positions,
                      mask: mask, scale: scale, outputGrad: outputGrad, logSumExp: logSumExp, delta: delta,
-                     queryGrad: &unused, keyGrad: &dk, valueGrad: &dv, setsQueryGrad: false,
-                     rotated: .init(output: slice.matrix.address, cosines: rope.cosines.address,
-                                    sines: rope.sines.address, stride: stride, column: slice.first))
+                     queryGrad: .rotated(.init(output: slice.matrix.address, cosines: rope.cosines.address,
+                                               sines: rope.sines.address, stride: stride, column: slice.first)),
+                     keyGrad: dk, valueGrad: dv)
         return (dk, dv)
     }
 

@@ -124,11 +124,20 @@ struct DeviceDecoderLayer {
     private func master(_ tensor: LayerTensor) -> DeviceTensor { weights.master[slot(tensor)] }
     private func matrix(_ tensor: LayerTensor) throws -> DeviceTensor { try weights.bf16(slot(tensor)) }
     private func gradient(_ tensor: LayerTensor) -> DeviceTensor { gradients[slot(tensor)] }
-    /// W_q, W_k, W_v stacked by rows, bf16 `[(H + 2·H_kv)·D, E]` (one cast; one GEMM for the three inputs' gradient).
-    private func stackedQKV() throws -> DeviceTensor { try weights.bf16(stacking: slot(.query)..<slot(.value) + 1) }
-    /// Their gradients, stacked the same way (views of one flat buffer).
-    private func stackedQKVGradient() throws -> DeviceTensor {
-        try DeviceTensor.joined([gradient(.query), gradient(.key), gradient(.value)], as: [qkvWidth, config.dim])
+    /// Matrices read together (adjacent in the parameters, in order): the Q, K, V projections; gate and up.
+    private static let qkv: [LayerTensor] = [.query, .key, .value], gateUp: [LayerTensor] = [.gate, .up]
+    /// `tensors` stacked by rows in one bf16 copy (one cast), which a backward GEMM reads whole.
+    private func stacked(_ tensors: [LayerTensor]) throws -> DeviceTensor {
+        try weights.bf16(stacking: slot(tensors[0])..<slot(tensors[tensors.count - 1]) + 1)
+    }
+    /// Each matrix of `stacked(tensors)`, as a view of its rows (what the forward's GEMMs read).
+    private func stackedParts(_ tensors: [LayerTensor]) throws -> [DeviceTensor] {
+        try DeviceWeights.views(of: stacked(tensors), tensors.map { master($0).shape })
+    }
+    /// Their gradients, stacked the same way (adjacent views of one flat buffer).
+    private func stackedGradient(_ tensors: [LayerTensor]) throws -> DeviceTensor {
+        let parts = tensors.map(gradient)
+        return try DeviceTensor.joined(parts, as: [parts.reduce(0) { $0 + $1.shape[0] }, config.dim])
     }
     private var qkvWidth: Int { (config.heads + 2 * config.kvHeads) * config.headDim }
     private var n: Int { positions.count }
@@ -138,14 +147,12 @@ struct DeviceDecoderLayer {
     func attentionInputs(_ x: DeviceTensor) throws -> (inverseRMS: DeviceTensor, normed: DeviceTensor,
                                                        query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
         let (normed, inverseRMS) = try ops.kernels.rmsNormForward(x, weight: master(.inputNorm), epsilon: config.normEps)
-        let (h, hkv, d, e) = (config.heads, config.kvHeads, config.headDim, config.dim)
+        let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
         // Q and K rounded to bf16 by their GEMMs, then rotated (as autocast does): half the bytes written and read.
-        let stacked = try stackedQKV()
-        let rows = { (range: Range<Int>) in try stacked.elements(range.lowerBound * e..<range.upperBound * e,
-                                                                 as: [range.count, e]) }
-        let q = try ops.linear(normed, rows(0..<h * d), precision: .bfloat16).reshaped([batch, n, h, d])
-        let k = try ops.linear(normed, rows(h * d..<(h + hkv) * d), precision: .bfloat16).reshaped([batch, n, hkv, d])
-        let v = try ops.linear(normed, rows((h + hkv) * d..<qkvWidth), precision: .bfloat16)
+        let matrices = try stackedParts(Self.qkv)
+        let q = try ops.linear(normed, matrices[0], precision: .bfloat16).reshaped([batch, n, h, d])
+        let k = try ops.linear(normed, matrices[1], precision: .bfloat16).reshaped([batch, n, hkv, d])
+        let v = try ops.linear(normed, matrices[2], precision: .bfloat16)
         return (inverseRMS, normed, try ops.kernels.rotary(q, rope), try ops.kernels.rotary(k, rope),
                 try v.reshaped([batch, n, hkv, d]))
     }
@@ -170,13 +177,10 @@ struct DeviceDecoderLayer {
     /// x̂₂·W_gᵀ and x̂₂·W_uᵀ of the rows of `normed` (`[rows, E]`), bf16 `[rows, F]` (W_g, W_u: views of their
     /// stacked copy, which the backward's GEMMs read whole).
     private func gateAndUp(normed: DeviceTensor) throws -> (gate: DeviceTensor, up: DeviceTensor) {
-        let (stacked, f, e) = (try stackedGateUp(), config.ffnDim, config.dim)
-        return (try ops.linear(normed, stacked.elements(0..<f * e, as: [f, e]), precision: .bfloat16),
-                try ops.linear(normed, stacked.elements(f * e..<2 * f * e, as: [f, e]), precision: .bfloat16))
+        let matrices = try stackedParts(Self.gateUp)
+        return (try ops.linear(normed, matrices[0], precision: .bfloat16),
+                try ops.linear(normed, matrices[1], precision: .bfloat16))
     }
-
-    /// W_g and W_u stacked by rows, bf16 `[2F, E]`.
-    private func stackedGateUp() throws -> DeviceTensor { try weights.bf16(stacking: slot(.gate)..<slot(.up) + 1) }
 
     /// gate, up and a of rows `range`: views of the kept ones, or computed now.
     private func projections(_ mlp: DeviceMLPActivations, rows range: Range<Int>) throws -> DeviceMLPProjections {
@@ -271,8 +275,7 @@ struct DeviceDecoderLayer {
         let kernels = ops.kernels
         // Every row is first written by its chunk's gate GEMM (β = 0): no fill.
         let normedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
-        let stacked = try stackedGateUp()  // [2F, E]
-        let stackedGradient = try DeviceTensor.joined([gradient(.gate), gradient(.up)], as: stacked.shape)
+        let (gateUpWeights, gateUpGradients) = (try stacked(Self.gateUp), try stackedGradient(Self.gateUp))  // [2F, E]
         for range in mlpChunks {
             let dyRows = try rowsOf(dy.bf16, range)
             let activatedGrad = try ops.inputGradient(dyRows, matrix(.down), precision: .bfloat16)
@@ -280,8 +283,8 @@ struct DeviceDecoderLayer {
             let later = range.lowerBound > 0  // the first chunk writes the weights' gradients, later ones add
             try ops.weightGradient(dyRows, activated, into: gradient(.down), accumulating: later)
             // [dg | du] · [W_g; W_u] and [dg | du]ᵀ · x̂₂: one GEMM each for both projections.
-            try ops.multiply(gateUpGrad, stacked, into: try rowsOf(normedGrad, range))
-            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: stackedGradient,
+            try ops.multiply(gateUpGrad, gateUpWeights, into: try rowsOf(normedGrad, range))
+            try ops.weightGradient(gateUpGrad, try rowsOf(mlp.normed, range), into: gateUpGradients,
                                    accumulating: later)
         }
         let hiddenGrad = try ResidualGradient(value: dy.value, bf16: bf16Like(dy.value))
@@ -331,8 +334,8 @@ struct DeviceDecoderLayer {
         try kernels.rotaryBackward(keyGrad, rope, into: .init(projectionGrads, first: h * d))
         try kernels.bf16(valueGrad.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))
         let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
-        try ops.multiply(projectionGrads, stackedQKV(), into: inputNormedGrad)  // β = 0: no fill
-        try ops.weightGradient(projectionGrads, a.normed, into: stackedQKVGradient(), accumulating: false)
+        try ops.multiply(projectionGrads, stacked(Self.qkv), into: inputNormedGrad)  // β = 0: no fill
+        try ops.weightGradient(projectionGrads, a.normed, into: stackedGradient(Self.qkv), accumulating: false)
         let inputGradBF16 = try bf16Like(inputGrad)
         try kernels.rmsNormBackward(a.input, inverseRMS: a.inverseRMS, weight: master(.inputNorm),
                                     outputGrad: inputNormedGrad, inputGrad: inputGrad, inputGradBF16: inputGradBF16,
