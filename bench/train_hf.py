@@ -4,7 +4,7 @@ transformers + PyTorch (SDPA attention), with its gradient checkpointing off and
 autocast over fp32 master weights (as `distflash train` on GPUs). Reports tokens/s (median step after warm-up),
 MFU and peak memory, one Markdown row per case.
 
-    python3 bench/train_hf.py [--preset llama-1b] [--seqs 16384,32768] [--steps 6] [--device cuda]
+    python3 bench/train_hf.py [--preset llama-1b] [--seqs 16384,32768] [--steps 6] [--checkpointing both]
 
 MFU counts 6·N·T for the dense layers plus 12·L·S·E per token for causal attention (halved for the mask)
 against the card's dense bf16 peak (989 TFLOP/s for an H100 SXM; pass --peak-tflops otherwise).
@@ -93,6 +93,8 @@ def main():
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--vocab", type=int, help="vocabulary size (default the preset's; 256 matches a byte-level "
                         "`distflash train --task text=FILE` run)")
+    parser.add_argument("--checkpointing", default="both", choices=["off", "on", "both"],
+                        help="gradient checkpointing off, on, or each in turn (default both)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.vocab:
@@ -103,7 +105,7 @@ def main():
         print("| preset | S | gradient checkpointing | step s | tokens/s | MFU | peak GiB |")
         print("|---|---:|---|---:|---:|---:|---:|")
     for seq in map(int, args.seqs.split(",")):
-        for checkpointing in (False, True):
+        for checkpointing in {"off": (False,), "on": (True,), "both": (False, True)}[args.checkpointing]:
             try:
                 r = run(args.preset, seq, checkpointing, args.steps, args.device, args.peak_tflops)
             except torch.OutOfMemoryError:

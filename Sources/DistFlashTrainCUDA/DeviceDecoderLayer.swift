@@ -65,29 +65,30 @@ enum SavedTensor {
 enum DeviceSavedLayer {
     case all(DeviceLayerActivations)
     case input(SavedTensor)
-    case inputAndAttention(SavedTensor, outputBF16: SavedTensor, logSumExp: DeviceTensor)
+    /// `attentionInputs`: Q and K after RoPE and V, kept only where the checkpoint waits in host memory (there they
+    /// cost no device memory, and the backward skips their GEMMs and RoPE: 3/16 of llama-1b's recomputed FLOPs);
+    /// nil: recomputed from x.
+    case inputAndAttention(SavedTensor, outputBF16: SavedTensor, logSumExp: DeviceTensor,
+                           attentionInputs: (query: SavedTensor, key: SavedTensor, value: SavedTensor)?)
 
-    init(_ activations: DeviceLayerActivations, strategy: CheckpointStrategy) {
-        switch strategy {
-        case .none: self = .all(activations)
-        case .layer: self = .input(.device(activations.input))
-        case .remat: self = .inputAndAttention(.device(activations.input),
-                                               outputBF16: .device(activations.mlp.output),
-                                               logSumExp: activations.logSumExp)
-        }
-    }
-
-    /// The same checkpoint with its large tensors (x, O) parked in host memory as one group; LSE (1/64 of O at
-    /// D = 64) stays. `.all` keeps everything on the device.
-    func parked(in offload: HostOffload) throws -> DeviceSavedLayer {
-        switch self {
-        case .input(.device(let x)):
-            return .input(.host(try offload.park([x])[0]))
-        case .inputAndAttention(.device(let x), .device(let output), let logSumExp):
-            let parked = try offload.park([x, output])
-            return .inputAndAttention(.host(parked[0]), outputBF16: .host(parked[1]), logSumExp: logSumExp)
-        default:
-            return self
+    /// The checkpoint of `strategy`; with `offload`, its large tensors (x; with `remat` also O, Q, K, V) parked in
+    /// host memory as one group (LSE, 1/64 of O at D = 64, stays). `none` keeps everything on the device.
+    init(_ activations: DeviceLayerActivations, strategy: CheckpointStrategy, parkingIn offload: HostOffload?) throws {
+        let a = activations
+        switch (strategy, offload) {
+        case (.none, _):
+            self = .all(a)
+        case (.layer, nil):
+            self = .input(.device(a.input))
+        case (.layer, let offload?):
+            self = .input(.host(try offload.park([a.input])[0]))
+        case (.remat, nil):
+            self = .inputAndAttention(.device(a.input), outputBF16: .device(a.mlp.output), logSumExp: a.logSumExp,
+                                      attentionInputs: nil)
+        case (.remat, let offload?):
+            let parked = try offload.park([a.input, a.mlp.output, a.query, a.key, a.value]).map(SavedTensor.host)
+            self = .inputAndAttention(parked[0], outputBF16: parked[1], logSumExp: a.logSumExp,
+                                      attentionInputs: (parked[2], parked[3], parked[4]))
         }
     }
 
@@ -96,7 +97,8 @@ enum DeviceSavedLayer {
         switch self {
         case .all: break
         case .input(let x): try x.fetch()
-        case .inputAndAttention(let x, let output, _): try x.fetch(); try output.fetch()
+        case .inputAndAttention(let x, let output, _, let inputs):
+            for saved in [x, output] + (inputs.map { [$0.query, $0.key, $0.value] } ?? []) { try saved.fetch() }
         }
     }
 }
@@ -146,7 +148,7 @@ struct DeviceDecoderLayer {
     /// x̂₁, Q, K, V from x.
     func attentionInputs(_ x: DeviceTensor) throws -> (inverseRMS: DeviceTensor, normed: DeviceTensor,
                                                        query: DeviceTensor, key: DeviceTensor, value: DeviceTensor) {
-        let (normed, inverseRMS) = try ops.kernels.rmsNormForward(x, weight: master(.inputNorm), epsilon: config.normEps)
+        let (normed, inverseRMS) = try inputNorm(x)
         let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
         // Q and K rounded to bf16 by their GEMMs, then rotated (as autocast does): half the bytes written and read.
         let matrices = try stackedParts(Self.qkv)
@@ -155,6 +157,12 @@ struct DeviceDecoderLayer {
         let v = try ops.linear(normed, matrices[2], precision: .bfloat16)
         return (inverseRMS, normed, try ops.kernels.rotary(q, rope), try ops.kernels.rotary(k, rope),
                 try v.reshaped([batch, n, hkv, d]))
+    }
+
+    /// x̂₁ (bf16) and r₁ from x.
+    private func inputNorm(_ x: DeviceTensor) throws -> (normed: DeviceTensor, inverseRMS: DeviceTensor) {
+        let (normed, inverseRMS) = try ops.kernels.rmsNormForward(x, weight: master(.inputNorm), epsilon: config.normEps)
+        return (normed, inverseRMS)
     }
 
     /// h, x̂₂ from x and O (bf16 `[B, n, H, D]`); with `keepProjections`, also gate, up and a of every row.
@@ -230,9 +238,13 @@ struct DeviceDecoderLayer {
             return activations
         case .input(let x):
             return try forward(x.load(), keepProjections: false)
-        case .inputAndAttention(let saved, let outputBF16, let logSumExp):
+        case .inputAndAttention(let saved, let outputBF16, let logSumExp, let kept):
             let x = try saved.load()
-            let inputs = try attentionInputs(x)
+            let inputs = try kept.map { kept in
+                let (normed, inverseRMS) = try inputNorm(x)
+                return (inverseRMS: inverseRMS, normed: normed, query: try kept.query.load(), key: try kept.key.load(),
+                        value: try kept.value.load())
+            } ?? attentionInputs(x)
             return DeviceLayerActivations(input: x, inverseRMS: inputs.inverseRMS, normed: inputs.normed,
                                           query: inputs.query, key: inputs.key, value: inputs.value,
                                           logSumExp: logSumExp,

@@ -23,8 +23,9 @@ public struct DeviceLlamaModel: Sendable {
     /// gradients), counted at 4 bytes an element (they are bf16: half that): the checkpointed strategies never hold
     /// them for all T rows at once (at 32k tokens of llama-1b, 512 MiB each), only one chunk. The default, 256 MiB,
     /// keeps each chunk's GEMMs large.
-    /// `offload`: park each layer's checkpoint (x, and O with `remat`) in pinned host memory during the forward and
-    /// fetch it one layer ahead in the backward, overlapped with the compute (not with `none`, which keeps all).
+    /// `offload`: park each layer's checkpoint (x; with `remat` also O and the attention's inputs Q, K, V, which the
+    /// backward then does not recompute) in pinned host memory during the forward and fetch it one layer ahead in
+    /// the backward, overlapped with the compute (not with `none`, which keeps all).
     /// `kernelTimes`: time each small kernel's launches as a phase of its own ("kernel:NAME" in `phaseSeconds`),
     /// and the time between phases ("gap:A→B").
     public init(config: ModelConfig, attention: any DeviceAttention, checkpoint: CheckpointStrategy = .remat,
@@ -84,13 +85,9 @@ public struct DeviceLlamaModel: Sendable {
                 let activations = try layer.forward(x, keepProjections: keepsAll)
                 x = try layer.output(activations.mlp, overwritingHidden: !keepsAll)
                 guard backward else { continue }
-                let kept = DeviceSavedLayer(activations, strategy: checkpoint)
                 // The last layer's checkpoint is the backward's first need: parking it would only add a round trip.
-                if let offload, index < config.layers - 1 {
-                    saved.append(try kept.parked(in: offload))
-                } else {
-                    saved.append(kept)
-                }
+                saved.append(try DeviceSavedLayer(activations, strategy: checkpoint,
+                                                  parkingIn: index < config.layers - 1 ? offload : nil))
             }
             try offload?.releaseParked()
         } catch {

@@ -85,7 +85,8 @@ public final class DeviceTrainer: @unchecked Sendable {
         let (saved, embedding) = (checkpoint?.optimizer, model.embeddingSlot)
         local = Dictionary(uniqueKeysWithValues: try ranksHere.map { rank, device in
             (rank, try ShardedOptimizer(parameters, rank: rank, ranks: worldSize, hyperparameters: hyperparameters,
-                                        resume: saved, fp32Only: [embedding], device: device))
+                                        resume: saved, fp32Only: [embedding],
+                                        residentBF16: !configuration.leanWeights, device: device))
         })
         let (model, communicator) = (model, communicator)
         func length(batch: Int, sequence: Int) throws -> Length {

@@ -3,32 +3,44 @@ import DistFlashAttnCUDA
 import DistFlashTrain
 import Foundation
 
-/// A model's parameters on one GPU, in `Parameters` order: fp32 master weights (what the optimizer updates and a
-/// checkpoint saves) and bf16 copies of the matrices a GEMM reads, made on demand: the layers run one after
-/// another, so only the most recently used `keptCopies` matrices (one layer's and the output head's) are held in
-/// bf16, not a second copy of the whole model (1.7 GiB less at llama-1b).
+/// A model's parameters on one GPU, in `Parameters` order, one after another in one flat buffer: fp32 master weights
+/// (what the optimizer updates and a checkpoint saves) and the bf16 copies of the matrices a GEMM reads, in one of
+/// two ways:
+/// - resident: a bf16 copy of the whole flat buffer, which the optimizer's update writes as it writes the masters
+///   (no pass of its own); 2 bytes a parameter of device memory (1.3 GiB at llama-1b);
+/// - on demand (`resident: false`): each made from its masters on first use after an update and kept while among
+///   the `keptCopies` most recently used — the layers run one after another, so about one layer's copies are held,
+///   at the price of rounding every matrix twice a step (forward and backward).
 public final class DeviceWeights: @unchecked Sendable {
     // Invariant: the tensors' shapes never change; their contents change only through work on the device's stream;
     // `copies` is touched only while holding `lock`, and holds only copies of the current master weights.
     public let names: [String]
     public let master: [DeviceTensor]
+    /// The bf16 copy of the whole flat buffer (padding included), when resident; whoever writes the masters keeps it
+    /// current (`mastersChanged`).
+    public let resident: DeviceTensor?
+    /// The fp32 flat buffer the masters are views of.
+    private let flat: DeviceTensor
+    /// Each slot's elements in `flat`.
+    private let spans: [Range<Int>]
     /// Whether a GEMM reads slot i in bf16 (the matrices; not the norm weights, nor the embedding table).
     private let castable: [Bool]
     private let kernels: TrainingKernels
     private let lock = NSLock()
-    /// bf16 copies made since the last update, most recently used last, by the slots they stack.
+    /// On demand: bf16 copies made since the last update, most recently used last, by the slots they stack.
     private var copies: [(slots: Range<Int>, tensor: DeviceTensor)] = []
     /// A decoder layer's matrices (Q, K, V stacked; W_o, gate, up, down) and the output head, with room to spare.
     static let keptCopies = 8
 
     /// Copies of `parameters` on `device`, one after another in one buffer (as the optimizer's flat buffer).
     /// `fp32Only`: the slots of matrices no GEMM reads (the embedding table), which get no bf16 copy.
-    public convenience init(_ parameters: Parameters, fp32Only: Set<Int> = [], on device: CUDADevice) throws {
+    public convenience init(_ parameters: Parameters, fp32Only: Set<Int> = [], resident: Bool = false,
+                            on device: CUDADevice) throws {
         let flat = try DeviceTensor.upload(try Tensor(shape: [parameters.scalarCount],
                                                       scalars: parameters.tensors.flatMap(\.scalars)),
                                            to: device, as: .float32)
-        try self.init(names: parameters.names, master: try Self.views(of: flat, parameters.tensors.map(\.shape)),
-                      fp32Only: fp32Only, kernels: TrainingKernels(device: device))
+        try self.init(names: parameters.names, flat: flat, shapes: parameters.tensors.map(\.shape), fp32Only: fp32Only,
+                      resident: resident, kernels: TrainingKernels(device: device))
     }
 
     /// Consecutive views of `flat` with `shapes`.
@@ -40,10 +52,19 @@ public final class DeviceWeights: @unchecked Sendable {
         }
     }
 
-    /// Over existing master tensors (e.g. views of one flat buffer).
-    init(names: [String], master: [DeviceTensor], fp32Only: Set<Int>, kernels: TrainingKernels) throws {
-        (self.names, self.master, self.kernels) = (names, master, kernels)
-        castable = master.indices.map { master[$0].shape.count >= 2 && !fp32Only.contains($0) }
+    /// Over the fp32 buffer `flat` (`[N]`, N at least the parameters' count: e.g. padded for sharding), whose first
+    /// elements hold tensors of `shapes` one after another.
+    init(names: [String], flat: DeviceTensor, shapes: [[Int]], fp32Only: Set<Int>, resident: Bool,
+         kernels: TrainingKernels) throws {
+        (self.names, self.flat, self.kernels) = (names, flat, kernels)
+        master = try Self.views(of: flat, shapes)
+        var start = 0
+        spans = shapes.map { shape in
+            defer { start += shape.reduce(1, *) }
+            return start..<start + shape.reduce(1, *)
+        }
+        castable = shapes.indices.map { shapes[$0].count >= 2 && !fp32Only.contains($0) }
+        self.resident = resident ? try kernels.bf16(flat) : nil
     }
 
     /// The bf16 copy of matrix `slot`, as the GEMMs read it: made from the master weights on first use after an
@@ -60,25 +81,35 @@ public final class DeviceWeights: @unchecked Sendable {
             throw DistFlashError(.shapeMismatch, "parameters \(slots) (\(named)) have no stacked bf16 copy: only "
                 + "matrices a GEMM reads, with one column count, do")
         }
+        if let resident {
+            return try resident.elements(spans[slots.lowerBound].lowerBound..<spans[slots.upperBound - 1].upperBound,
+                                         as: stackedShape(slots))
+        }
         return try lock.withLock {
             if let index = copies.firstIndex(where: { $0.slots == slots }) {
                 let copy = copies.remove(at: index)
                 copies.append(copy)
                 return copy.tensor
             }
-            let parts = slots.map { master[$0] }
-            let shape = parts.count == 1 ? parts[0].shape
-                : [parts.map { $0.shape[0] }.reduce(0, +)] + parts[0].shape.dropFirst()
-            let tensor = try kernels.bf16(try DeviceTensor.joined(parts, as: shape))
+            let tensor = try kernels.bf16(try DeviceTensor.joined(slots.map { master[$0] }, as: stackedShape(slots)))
             copies.append((slots, tensor))
             if copies.count > Self.keptCopies { copies.removeFirst() }
             return tensor
         }
     }
 
-    /// Drops every bf16 copy; whoever writes the master weights calls it (the next use re-rounds from them).
-    public func dropCopies() {
+    /// `[Σ rows, columns]` of matrices `slots` stacked by rows (one slot: its own shape).
+    private func stackedShape(_ slots: Range<Int>) -> [Int] {
+        let parts = slots.map { master[$0].shape }
+        return parts.count == 1 ? parts[0] : [parts.map { $0[0] }.reduce(0, +)] + parts[0].dropFirst()
+    }
+
+    /// Whoever writes the master weights calls it: on demand, the copies are dropped (the next use re-rounds them);
+    /// resident, the copy is rounded again from the masters (one pass) unless the writer wrote it too
+    /// (`residentWritten`, as the optimizer's update does).
+    public func mastersChanged(residentWritten: Bool = false) throws {
         lock.withLock { copies.removeAll() }
+        if let resident, !residentWritten { try kernels.bf16(flat, into: resident) }
     }
 
     /// The master weights as host tensors.

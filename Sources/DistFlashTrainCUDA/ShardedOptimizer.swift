@@ -9,7 +9,8 @@ import DistFlashTrain
 /// g_r = reduce-scatter(Σ_ranks G)            this rank's shard of the summed gradient
 /// ‖g‖² = Σ_ranks ‖g_r‖²  (all-reduce)         c = min(1, maxNorm / (‖g‖ + 10⁻⁶))
 /// θ_r ← AdamW(θ_r, c·g_r)                    one launch; weight decay only on matrices' segments
-/// Θ = all-gather(θ_r);  bf16 copies dropped (re-rounded on their next use)
+/// Θ = all-gather(θ_r)                       and the bf16 copy: written beside θ_r by AdamW and all-gathered
+///                                            when resident, else dropped (re-rounded on their next use)
 /// ```
 /// With one rank there is nothing to reduce or gather. Every rank must call `update` together.
 public final class ShardedOptimizer: @unchecked Sendable {
@@ -34,9 +35,11 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let decay: TrainingKernels.DecaySegments
 
     /// Rank `rank` of `ranks` over `parameters`, fresh or continuing `resume` (a full state over every flat
-    /// index, as a checkpoint stores it: this rank takes its slice). `fp32Only`: see `DeviceWeights`.
+    /// index, as a checkpoint stores it: this rank takes its slice). `fp32Only`, `residentBF16`: see
+    /// `DeviceWeights` (`resident`).
     public init(_ parameters: Parameters, rank: Int, ranks: Int, hyperparameters: AdamW.Hyperparameters,
-                resume: AdamWState? = nil, fp32Only: Set<Int> = [], device: CUDADevice) throws {
+                resume: AdamWState? = nil, fp32Only: Set<Int> = [], residentBF16: Bool = true,
+                device: CUDADevice) throws {
         try hyperparameters.validate()
         (self.rank, self.ranks, self.hyperparameters) = (rank, ranks, hyperparameters)
         kernels = TrainingKernels(device: device)
@@ -53,9 +56,9 @@ public final class ShardedOptimizer: @unchecked Sendable {
             defer { start += tensor.count }
             return start..<start + tensor.count
         }
-        let master = try zip(spans, parameters.tensors).map { try flatMaster.elements($0, as: $1.shape) }
         gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
-        weights = try DeviceWeights(names: parameters.names, master: master, fp32Only: fp32Only, kernels: kernels)
+        weights = try DeviceWeights(names: parameters.names, flat: flatMaster, shapes: parameters.tensors.map(\.shape),
+                                    fp32Only: fp32Only, resident: residentBF16, kernels: kernels)
         (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
         let share = layout.share
         self.layout = layout
@@ -130,17 +133,27 @@ public final class ShardedOptimizer: @unchecked Sendable {
         }
         let norm = Float(squares.squareRoot())
         guard norm.isFinite else { return norm }
-        defer { weights.dropCopies() }  // even if a launch or the all-gather fails partway: no stale copy survives
         let scale = GradientClipping.factor(norm: norm, maxNorm: maxNorm) ?? 1
         step += 1
         let h = hyperparameters
         let shard = layout.shard(rank)
-        try kernels.adamW(try flatMaster.elements(shard, as: [shard.count]), gradient: mine, gradientScale: scale, m: m,
-                          v: v, bf16Copy: nil, learningRate: learningRate, beta1: h.beta1, beta2: h.beta2,
-                          epsilon: h.epsilon, weightDecay: decay, step: step)
-        if ranks > 1, let communicator {
-            try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster, rank: rank)
+        let copy = try weights.resident.map { try $0.elements(shard, as: [shard.count]) }
+        do {
+            try kernels.adamW(try flatMaster.elements(shard, as: [shard.count]), gradient: mine, gradientScale: scale,
+                              m: m, v: v, bf16Copy: copy, learningRate: learningRate, beta1: h.beta1, beta2: h.beta2,
+                              epsilon: h.epsilon, weightDecay: decay, step: step)
+            if ranks > 1, let communicator {
+                try communicator.allGather(try flatMaster.elements(shard, as: [shard.count]), into: flatMaster,
+                                           rank: rank)
+                if let copy, let resident = weights.resident {
+                    try communicator.allGather(copy, into: resident, rank: rank)
+                }
+            }
+        } catch {
+            try? weights.mastersChanged()  // a launch or a gather failed partway: no stale copy survives
+            throw error
         }
+        try weights.mastersChanged(residentWritten: true)
         return norm
     }
 }

@@ -57,6 +57,21 @@ extension SeveralGPUs {
 }
 
 extension DeviceTrainerTests {
+    @Test("resident and lean bf16 weights give the same trajectory (the update's copy equals a fresh rounding)",
+          .enabled(if: gpu != nil))
+    func leanWeights() throws {
+        var configuration = Self.configuration(workers: 1)
+        let resident = try DeviceTrainer(configuration, devices: [gpu!])
+        configuration.leanWeights = true
+        let lean = try DeviceTrainer(configuration, devices: [gpu!])
+        for _ in 0..<configuration.steps {
+            let (expected, got) = (try resident.step(), try lean.step())
+            // Same bf16 operands every step; only the order of fp32 atomics (dQ, embedding) may differ between runs.
+            #expect(abs(got.loss - expected.loss) <= 1e-4 * expected.loss, "step \(got.step): \(got.loss) vs \(expected.loss)")
+            #expect(abs(got.gradientNorm - expected.gradientNorm) <= 1e-3 * expected.gradientNorm, "step \(got.step) ‖g‖")
+        }
+    }
+
     @Test("a GPU run resumed from its checkpoint continues the uninterrupted trajectory", .enabled(if: gpu != nil))
     func resumes() throws {
         let configuration = Self.configuration(workers: 1)

@@ -52,6 +52,8 @@ public struct TrainingConfiguration: Sendable, Equatable, Codable {
     public var checkpoint: CheckpointStrategy = .remat
     /// GPUs: keep each layer's checkpoint in pinned host memory until the backward needs it.
     public var offload = false
+    /// GPUs: round each layer's bf16 weights when used instead of keeping a bf16 copy of the whole model.
+    public var leanWeights = false
     /// GPUs: report each small kernel's device time in the step's phases.
     public var kernelTimes = false
     /// CPU threads in all (nil: `CPUBackend.defaultWorkers`); each rank gets max(1, threads / P).
