@@ -5,9 +5,10 @@
 #   track  llama-1b on the recall task (S = 8192, 30 steps): one GPU against every GPU, same seed and data; the
 #          two loss trajectories side by side and their SVG curves
 #   bench  the GPU trainer's step time, tokens/s, MFU and peak memory for --checkpoint none / layer / remat and
-#          remat with --offload at 16k and 32k tokens per GPU (TOKENS, STRATEGIES override; SINGLE=0, MULTI=0,
-#          BASELINE=0 skip parts; llama-1b, byte-level text of random bytes): on one GPU, beside the Hugging Face +
-#          PyTorch baseline with the same shape and vocabulary on another, then on every GPU (the distflash plan)
+#          remat with --offload at 16k and 32k tokens per GPU (TOKENS, STRATEGIES override, e.g. remat+offload+lean
+#          for --lean-weights; SINGLE=0, MULTI=0, BASELINE=0 skip parts; llama-1b, byte-level text of random
+#          bytes): on one GPU, beside the Hugging Face + PyTorch baseline with the same shape and vocabulary on
+#          another, then on every GPU (the distflash plan)
 #   profile  one GPU, llama-1b, S = 32768 (TOKENS), remat (STRATEGIES, one), 3 steps with --kernel-times: the last
 #          step's device time by phase (attention, GEMMs, optimizer, each small kernel), the largest gaps between
 #          phases, and what none of them covers
@@ -17,8 +18,13 @@ mkdir -p "$out"
 gpus=${GPUS:-$(nvidia-smi --list-gpus | wc -l)}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | tee "$out/gpu.txt"
 mode=${1:-bench}
-# The flags of a strategy: none, layer, remat; +offload: the checkpoint in host memory.
-checkpoint() { echo "--checkpoint ${1%+offload}$([ "$1" = "${1%+offload}" ] || echo ' --offload')"; }
+# The flags of a strategy: none, layer, remat; +offload: the checkpoint in host memory; +lean: --lean-weights.
+checkpoint() {
+    local flags="--checkpoint ${1%%+*}"
+    case "$1" in *+offload*) flags="$flags --offload" ;; esac
+    case "$1" in *+lean*) flags="$flags --lean-weights" ;; esac
+    echo "$flags"
+}
 if [ "$mode" = check ]; then
     tiny="train --preset tiny --task recall --seq 1024 --batch 4 --steps 8 --warmup 2 --seq-warmup 48:4:8 --eval-every 0 --seed 7 --json"
     timeout 200 bin/distflash $tiny --gpus 1 >"$out/check-1gpu.jsonl" 2>"$out/check-1gpu.err"

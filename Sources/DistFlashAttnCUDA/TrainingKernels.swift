@@ -38,14 +38,14 @@ public struct TrainingKernels: Sendable {
     }
 
     /// Adds dx into `inputGrad` (fp32, shape of x) and dw into `weightGrad` (fp32 `[E]`; written instead without
-    /// `accumulatingWeightGrad`), given dy (fp32, shape of x) and the forward's x and r; with `inputGradBF16`, also
+    /// `accumulatingWeightGrad`), given dy (fp32 or bf16, shape of x) and the forward's x and r; with `inputGradBF16`, also
     /// writes there the updated `inputGrad` rounded to bf16 (for the GEMM that reads it next). dw is summed over
     /// rows in a fixed order (deterministic).
     public func rmsNormBackward(_ x: DeviceTensor, inverseRMS: DeviceTensor, weight: DeviceTensor,
                                 outputGrad: DeviceTensor, inputGrad: DeviceTensor, inputGradBF16: DeviceTensor? = nil,
                                 weightGrad: DeviceTensor, accumulatingWeightGrad: Bool = true) throws {
         let (rows, width) = try normRows(x, weight)
-        try require(outputGrad, .float32, x.shape, "RMSNorm dy")
+        try require(outputGrad, outputGrad.precision == .bfloat16 ? .bfloat16 : .float32, x.shape, "RMSNorm dy")
         try require(inputGrad, .float32, x.shape, "RMSNorm dx")
         if let inputGradBF16 { try require(inputGradBF16, .bfloat16, x.shape, "RMSNorm dx in bf16") }
         try require(weightGrad, .float32, weight.shape, "RMSNorm dw")
@@ -59,7 +59,7 @@ public struct TrainingKernels: Sendable {
         let operands = [x, weight, outputGrad, inputGrad] + (inputGradBF16.map { [$0] } ?? [])
         let name = !Self.fourAtATime(width, operands) ? "rmsnorm_backward"
             : width <= Self.heldRowWidth ? "rmsnorm_backward_x4_held" : "rmsnorm_backward_x4"
-        try launch(name, grid: blocks,
+        try launch(name + (outputGrad.precision == .bfloat16 ? "_bf16" : ""), grid: blocks,
                    [.pointer(x.address), .pointer(weight.address), .pointer(inverseRMS.address),
                     .pointer(outputGrad.address), .pointer(inputGrad.address), .pointer(inputGradBF16?.address ?? 0),
                     .pointer(partial.address),

@@ -285,8 +285,9 @@ struct DeviceDecoderLayer {
     /// [rows, F] tensors — projections, da, dg, du — never exist whole); writes W_d's, W_g's, W_u's and the norm's.
     private func mlpBackward(_ mlp: DeviceMLPActivations, outputGrad dy: ResidualGradient) throws -> ResidualGradient {
         let kernels = ops.kernels
-        // Every row is first written by its chunk's gate GEMM (β = 0): no fill.
-        let normedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
+        // dx̂₂ in bf16, as its GEMM rounds it (autocast's way; half the bytes the RMSNorm backward reads). Every
+        // row is first written by its chunk's gate GEMM (β = 0): no fill.
+        let normedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .bfloat16)
         let (gateUpWeights, gateUpGradients) = (try stacked(Self.gateUp), try stackedGradient(Self.gateUp))  // [2F, E]
         for range in mlpChunks {
             let dyRows = try rowsOf(dy.bf16, range)
@@ -345,7 +346,8 @@ struct DeviceDecoderLayer {
         let (h, hkv, d) = (config.heads, config.kvHeads, config.headDim)
         try kernels.rotaryBackward(keyGrad, rope, into: .init(projectionGrads, first: h * d))
         try kernels.bf16(valueGrad.reshaped([rows, hkv * d]), into: .init(projectionGrads, first: (h + hkv) * d))
-        let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim], precision: .float32)
+        let inputNormedGrad = try DeviceTensor.unfilled(ops.blocks.device, shape: [rows, config.dim],
+                                                        precision: .bfloat16)  // dx̂₁, rounded as dx̂₂
         try ops.multiply(projectionGrads, stacked(Self.qkv), into: inputNormedGrad)  // β = 0: no fill
         try ops.weightGradient(projectionGrads, a.normed, into: stackedGradient(Self.qkv), accumulating: false)
         let inputGradBF16 = try bf16Like(inputGrad)

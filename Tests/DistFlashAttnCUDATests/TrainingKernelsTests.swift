@@ -21,7 +21,8 @@ struct TrainingKernelsTests {
 
     /// Widths one at a time (211; 2052 in the forward: wider than a warp's row) and four at a time (1100, 36, 2048:
     /// rows held in registers; 2052 in the backward: not held); 2063 rows give blocks of 3 rows, the last one short.
-    @Test("RMSNorm forward and backward equal the CPU layer; the bf16 dx is the fp32 dx rounded", .enabled(if: gpu != nil),
+    @Test("RMSNorm forward and backward (fp32 or bf16 dy) equal the CPU layer; the bf16 dx is the fp32 dx rounded",
+          .enabled(if: gpu != nil),
           arguments: [(111, 211), (111, 1100), (2063, 36), (37, 2048), (29, 2052)])
     func rmsNorm(_ rows: Int, _ width: Int) throws {
         let kernels = TrainingKernels(device: gpu!)
@@ -44,6 +45,17 @@ struct TrainingKernelsTests {
         #expect(Self.worst(try gdx.download(), dx, relative: 1e-5, absolute: 1e-5) <= 1)
         #expect(try gdxBF16.download().scalars == gdx.download().roundedToBFloat16().scalars)
         #expect(Self.worst(try gdw.download(), dw, relative: 1e-5, absolute: 1e-4 * Float(rows) / 111) <= 1)  // row sums
+
+        // dy in bf16 (as a GEMM rounds it): the CPU layer on the same rounded dy.
+        var (dxOfRounded, dwOfRounded) = (dxStart, dwStart)
+        try RMSNorm.backward(x, inverseRMS: r, weight: w, outputGrad: dy.roundedToBFloat16(), inputGrad: &dxOfRounded,
+                             weightGrad: &dwOfRounded)
+        let (hdx, hdw) = (try upload(dxStart), try upload(dwStart))
+        try kernels.rmsNormBackward(gx, inverseRMS: forward.inverseRMS, weight: gw,
+                                    outputGrad: try DeviceTensor.upload(dy, to: gpu!, as: .bfloat16), inputGrad: hdx,
+                                    weightGrad: hdw)
+        #expect(Self.worst(try hdx.download(), dxOfRounded, relative: 1e-5, absolute: 1e-5) <= 1)
+        #expect(Self.worst(try hdw.download(), dwOfRounded, relative: 1e-5, absolute: 1e-4 * Float(rows) / 111) <= 1)
     }
 
     /// D = 64 rotates four pairs a thread, D = 6 one.

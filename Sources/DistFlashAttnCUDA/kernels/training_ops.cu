@@ -88,6 +88,18 @@ template <int N> __device__ __forceinline__ Group<N> load_group(const float *p) 
     return g;
 }
 
+// bf16 in (N = 4: 8-byte groups, rows 8-byte aligned).
+template <int N> __device__ __forceinline__ Group<N> load_group(const bf16_t *p) {
+    Group<N> g;
+    if constexpr (N == 4) {
+        const float4 f = float4_of_bf16x4(*(const uint2 *)p);
+        g.v[0] = f.x; g.v[1] = f.y; g.v[2] = f.z; g.v[3] = f.w;
+    } else {
+        for (int j = 0; j < N; ++j) g.v[j] = bf16_to_float(p[j]);
+    }
+    return g;
+}
+
 template <int N> __device__ __forceinline__ void store_group(float *p, const Group<N> &g) {
     if constexpr (N == 4) *(float4 *)p = make_float4(g.v[0], g.v[1], g.v[2], g.v[3]);
     else for (int j = 0; j < N; ++j) p[j] = g.v[j];
@@ -149,8 +161,8 @@ extern "C" __global__ void rmsnorm_forward_x4(const float *x, const float *w, bf
 // (E ≤ N · BLOCK · K). HOLD keeps the row's x, dy and dx in registers from the first pass to the second (and
 // loads dx with the others, before the block's sum); otherwise the second pass reads them again (from L1: this
 // block read x and dy just now) — registers for 8 blocks an SM at the widest rows. Grid: ceil(rows / rows_per_block).
-template <int N, int K, bool HOLD>
-__device__ void rmsnorm_backward_rows(const float *x, const float *w, const float *r, const float *dy, float *dx,
+template <int N, int K, bool HOLD, typename Dy>
+__device__ void rmsnorm_backward_rows(const float *x, const float *w, const float *r, const Dy *dy, float *dx,
                                       bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {
     __shared__ float scratch[BLOCK / 32];
     auto each_group = [&](auto body) {  // body(k, e) for this thread's groups of a row: k-th, at element e
@@ -200,9 +212,15 @@ __device__ void rmsnorm_backward_rows(const float *x, const float *w, const floa
     each_group([&](int k, int e) { store_group<N>(dw_partial + (long long)blockIdx.x * E + e, dw[k]); });
 }
 
+// dy in fp32, or in bf16 (`_bf16`: as the GEMM that computes it rounds it, autocast's way: half the bytes).
 #define RMSNORM_BACKWARD(NAME, N, K, HOLD)                                                                          \
     extern "C" __global__ void NAME(const float *x, const float *w, const float *r, const float *dy, float *dx,   \
                                     bf16_t *dx_bf16, float *dw_partial, int rows, int E, int rows_per_block) {    \
+        rmsnorm_backward_rows<N, K, HOLD>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);         \
+    }                                                                                                               \
+    extern "C" __global__ void NAME##_bf16(const float *x, const float *w, const float *r, const bf16_t *dy,      \
+                                           float *dx, bf16_t *dx_bf16, float *dw_partial, int rows, int E,        \
+                                           int rows_per_block) {                                                  \
         rmsnorm_backward_rows<N, K, HOLD>(x, w, r, dy, dx, dx_bf16, dw_partial, rows, E, rows_per_block);         \
     }
 RMSNORM_BACKWARD(rmsnorm_backward, 1, RMS_MAX_PER_THREAD, false)
