@@ -7,7 +7,7 @@ import Foundation
 /// (what the optimizer updates and a checkpoint saves) and the bf16 copies of the matrices a GEMM reads, in one of
 /// two ways:
 /// - resident: a bf16 copy of the whole flat buffer, which the optimizer's update writes as it writes the masters
-///   (no pass of its own); 2 bytes a parameter of device memory (1.3 GiB at llama-1b);
+///   (no pass of its own); 2 bytes a parameter of device memory (1.8 GiB at llama-1b);
 /// - on demand (`resident: false`): each made from its masters on first use after an update and kept while among
 ///   the `keptCopies` most recently used — the layers run one after another, so about one layer's copies are held,
 ///   at the price of rounding every matrix twice a step (forward and backward).
