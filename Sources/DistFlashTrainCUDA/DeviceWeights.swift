@@ -21,8 +21,8 @@ public final class DeviceWeights: @unchecked Sendable {
     public let resident: DeviceTensor?
     /// The fp32 flat buffer the masters are views of.
     private let flat: DeviceTensor
-    /// Each slot's elements in `flat`.
-    private let spans: [Range<Int>]
+    /// Each slot's elements in the flat buffer (the gradients' flat buffer uses the same).
+    let spans: [Range<Int>]
     /// Whether a GEMM reads slot i in bf16 (the matrices; not the norm weights, nor the embedding table).
     private let castable: [Bool]
     private let kernels: TrainingKernels
@@ -43,13 +43,18 @@ public final class DeviceWeights: @unchecked Sendable {
                       resident: resident, kernels: TrainingKernels(device: device))
     }
 
+    /// The element ranges of tensors of `shapes` laid one after another from element 0.
+    static func spans(_ shapes: [[Int]]) -> [Range<Int>] {
+        var start = 0
+        return shapes.map { shape in
+            defer { start += shape.reduce(1, *) }
+            return start..<start + shape.reduce(1, *)
+        }
+    }
+
     /// Consecutive views of `flat` with `shapes`.
     static func views(of flat: DeviceTensor, _ shapes: [[Int]]) throws -> [DeviceTensor] {
-        var start = 0
-        return try shapes.map { shape in
-            defer { start += shape.reduce(1, *) }
-            return try flat.elements(start..<start + shape.reduce(1, *), as: shape)
-        }
+        try zip(spans(shapes), shapes).map { try flat.elements($0, as: $1) }
     }
 
     /// Over the fp32 buffer `flat` (`[N]`, N at least the parameters' count: e.g. padded for sharding), whose first
@@ -57,12 +62,8 @@ public final class DeviceWeights: @unchecked Sendable {
     init(names: [String], flat: DeviceTensor, shapes: [[Int]], fp32Only: Set<Int>, resident: Bool,
          kernels: TrainingKernels) throws {
         (self.names, self.flat, self.kernels) = (names, flat, kernels)
-        master = try Self.views(of: flat, shapes)
-        var start = 0
-        spans = shapes.map { shape in
-            defer { start += shape.reduce(1, *) }
-            return start..<start + shape.reduce(1, *)
-        }
+        spans = Self.spans(shapes)
+        master = try zip(spans, shapes).map { try flat.elements($0, as: $1) }
         castable = shapes.indices.map { shapes[$0].count >= 2 && !fp32Only.contains($0) }
         self.resident = resident ? try kernels.bf16(flat) : nil
     }

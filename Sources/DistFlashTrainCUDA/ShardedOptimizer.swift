@@ -29,8 +29,6 @@ public final class ShardedOptimizer: @unchecked Sendable {
     private let v: DeviceTensor
     /// This rank's shard of the summed gradient (the reduce-scatter's output; with one rank, the gradient itself).
     private let reduced: DeviceTensor
-    /// Flat element range of each tensor.
-    private let spans: [Range<Int>]
     /// The weight decay of each run of this rank's shard (matrices decayed, norms and padding not).
     private let decay: TrainingKernels.DecaySegments
 
@@ -51,15 +49,11 @@ public final class ShardedOptimizer: @unchecked Sendable {
         let flatMaster = try DeviceTensor.upload(try Tensor(shape: [padded], scalars: flat), to: device, as: .float32)
         let zeros = CUDABlocks(device: device, timing: false)  // device-side fills: no host buffers of zeros
         let flatGradient = try zeros.filled([padded], with: 0, like: nil)
-        var start = 0
-        let spans = parameters.tensors.map { tensor in
-            defer { start += tensor.count }
-            return start..<start + tensor.count
-        }
-        gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
         weights = try DeviceWeights(names: parameters.names, flat: flatMaster, shapes: parameters.tensors.map(\.shape),
                                     fp32Only: fp32Only, resident: residentBF16, kernels: kernels)
-        (self.flatMaster, self.flatGradient, self.spans) = (flatMaster, flatGradient, spans)
+        let spans = weights.spans  // the gradients lie in their flat buffer as the masters in theirs
+        gradients = try zip(spans, parameters.tensors).map { try flatGradient.elements($0, as: $1.shape) }
+        (self.flatMaster, self.flatGradient) = (flatMaster, flatGradient)
         let share = layout.share
         self.layout = layout
         if let resume {
